@@ -1,0 +1,147 @@
+"""IMDB for the course: loading, the classic filter and cleanup, prompts, and the held-out prompt set.
+
+Where the data comes from, in order:
+1. ``RLHF_IMDB_DIR`` (any profile): a local copy in the hub's parquet layout
+   (``train.parquet``, ``test.parquet``, ``unsupervised.parquet``; columns ``text``, ``label``);
+2. the ``smoke`` profile without it: the review fixture shipped in ``rlhf_helpers/fixtures``;
+3. otherwise the hub id ``stanfordnlp/imdb``.
+Each path gives the same features: ``text`` (string) and ``label`` (ClassLabel ``neg``/``pos``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .fixture import FIXTURE_DIR
+from .profiles import Profile
+
+IMDB_DIR_ENV = "RLHF_IMDB_DIR"
+SPLITS = ("train", "test", "unsupervised")
+HELDOUT_SEED = 1234
+
+
+def imdb_source(profile: Profile | None = None) -> str:
+    """Where IMDB is read from: a local folder (env or fixture) or a hub id."""
+    local = os.environ.get(IMDB_DIR_ENV)
+    if local:
+        return local
+    if profile is not None and profile.offline:
+        return str(FIXTURE_DIR)
+    return profile.dataset if profile is not None else "stanfordnlp/imdb"
+
+
+def _features():
+    from datasets import ClassLabel, Features, Value
+
+    return Features({"text": Value("string"), "label": ClassLabel(names=["neg", "pos"])})
+
+
+def load_imdb(split: str = "train", profile: Profile | None = None, source: str | None = None):
+    """Load one IMDB split as a `datasets.Dataset` with features text / label(neg, pos).
+
+    The unsupervised split has label -1, which a ClassLabel cannot hold, so it keeps an int label.
+    """
+    from datasets import load_dataset
+
+    if split not in SPLITS:
+        raise ValueError(f"Unknown IMDB split {split!r}; choose one of {SPLITS}.")
+    source = source or imdb_source(profile)
+    if os.path.isdir(source):
+        path = Path(source) / f"{split}.parquet"
+        if not path.is_file():
+            present = sorted(p.name for p in Path(source).glob("*.parquet"))
+            raise FileNotFoundError(
+                f"IMDB folder {source} has no {split}.parquet (found: {present or 'no parquet files'}). "
+                f"Expected the hub's layout: {', '.join(s + '.parquet' for s in SPLITS)}. "
+                f"Fix {IMDB_DIR_ENV} or unset it to use the hub (or the fixture in the smoke profile).")
+        ds = load_dataset("parquet", data_files={split: str(path)}, split=split)
+        missing = {"text", "label"} - set(ds.column_names)
+        if missing:
+            raise ValueError(f"{path} lacks column(s) {sorted(missing)}; IMDB parquet has text and label.")
+        if split != "unsupervised":
+            ds = ds.select_columns(["text", "label"]).cast(_features())
+        return ds
+    if os.sep in source and not source.count("/") == 1:
+        raise FileNotFoundError(f"IMDB folder {source!r} does not exist. Fix {IMDB_DIR_ENV}.")
+    from .hub import ensure_available
+
+    ensure_available(source, repo_type="dataset")
+    return load_dataset(source, split=split)
+
+
+_BR = re.compile(r"<br\s*/?>", flags=re.IGNORECASE)
+_SPACES = re.compile(r"[ \t]+")
+
+
+def clean_review(text: str) -> str:
+    """Replace the raw HTML line breaks (``<br /><br />``) with spaces and squeeze runs of spaces."""
+    return _SPACES.sub(" ", _BR.sub(" ", text)).strip()
+
+
+def filter_and_clean(ds, min_chars: int = 200):
+    """The classic notebook's filter (reviews longer than `min_chars`), then `clean_review`."""
+    ds = ds.filter(lambda t: len(t) > min_chars, input_columns="text")
+    return ds.map(lambda t: {"text": clean_review(t)}, input_columns="text")
+
+
+def prompt_lengths(n: int, min_tokens: int, max_tokens: int, seed: int) -> np.ndarray:
+    """Seeded prompt lengths, uniform in [min_tokens, max_tokens] (the anchor's LengthSampler)."""
+    if not 1 <= min_tokens <= max_tokens:
+        raise ValueError(f"Need 1 <= min_tokens <= max_tokens, got {min_tokens}, {max_tokens}.")
+    return np.random.default_rng(seed).integers(min_tokens, max_tokens + 1, size=n)
+
+
+def make_prompts(texts: list[str], tokenizer, min_tokens: int = 2, max_tokens: int = 8,
+                 seed: int = 0) -> list[dict]:
+    """Cut each text to its first k tokens, k seeded per position. Returns dicts with query/input_ids."""
+    lengths = prompt_lengths(len(texts), min_tokens, max_tokens, seed)
+    # A prefix of ~40 characters per token is plenty; avoids tokenizing whole reviews.
+    heads = [t[: 40 * max_tokens] for t in texts]
+    ids = tokenizer(heads, add_special_tokens=False)["input_ids"]
+    prompts = []
+    for text_ids, k in zip(ids, lengths):
+        k = min(int(k), len(text_ids))
+        prompts.append({"query": tokenizer.decode(text_ids[:k]), "input_ids": list(text_ids[:k])})
+    return prompts
+
+
+def build_prompt_dataset(profile: Profile, tokenizer, split: str = "train", seed: int = 0):
+    """Training prompts: filtered, cleaned reviews of `split` cut to 2-8 tokens (profile's range)."""
+    from datasets import Dataset
+
+    ds = filter_and_clean(load_imdb(split, profile), profile.min_review_chars)
+    prompts = make_prompts(ds["text"], tokenizer, profile.prompt_min_tokens, profile.prompt_max_tokens,
+                           seed=seed)
+    return Dataset.from_list(prompts)
+
+
+@dataclass(frozen=True)
+class HeldoutPrompts:
+    """The fixed evaluation prompts: the same for every notebook, run and algorithm."""
+
+    queries: list[str]
+    input_ids: list[list[int]]
+    labels: list[int]
+    """The sentiment label of the review each prompt was cut from (for analysis only)."""
+
+    def __len__(self) -> int:
+        return len(self.queries)
+
+
+def heldout_prompts(profile: Profile, tokenizer, n: int | None = None,
+                    seed: int = HELDOUT_SEED) -> HeldoutPrompts:
+    """`n` (default `profile.n_eval_prompts`) seeded prompts from the **test** split, never trained on."""
+    n = n or profile.n_eval_prompts
+    ds = filter_and_clean(load_imdb("test", profile), profile.min_review_chars)
+    if n > len(ds):
+        raise ValueError(f"Asked for {n} held-out prompts but the test split has only {len(ds)} reviews.")
+    picked = ds.shuffle(seed=seed).select(range(n))
+    prompts = make_prompts(picked["text"], tokenizer, profile.prompt_min_tokens, profile.prompt_max_tokens,
+                           seed=seed)
+    return HeldoutPrompts(queries=[p["query"] for p in prompts], input_ids=[p["input_ids"] for p in prompts],
+                          labels=list(picked["label"]))

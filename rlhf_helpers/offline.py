@@ -1,0 +1,317 @@
+"""The offline world: a tokenizer, a policy and a reward classifier that the project builds itself.
+
+The `smoke` profile cannot download `lvwerra/gpt2-imdb` or `lvwerra/distilbert-imdb`, so it builds
+small stand-ins from review text, saves them with `save_pretrained`, and the course then loads them
+through exactly the calls it uses for the hub ids (`AutoModelForCausalLM.from_pretrained`,
+`pipeline("sentiment-analysis", ...)`). What is built:
+
+* a byte-level BPE tokenizer trained on reviews, with GPT-2's quirks kept: the only special token is
+  `<|endoftext|>` and there is **no pad token**;
+* a tiny GPT-2 policy, pretrained briefly (next-token prediction) on reviews;
+* a tiny DistilBERT classifier with labels NEGATIVE / POSITIVE, fine-tuned on labelled reviews.
+
+Training runs a fixed number of steps from a fixed seed, so the same data gives the same weights.
+Results are cached under ``$RLHF_CACHE_DIR`` (default ``~/.cache/rlhf-course``) in a folder named by a
+hash of the recipe and the data, so a second call returns in about a second.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .data import clean_review, imdb_source, load_imdb
+
+CACHE_ENV = "RLHF_CACHE_DIR"
+BUILDER_VERSION = 1
+EOS = "<|endoftext|>"
+
+
+@dataclass(frozen=True)
+class OfflineWorldConfig:
+    """The recipe of the offline world; every field is part of the cache key."""
+
+    seed: int = 0
+    """Seed for tokenizer sampling, weight init and batch order."""
+    vocab_size: int = 4096
+    """BPE vocabulary size (GPT-2 has 50,257; the policy's output layer dominates its cost)."""
+    tokenizer_texts: int = 8000
+    """Reviews used to train the tokenizer."""
+    policy_layers: int = 2
+    """Transformer blocks of the tiny GPT-2."""
+    policy_dim: int = 128
+    """Hidden size of the tiny GPT-2."""
+    policy_heads: int = 4
+    """Attention heads of the tiny GPT-2."""
+    policy_positions: int = 128
+    """Context length of the tiny GPT-2 (prompts + responses are at most 24 tokens)."""
+    policy_steps: int = 400
+    """Pretraining steps (next-token prediction on reviews)."""
+    policy_batch: int = 32
+    """Sequences per pretraining step."""
+    policy_seq_len: int = 64
+    """Tokens per pretraining sequence."""
+    policy_lr: float = 2e-3
+    """Peak AdamW learning rate for pretraining (linear warm-up, cosine decay)."""
+    clf_layers: int = 2
+    """Transformer blocks of the tiny DistilBERT."""
+    clf_dim: int = 128
+    """Hidden size of the tiny DistilBERT."""
+    clf_heads: int = 4
+    """Attention heads of the tiny DistilBERT."""
+    clf_max_len: int = 256
+    """Longest classifier input in tokens; longer texts are truncated."""
+    clf_train_len: int = 128
+    """Longest training window: a step at 256 tokens costs ~5x one at 128 on CPU, and random 128-token
+    windows of the review still see all of it over training."""
+    clf_steps: int = 800
+    """Fine-tuning steps of the classifier."""
+    clf_batch: int = 32
+    """Reviews per classifier step."""
+    clf_lr: float = 1e-3
+    """Peak AdamW learning rate for the classifier."""
+    clf_short_frac: float = 0.5
+    """Fraction of training batches cut to short random windows (8-48 tokens), because the reward
+    scores prompt + response texts of ~10-24 tokens, not whole reviews. Batches are all short or all
+    full so that short ones are not padded to full length."""
+    eval_reviews: int = 2000
+    """Test reviews used to report the classifier's accuracy."""
+
+
+FAST = OfflineWorldConfig(tokenizer_texts=1000, vocab_size=1024, policy_steps=20, clf_steps=20,
+                          eval_reviews=200)
+"""A seconds-long recipe for tests of the builder itself (caching, determinism)."""
+
+
+@dataclass(frozen=True)
+class OfflineWorld:
+    """Paths of the built checkpoints (each loadable with `from_pretrained`) and build facts."""
+
+    root: Path
+    tokenizer: Path
+    policy: Path
+    classifier: Path
+    info: dict
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "rlhf-course")
+
+
+def _data_fingerprint(source: str) -> str:
+    """Identify the data by its files' names and sizes (cheap, and enough to tell IMDB from the fixture)."""
+    files = sorted(Path(source).glob("*.parquet"))
+    return ";".join(f"{f.name}:{f.stat().st_size}" for f in files)
+
+
+def world_key(config: OfflineWorldConfig, source: str) -> str:
+    payload = json.dumps({"v": BUILDER_VERSION, "config": dataclasses.asdict(config),
+                          "data": _data_fingerprint(source)}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _texts(split: str, source: str) -> list[str]:
+    ds = load_imdb(split, source=source)
+    return [clean_review(t) for t in ds["text"]], list(ds["label"])
+
+
+def _train_tokenizer(texts: list[str], config: OfflineWorldConfig, out: Path):
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import GPT2Tokenizer
+
+    bpe = ByteLevelBPETokenizer()  # GPT-2's byte-level pre-tokenizer: no unknown characters, ever
+    bpe.train_from_iterator(texts, vocab_size=config.vocab_size, min_frequency=2, special_tokens=[EOS],
+                            show_progress=False)
+    model = json.loads(bpe._tokenizer.to_str())["model"]
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]
+    # GPT-2's quirks: <|endoftext|> is bos, eos and unk; there is no pad token.
+    tokenizer = GPT2Tokenizer(vocab=model["vocab"], merges=merges, pad_token=None)
+    tokenizer.model_max_length = config.policy_positions
+    tokenizer.save_pretrained(out)
+    return tokenizer
+
+
+def _schedule(step: int, total: int, warmup: int) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * progress))
+
+
+def _pretrain_policy(tokenizer, texts: list[str], config: OfflineWorldConfig, out: Path, log) -> dict:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    # Tokenize only about as many reviews as pretraining will read (~250 tokens per cleaned review).
+    needed = config.policy_steps * config.policy_batch * config.policy_seq_len // 250 + 1000
+    ids = tokenizer(texts[:needed], add_special_tokens=False)["input_ids"]
+    stream = np.fromiter((t for row in ids for t in (*row, tokenizer.eos_token_id)), dtype=np.int64)
+    n_seq = len(stream) // config.policy_seq_len
+    chunks = torch.from_numpy(stream[: n_seq * config.policy_seq_len].reshape(n_seq, config.policy_seq_len))
+
+    torch.manual_seed(config.seed)
+    model = GPT2LMHeadModel(GPT2Config(
+        vocab_size=len(tokenizer), n_positions=config.policy_positions, n_embd=config.policy_dim,
+        n_layer=config.policy_layers, n_head=config.policy_heads,
+        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id))
+    opt = torch.optim.AdamW(model.parameters(), lr=config.policy_lr, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _schedule(s, config.policy_steps, 50))
+    gen = torch.Generator().manual_seed(config.seed)
+    model.train()
+    loss = torch.tensor(float("nan"))
+    for step in range(config.policy_steps):
+        batch = chunks[torch.randint(0, n_seq, (config.policy_batch,), generator=gen)]
+        loss = model(input_ids=batch, labels=batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        if step % 100 == 0 or step == config.policy_steps - 1:
+            log(f"  policy step {step + 1}/{config.policy_steps}: loss {loss.item():.3f}")
+    model.eval()
+    model.generation_config.pad_token_id = tokenizer.eos_token_id
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    return {"policy_params": sum(p.numel() for p in model.parameters()), "policy_final_loss": loss.item(),
+            "policy_tokens_seen": config.policy_steps * config.policy_batch * config.policy_seq_len}
+
+
+def _classifier_tokenizer(tokenizer_dir: Path, config: OfflineWorldConfig):
+    """The policy's tokenizer plus what a classifier needs: a first-slot token to pool, and padding."""
+    from transformers import GPT2Tokenizer
+
+    clf_tok = GPT2Tokenizer.from_pretrained(tokenizer_dir, add_bos_token=True, pad_token=EOS)
+    clf_tok.model_max_length = config.clf_max_len
+    return clf_tok
+
+
+def _finetune_classifier(clf_tok, train: tuple, test: tuple, config: OfflineWorldConfig, out: Path,
+                         log) -> dict:
+    from transformers import DistilBertConfig, DistilBertForSequenceClassification
+
+    texts, labels = train
+    ids = clf_tok(texts, truncation=True, max_length=config.clf_max_len)["input_ids"]
+    labels = torch.tensor(labels)
+    torch.manual_seed(config.seed + 1)
+    model = DistilBertForSequenceClassification(DistilBertConfig(
+        vocab_size=len(clf_tok), max_position_embeddings=config.clf_max_len, dim=config.clf_dim,
+        n_layers=config.clf_layers, n_heads=config.clf_heads, hidden_dim=4 * config.clf_dim,
+        pad_token_id=clf_tok.pad_token_id, num_labels=2,
+        id2label={0: "NEGATIVE", 1: "POSITIVE"}, label2id={"NEGATIVE": 0, "POSITIVE": 1}))
+    opt = torch.optim.AdamW(model.parameters(), lr=config.clf_lr, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _schedule(s, config.clf_steps, 50))
+    rng = np.random.default_rng(config.seed + 2)
+    bos, pad = clf_tok.bos_token_id, clf_tok.pad_token_id
+    model.train()
+    for step in range(config.clf_steps):
+        rows = rng.integers(0, len(ids), size=config.clf_batch)
+        short = rng.random() < config.clf_short_frac
+        batch = []
+        for r in rows:
+            seq = ids[r]
+            # Short windows starting anywhere in the review: the reward sees short texts.
+            width = int(rng.integers(8, 49)) if short else config.clf_train_len - 1
+            if len(seq) > width + 1:
+                start = int(rng.integers(1, len(seq) - width))
+                seq = [bos] + seq[start:start + width]
+            batch.append(seq)
+        width = max(len(s) for s in batch)
+        input_ids = torch.tensor([s + [pad] * (width - len(s)) for s in batch])
+        mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in batch])
+        loss = model(input_ids=input_ids, attention_mask=mask, labels=labels[rows]).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        if step % 100 == 0 or step == config.clf_steps - 1:
+            log(f"  classifier step {step + 1}/{config.clf_steps}: loss {loss.item():.3f}")
+    model.eval()
+    model.save_pretrained(out, safe_serialization=True)
+    clf_tok.save_pretrained(out)
+
+    test_texts, test_labels = test
+    pick = np.random.default_rng(config.seed + 3).permutation(len(test_texts))[: config.eval_reviews]
+    correct = 0
+    with torch.no_grad():
+        for i in range(0, len(pick), 64):
+            chunk = [test_texts[j] for j in pick[i:i + 64]]
+            enc = clf_tok(chunk, truncation=True, padding=True, return_tensors="pt")
+            pred = model(**enc).logits.argmax(-1)
+            correct += (pred == torch.tensor([test_labels[j] for j in pick[i:i + 64]])).sum().item()
+    return {"classifier_params": sum(p.numel() for p in model.parameters()),
+            "classifier_test_accuracy": correct / len(pick), "classifier_eval_reviews": len(pick)}
+
+
+def build_offline_world(config: OfflineWorldConfig = OfflineWorldConfig(), data_source: str | None = None,
+                        cache_dir: str | Path | None = None, force: bool = False,
+                        verbose: bool = True) -> OfflineWorld:
+    """Build (or load from cache) the offline tokenizer, policy and classifier; return their paths.
+
+    `data_source` is a folder in IMDB's parquet layout; by default `RLHF_IMDB_DIR`, else the shipped
+    fixture. The first build takes about two minutes on two CPU cores, a cached one about a second.
+    """
+    from .profiles import get_profile
+
+    source = data_source or imdb_source(get_profile("smoke"))
+    root = Path(cache_dir or cache_root()) / f"offline-world-{world_key(config, source)}"
+    log = print if verbose else (lambda *_: None)
+    info_path = root / "build_info.json"
+    if info_path.is_file() and not force:
+        return OfflineWorld(root, root / "tokenizer", root / "policy", root / "classifier",
+                            json.loads(info_path.read_text()))
+
+    log(f"Building the offline world in {root} (data: {source}) ...")
+    root.parent.mkdir(parents=True, exist_ok=True)
+    # Build in a scratch folder and rename at the end: a killed build never leaves a half-written cache,
+    # and two processes building at once both end with a complete folder.
+    tmp = Path(tempfile.mkdtemp(prefix=root.name + ".tmp-", dir=root.parent))
+    t0 = time.perf_counter()
+    threads = torch.get_num_threads()
+    try:
+        train_texts, train_labels = _texts("train", source)
+        test_texts, test_labels = _texts("test", source)
+        rng = np.random.default_rng(config.seed)
+        tok_sample = [train_texts[i] for i in rng.permutation(len(train_texts))[: config.tokenizer_texts]]
+        tokenizer = _train_tokenizer(tok_sample, config, tmp / "tokenizer")
+        t_tok = time.perf_counter()
+        log(f"  tokenizer: {len(tokenizer)} tokens in {t_tok - t0:.1f} s")
+
+        policy_texts = [train_texts[i] for i in rng.permutation(len(train_texts))]
+        info = _pretrain_policy(tokenizer, policy_texts, config, tmp / "policy", log)
+        t_pol = time.perf_counter()
+        log(f"  policy: {info['policy_params']:,} parameters in {t_pol - t_tok:.1f} s")
+
+        clf_tok = _classifier_tokenizer(tmp / "tokenizer", config)
+        info |= _finetune_classifier(clf_tok, (train_texts, train_labels), (test_texts, test_labels),
+                                     config, tmp / "classifier", log)
+        t_clf = time.perf_counter()
+        log(f"  classifier: {info['classifier_params']:,} parameters, test accuracy "
+            f"{info['classifier_test_accuracy']:.3f} on {info['classifier_eval_reviews']} reviews "
+            f"in {t_clf - t_pol:.1f} s")
+        info |= {"config": dataclasses.asdict(config), "data_source": source, "torch_threads": threads,
+                 "seconds": {"tokenizer": t_tok - t0, "policy": t_pol - t_tok, "classifier": t_clf - t_pol,
+                             "total": t_clf - t0}}
+        (tmp / "build_info.json").write_text(json.dumps(info, indent=2))
+        if root.exists():
+            shutil.rmtree(root)
+        try:
+            os.replace(tmp, root)
+        except OSError:  # another process finished first: keep its copy
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log(f"Offline world ready in {time.perf_counter() - t0:.0f} s.")
+    return OfflineWorld(root, root / "tokenizer", root / "policy", root / "classifier",
+                        json.loads((root / "build_info.json").read_text()))

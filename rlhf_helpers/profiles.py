@@ -1,0 +1,145 @@
+"""One course, three sizes: the `gpu`, `cpu` and `smoke` profiles.
+
+Every notebook runs the same code; only the profile changes. Pick one with the environment variable
+``RLHF_PROFILE`` (``gpu``, ``cpu`` or ``smoke``) or pass a name to :func:`get_profile`; otherwise the
+course chooses ``gpu`` when CUDA is available and ``cpu`` when it is not.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+
+PROFILE_ENV = "RLHF_PROFILE"
+PROFILE_NAMES = ("gpu", "cpu", "smoke")
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Models, data and hyper-parameters for one size of the course."""
+
+    name: str
+    """Profile name: gpu, cpu or smoke."""
+    policy_model: str
+    """Hub id of the policy to align (smoke: built offline, see `rlhf_helpers.offline`)."""
+    reward_model: str
+    """Hub id of the sentiment classifier whose POSITIVE logit is the reward."""
+    dataset: str
+    """Hub id of the IMDB dataset (a local copy in `RLHF_IMDB_DIR` wins when set)."""
+    offline: bool = False
+    """True when the models come from the offline world the project builds itself."""
+
+    # Data and prompts (anchor recipe: reviews over 200 characters, 2-8-token prompts, 4-16 new tokens).
+    min_review_chars: int = 200
+    """Keep reviews longer than this many characters (the classic notebook's filter)."""
+    prompt_min_tokens: int = 2
+    """Shortest prompt, in policy tokens."""
+    prompt_max_tokens: int = 8
+    """Longest prompt, in policy tokens."""
+    gen_min_tokens: int = 4
+    """Fewest new tokens per response."""
+    gen_max_tokens: int = 16
+    """Most new tokens per response."""
+    n_eval_prompts: int = 256
+    """Size of the fixed held-out prompt set that every evaluation uses."""
+    eval_batch_size: int = 64
+    """Prompts per generation batch during evaluation."""
+    temperature: float = 1.0
+    """Sampling temperature (plain sampling: top_k=0, top_p=1, as the KL estimate requires)."""
+
+    # PPO (anchor recipe: lr 1.41e-5, batch 128, 4 epochs, adaptive KL 0.2 -> target 6).
+    learning_rate: float = 1.41e-5
+    """Adam learning rate for policy and value head."""
+    batch_size: int = 128
+    """Prompts (episodes) per PPO step."""
+    mini_batch_size: int = 128
+    """Episodes per gradient step inside a PPO epoch."""
+    ppo_epochs: int = 4
+    """Passes over each batch of rollouts."""
+    total_steps: int = 200
+    """PPO steps in a full training run."""
+    init_kl_coef: float = 0.2
+    """Starting KL penalty coefficient."""
+    kl_target: float | None = 6.0
+    """Target KL for the adaptive controller (None: fixed coefficient)."""
+    kl_horizon: int = 10_000
+    """Horizon of the adaptive KL controller, in episodes."""
+    gamma: float = 1.0
+    """Discount factor."""
+    lam: float = 0.95
+    """GAE lambda."""
+    cliprange: float = 0.2
+    """PPO policy clip epsilon."""
+    cliprange_value: float = 0.2
+    """PPO value clip epsilon."""
+    vf_coef: float = 0.1
+    """Weight of the value loss."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping norm."""
+
+    def describe(self) -> str:
+        source = "built offline by rlhf_helpers.offline" if self.offline else "Hugging Face Hub"
+        imdb = os.environ.get("RLHF_IMDB_DIR")
+        data = f"local IMDB at {imdb}" if imdb else (
+            "shipped review fixture" if self.offline else self.dataset)
+        return (f"profile={self.name} | policy={self.policy_model} | reward={self.reward_model} "
+                f"| data={data} | models from: {source}")
+
+
+_COMMON_HUB = dict(
+    policy_model="lvwerra/gpt2-imdb",
+    reward_model="lvwerra/distilbert-imdb",
+    dataset="stanfordnlp/imdb",
+)
+
+PROFILES: dict[str, Profile] = {
+    # The classic recipe (TRL's gpt2-sentiment notebook; see ANCHORS in the README).
+    "gpu": Profile(name="gpu", **_COMMON_HUB),
+    # The same hub models, sized for about 15 minutes per training notebook on a laptop CPU.
+    "cpu": Profile(
+        name="cpu", **_COMMON_HUB,
+        batch_size=32, mini_batch_size=8, ppo_epochs=4, total_steps=40,
+        learning_rate=1.41e-5, init_kl_coef=0.2, kl_target=6.0, kl_horizon=10_000,
+        eval_batch_size=32,
+    ),
+    # Offline and fast: tiny models the project builds itself. CI runs this profile.
+    "smoke": Profile(
+        name="smoke", offline=True,
+        policy_model="offline-world/policy", reward_model="offline-world/classifier",
+        dataset="offline-world/imdb",
+        n_eval_prompts=128, eval_batch_size=128,
+        batch_size=64, mini_batch_size=16, ppo_epochs=4, total_steps=30,
+        learning_rate=5e-4, init_kl_coef=0.05, kl_target=6.0, kl_horizon=10_000,
+    ),
+}
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except Exception:  # pragma: no cover - torch is a hard dependency
+        return False
+
+
+def get_profile(name: str | None = None, **overrides) -> Profile:
+    """Return the profile called `name`, else `$RLHF_PROFILE`, else `gpu` with CUDA and `cpu` without.
+
+    Keyword arguments override single fields, e.g. ``get_profile("smoke", total_steps=5)``.
+    """
+    chosen = name or os.environ.get(PROFILE_ENV) or ("gpu" if _cuda_available() else "cpu")
+    chosen = chosen.strip().lower()
+    if chosen not in PROFILES:
+        raise ValueError(
+            f"Unknown profile {chosen!r}. Choose one of {', '.join(PROFILE_NAMES)} "
+            f"(argument or the {PROFILE_ENV} environment variable); 'smoke' runs fully offline.")
+    profile = PROFILES[chosen]
+    if overrides:
+        fields = {f.name for f in dataclasses.fields(Profile)}
+        unknown = sorted(set(overrides) - fields)
+        if unknown:
+            raise ValueError(f"Unknown profile field(s) {unknown}; valid fields: {sorted(fields)}")
+        profile = dataclasses.replace(profile, **overrides)
+    return profile

@@ -1,0 +1,110 @@
+"""The sentiment reward: text in, the classifier's POSITIVE logit out.
+
+Why the raw logit and not a probability: the logit keeps growing as a text gets more positive, while a
+probability saturates at 1 and its gradient signal vanishes (TRL issue #173; the classic notebook used
+`function_to_apply="none"`).
+
+Why the label is looked up **by name**: the pipeline sorts its outputs by score, and models order their
+labels differently. Reading "index 1" or "the first output" scored the wrong class in TRL's own notebook
+(issue #117, PR #1738), and a 2-label classifier handed to a trainer as a reward model scores index 0,
+which is NEGATIVE for `lvwerra/distilbert-imdb` (issue #3269).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+
+def positive_label_index(config, positive_label: str = "POSITIVE") -> int:
+    """The output index whose label name is `positive_label` (case-insensitive). Never assume 1."""
+    names = {int(i): str(name) for i, name in config.id2label.items()}
+    matches = [i for i, name in names.items() if name.lower() == positive_label.lower()]
+    if len(matches) != 1:
+        raise ValueError(
+            f"The classifier's labels are {names}; none is named {positive_label!r}. Pass "
+            f"positive_label='<name of the positive class>' (for lvwerra/distilbert-imdb it is 'POSITIVE').")
+    return matches[0]
+
+
+def _check_texts(texts) -> list[str]:
+    if isinstance(texts, str):
+        texts = [texts]
+    if not isinstance(texts, Sequence) or len(texts) == 0:
+        raise ValueError("Pass a non-empty list of strings to score.")
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise TypeError(f"Text {i} is a {type(t).__name__}, not a str. Decode token ids with "
+                            f"tokenizer.batch_decode(...) before scoring.")
+        if not t.strip():
+            raise ValueError(f"Text {i} is empty or blank; the classifier cannot score it. Filter empty "
+                             f"responses out, or score prompt + response together.")
+    return list(texts)
+
+
+class SentimentReward:
+    """Batched POSITIVE-logit scorer around a `pipeline("sentiment-analysis", ...)`.
+
+    >>> reward = SentimentReward(pipeline("sentiment-analysis", model="lvwerra/distilbert-imdb"))
+    >>> reward(["A wonderful film.", "Dreadful."])            # tensor([ 2.6, -2.4]) or so
+
+    Texts longer than the classifier reads are truncated (`truncation=True`, as the classic notebook
+    did); with `truncation=False` they raise instead. `fit_normalization` makes later calls return
+    (logit - mean) / std over reference texts.
+    """
+
+    def __init__(self, classifier, positive_label: str = "POSITIVE", batch_size: int = 64,
+                 truncation: bool = True):
+        self.pipeline = classifier
+        self.model = classifier.model.eval()
+        self.tokenizer = classifier.tokenizer
+        if self.tokenizer.pad_token is None:  # batching needs one; reuse EOS as GPT-2-style models do
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.positive_index = positive_label_index(self.model.config, positive_label)
+        self.positive_label = positive_label
+        self.batch_size = batch_size
+        self.truncation = truncation
+        self.max_length = min(self.tokenizer.model_max_length,
+                              getattr(self.model.config, "max_position_embeddings", 10**9))
+        self.mean, self.std = 0.0, 1.0
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @torch.no_grad()
+    def logits(self, texts) -> torch.Tensor:
+        """(N,) float32 CPU tensor of the POSITIVE logit of each text."""
+        texts = _check_texts(texts)
+        out = []
+        for start in range(0, len(texts), self.batch_size):
+            chunk = texts[start:start + self.batch_size]
+            if not self.truncation:
+                lengths = [len(ids) for ids in self.tokenizer(chunk)["input_ids"]]
+                too_long = [(start + i, n) for i, n in enumerate(lengths) if n > self.max_length]
+                if too_long:
+                    i, n = too_long[0]
+                    raise ValueError(
+                        f"Text {i} has {n} tokens but the classifier reads at most {self.max_length}. "
+                        f"Use SentimentReward(..., truncation=True) or shorten the text.")
+            enc = self.tokenizer(chunk, truncation=True, max_length=self.max_length, padding=True,
+                                 return_tensors="pt").to(self.device)
+            out.append(self.model(**enc).logits[:, self.positive_index].float().cpu())
+        return torch.cat(out)
+
+    def __call__(self, texts) -> torch.Tensor:
+        """Rewards: the POSITIVE logit, normalized if `fit_normalization` was called."""
+        return (self.logits(texts) - self.mean) / self.std
+
+    def fit_normalization(self, reference_texts) -> tuple[float, float]:
+        """Set mean/std from reference samples so rewards start at mean 0, std 1."""
+        scores = self.logits(reference_texts)
+        self.mean, self.std = scores.mean().item(), max(scores.std().item(), 1e-6)
+        return self.mean, self.std
+
+
+def pipeline_positive_scores(classifier, texts) -> list[float]:
+    """The same numbers through the pipeline's own API: all labels, raw logits, picked by name."""
+    outputs = classifier(_check_texts(texts), top_k=None, function_to_apply="none", truncation=True)
+    return [next(o["score"] for o in row if o["label"].lower() == "positive") for row in outputs]
