@@ -87,11 +87,11 @@ class Profile:
                 f"| data={data} | models from: {source}")
 
 
-_COMMON_HUB = dict(
-    policy_model="lvwerra/gpt2-imdb",
-    reward_model="lvwerra/distilbert-imdb",
-    dataset="stanfordnlp/imdb",
-)
+_COMMON_HUB = {
+    "policy_model": "lvwerra/gpt2-imdb",
+    "reward_model": "lvwerra/distilbert-imdb",
+    "dataset": "stanfordnlp/imdb",
+}
 
 PROFILES: dict[str, Profile] = {
     # The classic recipe (TRL's gpt2-sentiment notebook; see ANCHORS in the README).
@@ -116,12 +116,9 @@ PROFILES: dict[str, Profile] = {
 
 
 def _cuda_available() -> bool:
-    try:
-        import torch
+    import torch
 
-        return torch.cuda.is_available()
-    except Exception:  # pragma: no cover - torch is a hard dependency
-        return False
+    return torch.cuda.is_available()
 
 
 def get_profile(name: str | None = None, **overrides) -> Profile:

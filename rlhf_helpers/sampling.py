@@ -1,0 +1,87 @@
+"""Sampling responses from the policy: batched, left-padded prompts, plain sampling, honest lengths.
+
+Plain sampling (`top_k=0`, `top_p=1`, no `min_new_tokens`) draws from the policy's full distribution,
+which is what makes the sampled KL estimate meaningful (TRL issue #235: `min_length`, top-k and a
+suppressed EOS make it go negative). Response lengths follow the anchor recipe: each response gets a
+length cap drawn uniformly from [gen_min, gen_max]; we generate `gen_max` tokens and cut each row at its
+cap, which has the same distribution as generating that row alone with `max_new_tokens=cap`, because
+later tokens never influence earlier ones. A row that emits EOS earlier ends there (EOS included).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Samples:
+    """Prompts and sampled responses, as token ids (1-D tensors, no padding) and decoded text."""
+
+    query_ids: list[torch.Tensor]
+    response_ids: list[torch.Tensor]
+    queries: list[str]
+    responses: list[str]
+
+    @property
+    def texts(self) -> list[str]:
+        """Prompt + response: what the reward model scores (as in the classic notebook)."""
+        return [q + r for q, r in zip(self.queries, self.responses)]
+
+    def __len__(self) -> int:
+        return len(self.queries)
+
+
+def left_pad(sequences: list[torch.Tensor], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack 1-D id tensors left-padded to one length. Returns (input_ids, attention_mask), (B, T)."""
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for i, s in enumerate(sequences):
+        ids[i, width - len(s):] = s
+        mask[i, width - len(s):] = 1
+    return ids, mask
+
+
+def cut_response(tokens: torch.Tensor, cap: int, eos_id: int) -> torch.Tensor:
+    """First `cap` generated tokens, ending after the first EOS if one comes earlier."""
+    tokens = tokens[:cap]
+    eos = (tokens == eos_id).nonzero()
+    return tokens[: int(eos[0]) + 1] if len(eos) else tokens
+
+
+@torch.no_grad()
+def sample_responses(policy, tokenizer, query_ids: list[list[int]] | list[torch.Tensor], gen_min: int = 4,
+                     gen_max: int = 16, temperature: float = 1.0, batch_size: int = 64,
+                     seed: int | None = None) -> Samples:
+    """Sample one response per prompt. With `seed`, the draw is reproducible and leaves the global
+    random state untouched (so evaluating mid-training does not change the training run)."""
+    if not 1 <= gen_min <= gen_max:
+        raise ValueError(f"Need 1 <= gen_min <= gen_max, got {gen_min}, {gen_max}.")
+    device = next(policy.parameters()).device
+    queries = [torch.as_tensor(q, dtype=torch.long) for q in query_ids]
+    if any(len(q) == 0 for q in queries):
+        raise ValueError("Every prompt needs at least one token.")
+    eos_id = tokenizer.eos_token_id
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_id
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices, enabled=seed is not None):
+        if seed is not None:
+            torch.manual_seed(seed)
+        caps = torch.randint(gen_min, gen_max + 1, (len(queries),)).tolist()
+        responses = []
+        for start in range(0, len(queries), batch_size):
+            batch = queries[start:start + batch_size]
+            ids, mask = left_pad(batch, pad_id)
+            out = policy.generate(input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=True,
+                                  top_k=0, top_p=1.0, temperature=temperature, max_new_tokens=gen_max,
+                                  pad_token_id=pad_id, eos_token_id=eos_id)
+            # Slice by the padded prompt length, never `[-gen_len:]`: with an early EOS that would
+            # pull prompt tokens into the response (TRL issue #1755).
+            generated = out[:, ids.shape[1]:].cpu()
+            responses += [cut_response(row, cap, eos_id)
+                          for row, cap in zip(generated, caps[start:start + batch_size])]
+    return Samples(query_ids=queries, response_ids=responses,
+                   queries=tokenizer.batch_decode(queries, skip_special_tokens=True),
+                   responses=tokenizer.batch_decode(responses, skip_special_tokens=True))

@@ -1,0 +1,80 @@
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
+
+from rlhf_helpers.fixture import FIXTURE_DIR
+from rlhf_helpers.offline import FAST, build_offline_world
+
+
+def test_cached_build_returns_in_seconds_without_rebuilding(fast_world):
+    start = time.perf_counter()
+    again = build_offline_world(FAST, data_source=str(FIXTURE_DIR), cache_dir=fast_world.root.parent,
+                                verbose=False)
+    assert time.perf_counter() - start < 5
+    assert again.root == fast_world.root and again.info == fast_world.info
+
+
+def test_same_recipe_same_weights(fast_world, tmp_path):
+    other = build_offline_world(FAST, data_source=str(FIXTURE_DIR), cache_dir=tmp_path, verbose=False)
+    for part in ("policy", "classifier"):
+        a = load_file(getattr(fast_world, part) / "model.safetensors")
+        b = load_file(getattr(other, part) / "model.safetensors")
+        assert a.keys() == b.keys()
+        for name in a:
+            assert torch.equal(a[name], b[name]), f"{part}.{name} differs between two seeded builds"
+    assert (fast_world.tokenizer / "tokenizer.json").read_text() == (other.tokenizer / "tokenizer.json").read_text()
+
+
+def test_other_seed_other_weights(fast_world, tmp_path):
+    import dataclasses
+
+    other = build_offline_world(dataclasses.replace(FAST, seed=1), data_source=str(FIXTURE_DIR),
+                                cache_dir=tmp_path, verbose=False)
+    a = load_file(fast_world.policy / "model.safetensors")
+    b = load_file(other.policy / "model.safetensors")
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+
+
+def test_tokenizer_keeps_gpt2_quirks(fast_world):
+    tok = AutoTokenizer.from_pretrained(fast_world.policy)
+    assert tok.pad_token is None, "GPT-2 has no pad token; the course must add one itself"
+    assert tok.eos_token == tok.bos_token == "<|endoftext|>"
+    assert tok.all_special_tokens == ["<|endoftext|>"]
+    assert tok.decode(tok("A great movie!<br />")["input_ids"]) == "A great movie!<br />"  # byte-level
+
+
+def test_built_models_load_through_the_hub_calls(fast_world):
+    tok = AutoTokenizer.from_pretrained(fast_world.policy)
+    policy = AutoModelForCausalLM.from_pretrained(fast_world.policy, use_safetensors=True)
+    ids = tok("This movie", return_tensors="pt")
+    out = policy.generate(**ids, max_new_tokens=5, min_new_tokens=5, do_sample=False,
+                          pad_token_id=tok.eos_token_id)
+    assert out.shape == (1, ids["input_ids"].shape[1] + 5)
+    clf = pipeline("sentiment-analysis", model=str(fast_world.classifier), device="cpu")
+    assert set(clf.model.config.id2label.values()) == {"NEGATIVE", "POSITIVE"}
+    assert clf("A lovely film")[0]["label"] in {"NEGATIVE", "POSITIVE"}
+
+
+def test_interrupted_build_leaves_no_cache(tmp_path, monkeypatch):
+    from rlhf_helpers import offline
+
+    def boom(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(offline, "_finetune_classifier", boom)
+    with pytest.raises(KeyboardInterrupt):
+        build_offline_world(FAST, data_source=str(FIXTURE_DIR), cache_dir=tmp_path, verbose=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_course_world_classifier_reaches_80_percent():
+    """The recipe the smoke profile uses (real IMDB in CI, else the fixture): >= 80 % on 2,000 test reviews."""
+    world = build_offline_world(verbose=True)
+    assert world.info["classifier_test_accuracy"] >= 0.80, world.info
+    from rlhf_helpers.data import load_imdb
+
+    n_test = len(load_imdb("test", source=world.info["data_source"]))
+    assert world.info["classifier_eval_reviews"] == min(2000, n_test)
