@@ -85,3 +85,44 @@ def sample_responses(policy, tokenizer, query_ids: list[list[int]] | list[torch.
     return Samples(query_ids=queries, response_ids=responses,
                    queries=tokenizer.batch_decode(queries, skip_special_tokens=True),
                    responses=tokenizer.batch_decode(responses, skip_special_tokens=True))
+
+
+@dataclass
+class PackedBatch:
+    """Prompts left-padded, responses right-padded, side by side: [pad pad q q q | r r r pad]."""
+
+    input_ids: torch.Tensor  # (B, Lq + Lr)
+    attention_mask: torch.Tensor  # (B, Lq + Lr)
+    position_ids: torch.Tensor  # (B, Lq + Lr): 0 at each row's first real token, as in generate()
+    response_ids: torch.Tensor  # (B, Lr)
+    response_mask: torch.Tensor  # (B, Lr): 1 on response tokens, 0 on padding
+    query_len: int  # Lq: the response starts at this column
+
+
+def pack(query_ids: list[torch.Tensor], response_ids: list[torch.Tensor], pad_id: int) -> PackedBatch:
+    """Lay out a batch so one forward pass scores every response token."""
+    q_ids, q_mask = left_pad(query_ids, pad_id)  # (B, Lq)
+    width = max(len(r) for r in response_ids)
+    r_ids = torch.full((len(response_ids), width), pad_id, dtype=torch.long)
+    r_mask = torch.zeros((len(response_ids), width), dtype=torch.long)
+    for i, r in enumerate(response_ids):
+        r_ids[i, : len(r)] = r
+        r_mask[i, : len(r)] = 1
+    attention_mask = torch.cat([q_mask, r_mask], dim=1)
+    # Positions count real tokens only; without them a left-padded prompt would start at position 5, say,
+    # and the forward pass would disagree with the log-probs generate() sampled from.
+    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    return PackedBatch(torch.cat([q_ids, r_ids], dim=1), attention_mask, position_ids, r_ids, r_mask,
+                       q_ids.shape[1])
+
+
+def response_logits(model, batch: PackedBatch, output_hidden_states: bool = False):
+    """Logits that predict each response token: position t of the response is predicted at column
+    Lq + t - 1. Returns (logits (B, Lr, V), last hidden states (B, Lr, H) or None)."""
+    device = next(model.parameters()).device
+    out = model(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device),
+                position_ids=batch.position_ids.to(device), output_hidden_states=output_hidden_states)
+    start, width = batch.query_len - 1, batch.response_ids.shape[1]
+    logits = out.logits[:, start:start + width]
+    hidden = out.hidden_states[-1][:, start:start + width] if output_hidden_states else None
+    return logits, hidden
