@@ -52,3 +52,37 @@ def reward_explorer(reward, examples: list[str]) -> None:
     box.observe(update, names="value")
     update()
     display(w.VBox([box, out]))
+
+
+def plot_clip_objective(clip_eps: float = 0.2, ax=None):
+    """L^CLIP = min(r·A, clip(r, 1-ε, 1+ε)·A) against the ratio r, for A = +1 and A = -1."""
+    import matplotlib.pyplot as plt
+    import torch
+
+    r = torch.linspace(0.0, 2.0, 401)
+    if ax is None:
+        _, ax = plt.subplots(1, 2, figsize=(9, 3), sharey=True)
+    for axis, a in zip(ax, (1.0, -1.0)):
+        objective = torch.minimum(r * a, r.clamp(1 - clip_eps, 1 + clip_eps) * a)
+        axis.plot(r, r * a, ls=":", color="grey", label="unclipped r·A")
+        axis.plot(r, objective, lw=2, label="L^CLIP")
+        axis.axvspan(1 - clip_eps, 1 + clip_eps, color="green", alpha=0.1, label="trust region 1 ± ε")
+        axis.axvline(1.0, color="k", lw=0.5)
+        axis.set(title=f"A {'> 0' if a > 0 else '< 0'} (ε = {clip_eps:.2f})", xlabel="ratio r = π/π_old")
+    ax[0].set_ylabel("objective (maximised)")
+    ax[0].legend(fontsize=8)
+    return ax
+
+
+def clip_objective_explorer(clip_eps: float = 0.2) -> None:
+    """A static figure at `clip_eps`, plus an ε slider when a widget frontend can render it."""
+    import matplotlib.pyplot as plt
+
+    plot_clip_objective(clip_eps)
+    plt.show()
+    if not interactive_available():
+        return
+    import ipywidgets as w
+
+    w.interact(lambda eps: (plot_clip_objective(eps), plt.show()),
+               eps=w.FloatSlider(value=clip_eps, min=0.05, max=0.8, step=0.05, description="ε"))
