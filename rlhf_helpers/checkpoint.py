@@ -1,0 +1,75 @@
+"""Checkpoints that lose nothing: a resumed run ends exactly where an uninterrupted one would.
+
+Saved every N steps in `DIR/checkpoints/step-XXXXXX/`:
+- `policy.safetensors`, `value_head.safetensors`   weights (safetensors: no pickle, nothing executes on load);
+- `optimizer.pt`                                    Adam's moments, loaded with `weights_only=True`;
+- `rng.safetensors`                                 the global torch RNG (sampling) and the run's generator
+                                                    (prompt order, minibatch shuffling), plus CUDA's if present;
+- `state.json`                                      step, KL controller, metrics so far, anything extra.
+A checkpoint is written to a temporary folder and renamed into place, so a run killed mid-save leaves the
+previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .ppo_loop import TrainState
+
+
+def checkpoint_dirs(out: Path) -> list[Path]:
+    root = Path(out) / "checkpoints"
+    return sorted(p for p in root.glob("step-*") if (p / "state.json").is_file()) if root.is_dir() else []
+
+
+def save_checkpoint(state: TrainState, out: Path, extra: dict | None = None, keep: int = 2) -> Path:
+    root = Path(out) / "checkpoints"
+    final = root / f"step-{state.step:06d}"
+    tmp = root / f".tmp-step-{state.step:06d}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    # Tied weights (GPT-2's lm_head is wte) are stored once; load_state_dict(strict=False) re-ties them.
+    policy_state = {k: v.detach().contiguous().cpu() for k, v in state.policy.state_dict().items()
+                    if k != "lm_head.weight"}
+    save_file(policy_state, tmp / "policy.safetensors")
+    save_file({k: v.contiguous().cpu() for k, v in state.value_head.state_dict().items()},
+              tmp / "value_head.safetensors")
+    torch.save(state.optimizer.state_dict(), tmp / "optimizer.pt")
+    rng = {"torch": torch.get_rng_state(), "generator": state.generator.get_state()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state()
+    save_file(rng, tmp / "rng.safetensors")
+    (tmp / "state.json").write_text(json.dumps({"step": state.step, "kl_ctl": state.kl_ctl.state_dict(),
+                                                "history": state.history, "extra": extra or {}}))
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    for old in checkpoint_dirs(out)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def load_checkpoint(state: TrainState, path: Path) -> dict:
+    """Restore `state` in place from a checkpoint folder; returns its `extra` dict."""
+    path = Path(path)
+    missing, unexpected = state.policy.load_state_dict(load_file(path / "policy.safetensors"), strict=False)
+    if unexpected or any(k != "lm_head.weight" for k in missing):
+        raise RuntimeError(f"Checkpoint {path} does not fit this policy (missing {missing}, unexpected {unexpected}).")
+    state.value_head.load_state_dict(load_file(path / "value_head.safetensors"))
+    state.optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True,
+                                               map_location=state.device))
+    rng = load_file(path / "rng.safetensors")
+    torch.set_rng_state(rng["torch"])
+    state.generator.set_state(rng["generator"])
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state(rng["cuda"])
+    saved = json.loads((path / "state.json").read_text())
+    state.step = saved["step"]
+    state.kl_ctl.load_state_dict(saved["kl_ctl"])
+    state.history = saved["history"]
+    return saved["extra"]

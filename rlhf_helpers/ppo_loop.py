@@ -1,0 +1,293 @@
+"""PPO by hand: the whole training loop, top to bottom, built only from `rlhf_helpers.ppo`.
+
+One PPO step (`ppo_step`):
+1. rollout   sample responses for a batch of prompts (plain sampling, 4-16 new tokens, EOS ends a row);
+2. score     the sentiment reward of prompt + response (the POSITIVE logit);
+3. forward   one pass of the policy gives old log-probs *and* values; one pass of the frozen reference;
+4. rewards   -β·KL per token + the score on the last token; GAE; whitened advantages;
+5. update    `ppo_epochs` passes over shuffled minibatches: clipped policy + vf_coef · clipped value loss,
+             gradient clipping;
+6. KL        the adaptive controller moves β toward the target KL.
+Notebook 04 calls these same functions one by one; `train` runs them in a loop. References: Ziegler et al.
+2019; Huang et al. 2023, "The N Implementation Details of RLHF with PPO" (cited below as "details #n").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from . import ppo
+from .profiles import Profile
+from .sampling import PackedBatch, Samples, pack, response_logits, sample_responses
+
+
+@dataclass
+class PPOConfig:
+    """Hyper-parameters of one hand-built PPO run; `from_profile` fills them from a course profile."""
+
+    steps: int = 30
+    """Number of PPO steps (each: one batch of rollouts, then the updates on it)."""
+    batch_size: int = 64
+    """Episodes (prompts) per step."""
+    mini_batch_size: int = 16
+    """Episodes per gradient step; must divide batch_size."""
+    ppo_epochs: int = 4
+    """Passes over each batch of rollouts."""
+    learning_rate: float = 1.41e-5
+    """Adam learning rate (policy and value head)."""
+    init_kl_coef: float = 0.2
+    """Starting β of the KL penalty."""
+    kl_target: float | None = 6.0
+    """Target per-sequence KL of the adaptive controller (None: fixed β)."""
+    kl_horizon: int = 10_000
+    """Adaptive controller horizon, in episodes."""
+    gamma: float = 1.0
+    """Discount."""
+    lam: float = 0.95
+    """GAE λ."""
+    cliprange: float = 0.2
+    """Policy clip ε."""
+    cliprange_value: float = 0.2
+    """Value clip ε."""
+    vf_coef: float = 0.1
+    """Weight of the value loss."""
+    max_grad_norm: float = 1.0
+    """Gradient-norm clip."""
+    gen_min_tokens: int = 4
+    """Shortest response cap."""
+    gen_max_tokens: int = 16
+    """Longest response cap."""
+    temperature: float = 1.0
+    """Sampling temperature (log-probs divide by it too, details #12)."""
+    seed: int = 0
+    """Seeds weights of the value head, prompt order, sampling and minibatch shuffling."""
+
+    @classmethod
+    def from_profile(cls, profile: Profile, **overrides) -> PPOConfig:
+        fields = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in dataclasses.asdict(profile).items() if k in fields}
+        values["steps"] = profile.total_steps
+        config = cls(**(values | overrides))
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        if self.steps <= 0:
+            raise ValueError(f"steps must be positive, got {self.steps}.")
+        if self.mini_batch_size <= 0 or self.batch_size % self.mini_batch_size:
+            raise ValueError(f"batch_size {self.batch_size} is not divisible by mini_batch_size "
+                             f"{self.mini_batch_size}; pick a mini-batch size that divides it.")
+        if not 1 <= self.gen_min_tokens <= self.gen_max_tokens:
+            raise ValueError("Need 1 <= gen_min_tokens <= gen_max_tokens.")
+
+
+class ValueHead(nn.Module):
+    """V(s_t) from the policy's last hidden state. Zero-initialised, so the first advantages are the plain
+    returns and the value loss starts from an honest 'knows nothing' (details #8)."""
+
+    def __init__(self, hidden_size: int):
+        super().__init__()
+        self.summary = nn.Linear(hidden_size, 1)
+        nn.init.zeros_(self.summary.weight)
+        nn.init.zeros_(self.summary.bias)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:  # (B, T, H) -> (B, T)
+        return self.summary(hidden.float()).squeeze(-1)
+
+
+@dataclass
+class TrainState:
+    """Everything a PPO run carries from step to step (and what a checkpoint saves)."""
+
+    config: PPOConfig
+    policy: nn.Module
+    value_head: ValueHead
+    reference: nn.Module
+    tokenizer: object
+    reward: Callable
+    prompts: list[list[int]]
+    optimizer: torch.optim.Optimizer
+    kl_ctl: ppo.AdaptiveKLController | ppo.FixedKLController
+    generator: torch.Generator
+    step: int = 0
+    history: list = dataclasses.field(default_factory=list)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.policy.parameters()).device
+
+
+def make_state(config: PPOConfig, policy, reference, tokenizer, reward, prompts: list[list[int]]) -> TrainState:
+    """Freeze the reference, attach a value head, build the optimizer and the KL controller."""
+    torch.manual_seed(config.seed)
+    device = next(policy.parameters()).device
+    policy.eval()  # dropout off for the whole run: the ratio must be 1 before any update (details #20)
+    reference.eval().requires_grad_(False)
+    value_head = ValueHead(policy.config.hidden_size).to(device)
+    optimizer = torch.optim.Adam([*policy.parameters(), *value_head.parameters()], lr=config.learning_rate,
+                                 eps=1e-5)
+    kl_ctl = (ppo.AdaptiveKLController(config.init_kl_coef, config.kl_target, config.kl_horizon)
+              if config.kl_target else ppo.FixedKLController(config.init_kl_coef))
+    generator = torch.Generator().manual_seed(config.seed)
+    return TrainState(config, policy, value_head, reference, tokenizer, reward, prompts, optimizer, kl_ctl,
+                      generator)
+
+
+def _autocast(device: torch.device):
+    # bf16 on GPU for the big matmuls; log-probs and values are computed in float32 (details #12).
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+
+
+def forward_logprobs_values(state: TrainState, batch: PackedBatch) -> tuple[torch.Tensor, ...]:
+    """One forward pass of the policy: response log-probs (B, T), values (B, T), entropy (B, T)."""
+    with _autocast(state.device):
+        logits, hidden = response_logits(state.policy, batch, output_hidden_states=True)
+    tokens = batch.response_ids.to(state.device)
+    logprobs = ppo.logprobs_from_logits(logits, tokens, state.config.temperature)
+    return logprobs, state.value_head(hidden), ppo.entropy_from_logits(logits.float() / state.config.temperature)
+
+
+@dataclass
+class Rollout:
+    """One batch of experience, with everything the update needs. Tensors are (B, T) unless noted."""
+
+    samples: Samples
+    batch: PackedBatch
+    scores: torch.Tensor  # (B,)
+    logprobs: torch.Tensor
+    ref_logprobs: torch.Tensor
+    values: torch.Tensor
+    rewards: torch.Tensor
+    advantages: torch.Tensor
+    returns: torch.Tensor
+    mask: torch.Tensor
+    entropy: float
+    timings: dict
+
+
+def next_prompts(state: TrainState) -> list[list[int]]:
+    """A batch of training prompts, drawn with the run's own generator (so a resumed run draws the same)."""
+    idx = torch.randint(len(state.prompts), (state.config.batch_size,), generator=state.generator)
+    return [state.prompts[i] for i in idx.tolist()]
+
+
+@torch.no_grad()
+def collect_rollout(state: TrainState, query_ids: list[list[int]]) -> Rollout:
+    """Steps 1-4: generate, score, forward (policy + reference), per-token rewards, GAE."""
+    cfg, timings = state.config, {}
+    t = time.perf_counter()
+    samples = sample_responses(state.policy, state.tokenizer, query_ids, cfg.gen_min_tokens, cfg.gen_max_tokens,
+                               temperature=cfg.temperature, batch_size=len(query_ids))
+    timings["generate"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    scores = state.reward(samples.texts).to(state.device)  # (B,), prompt + response
+    timings["score"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    batch = pack(samples.query_ids, samples.response_ids, state.tokenizer.pad_token_id)
+    mask = batch.response_mask.to(state.device).float()
+    logprobs, values, entropy = forward_logprobs_values(state, batch)
+    with _autocast(state.device):
+        ref_logits, _ = response_logits(state.reference, batch)
+    ref_logprobs = ppo.logprobs_from_logits(ref_logits, batch.response_ids.to(state.device), cfg.temperature)
+    timings["forward"] = time.perf_counter() - t
+
+    values = values * mask
+    rewards = ppo.per_token_rewards(scores, logprobs, ref_logprobs, mask, state.kl_ctl.value)
+    advantages, returns = ppo.compute_gae(rewards, values, mask, cfg.gamma, cfg.lam)
+    advantages = ppo.masked_whiten(advantages, mask) * mask  # details #7: whiten per batch
+    return Rollout(samples, batch, scores, logprobs, ref_logprobs, values, rewards, advantages, returns, mask,
+                   ppo.masked_mean(entropy, mask).item(), timings)
+
+
+def _rows(batch: PackedBatch, idx: torch.Tensor) -> PackedBatch:
+    return PackedBatch(batch.input_ids[idx], batch.attention_mask[idx], batch.position_ids[idx],
+                       batch.response_ids[idx], batch.response_mask[idx], batch.query_len)
+
+
+def ppo_update(state: TrainState, rollout: Rollout) -> dict:
+    """Step 5: `ppo_epochs` passes over shuffled minibatches of the rollout."""
+    cfg = state.config
+    stats = {"policy_loss": [], "value_loss": [], "clipfrac": [], "approxkl": [], "vf_clipfrac": []}
+    start = time.perf_counter()
+    for _ in range(cfg.ppo_epochs):
+        order = torch.randperm(cfg.batch_size, generator=state.generator)
+        for first in range(0, cfg.batch_size, cfg.mini_batch_size):
+            idx = order[first:first + cfg.mini_batch_size]
+            mb_idx = idx.to(state.device)
+            logprobs, values, _ = forward_logprobs_values(state, _rows(rollout.batch, idx))
+            mask = rollout.mask[mb_idx]
+            pg_loss, pg_stats = ppo.clipped_policy_loss(logprobs, rollout.logprobs[mb_idx],
+                                                        rollout.advantages[mb_idx], mask, cfg.cliprange)
+            vf_loss, vf_stats = ppo.clipped_value_loss(values, rollout.values[mb_idx], rollout.returns[mb_idx],
+                                                       mask, cfg.cliprange_value)
+            loss = pg_loss + cfg.vf_coef * vf_loss
+            state.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_([*state.policy.parameters(), *state.value_head.parameters()],
+                                           cfg.max_grad_norm)
+            state.optimizer.step()
+            for key, value in [("policy_loss", pg_loss.item()), ("value_loss", vf_loss.item()),
+                               *pg_stats.items(), *vf_stats.items()]:
+                stats[key].append(value)
+    out = {key: sum(v) / len(v) for key, v in stats.items()}
+    out["time_update"] = time.perf_counter() - start
+    return out
+
+
+def ppo_step(state: TrainState) -> dict:
+    """One full PPO step (1-6). Returns the step's log record."""
+    start = time.perf_counter()
+    rollout = collect_rollout(state, next_prompts(state))
+    update = ppo_update(state, rollout)
+    # Per-sequence KL of the rollout (k1 summed over tokens): what the controller steers toward its target.
+    kl = ((rollout.logprobs - rollout.ref_logprobs) * rollout.mask).sum(1).mean().item()
+    kl_coef = state.kl_ctl.value
+    state.kl_ctl.update(kl, state.config.batch_size)
+    state.step += 1
+    residual_var = ppo.masked_var(rollout.returns - rollout.values, rollout.mask)
+    record = {
+        "step": state.step,
+        "episodes": state.step * state.config.batch_size,
+        "reward_mean": rollout.scores.mean().item(),
+        "reward_std": rollout.scores.std().item(),
+        "kl": kl,
+        "kl_coef": kl_coef,
+        **{k: v for k, v in update.items() if k != "time_update"},
+        "entropy": rollout.entropy,
+        "explained_variance": 1.0 - (residual_var / ppo.masked_var(rollout.returns, rollout.mask)).item(),
+        "response_length": rollout.mask.sum(1).mean().item(),
+        **{f"time_{k}": v for k, v in rollout.timings.items()},
+        "time_update": update["time_update"],
+        "time_step": time.perf_counter() - start,
+        "sample_prompt": rollout.samples.queries[0],
+        "sample_response": rollout.samples.responses[0],
+        "sample_reward": rollout.scores[0].item(),
+    }
+    state.history.append(record)
+    return record
+
+
+def train(state: TrainState, steps: int | None = None, on_step: Callable[[dict], None] | None = None,
+          progress: bool = True) -> list[dict]:
+    """Run PPO steps until `steps` (default: the config's) are done, with a tqdm progress bar."""
+    from tqdm.auto import tqdm
+
+    total = steps or state.config.steps
+    bar = tqdm(total=total, initial=state.step, desc="PPO", disable=not progress)
+    while state.step < total:
+        record = ppo_step(state)
+        bar.update(1)
+        bar.set_postfix(reward=f"{record['reward_mean']:+.2f}", kl=f"{record['kl']:.2f}")
+        if on_step is not None:
+            on_step(record)
+    bar.close()
+    return state.history
