@@ -268,9 +268,8 @@ def ppo_step(state: TrainState) -> dict:
         **{f"time_{k}": v for k, v in rollout.timings.items()},
         "time_update": update["time_update"],
         "time_step": time.perf_counter() - start,
-        "sample_prompt": rollout.samples.queries[0],
-        "sample_response": rollout.samples.responses[0],
-        "sample_reward": rollout.scores[0].item(),
+        "samples": [{"prompt": q, "response": r, "reward": round(x, 4)} for q, r, x in
+                    zip(rollout.samples.queries[:4], rollout.samples.responses[:4], rollout.scores[:4].tolist())],
     }
     state.history.append(record)
     return record

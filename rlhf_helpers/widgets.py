@@ -86,3 +86,22 @@ def clip_objective_explorer(clip_eps: float = 0.2) -> None:
 
     w.interact(lambda eps: (plot_clip_objective(eps), plt.show()),
                eps=w.FloatSlider(value=clip_eps, min=0.05, max=0.8, step=0.05, description="ε"))
+
+
+def sample_browser(history: list[dict], every: int | None = None) -> None:
+    """Browse the samples a training run logged at each step. Static fallback: a table at a few steps."""
+    import pandas as pd
+    from IPython.display import display
+
+    def table(step: int) -> pd.DataFrame:
+        return pd.DataFrame(history[step - 1]["samples"]).assign(step=step)
+
+    every = every or max(1, len(history) // 4)
+    steps = sorted({1, *range(every, len(history) + 1, every), len(history)})
+    display(pd.concat([table(s) for s in steps], ignore_index=True))
+    if not interactive_available():
+        return
+    import ipywidgets as w
+
+    w.interact(lambda step: display(table(step)),
+               step=w.IntSlider(value=len(history), min=1, max=len(history), description="step"))
