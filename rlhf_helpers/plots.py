@@ -32,7 +32,10 @@ def plot_training_curves(history: list[dict], title: str = "", before: dict | No
     ax[0, 0].set(title="Reward (POSITIVE logit)", xlabel="episodes")
     ax[0, 0].legend(fontsize=7)
 
-    ax[0, 1].plot(episodes, [h["kl"] for h in history], label="KL(π‖π_ref) per sequence")
+    if "kl" in history[0]:
+        ax[0, 1].plot(episodes, [h["kl"] for h in history], label="KL(π‖π_ref) per sequence (k1)")
+    else:  # TRL logs the mean per-token k3 instead
+        ax[0, 1].plot(episodes, [h["kl_per_token"] for h in history], label="KL per token (TRL's k3 mean)")
     ax[0, 1].set(title="KL to the reference", xlabel="episodes")
     if "kl_coef" in history[0]:
         twin = ax[0, 1].twinx()

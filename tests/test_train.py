@@ -58,12 +58,12 @@ def _run(out: Path, *extra: str, wait: bool = True):
 
 
 def _comparable(summary: dict) -> dict:
-    return {k: v for k, v in summary.items() if k != "wall_seconds"}
+    return {k: v for k, v in summary.items() if k not in ("wall_seconds", "train_seconds")}
 
 
 def _metrics(out: Path) -> list[dict]:
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in row.items() if not k.startswith("time_")} for row in rows]
+    return [{k: v for k, v in row.items() if not k.startswith("time_") and k != "train_seconds"} for row in rows]
 
 
 def test_killed_run_resumes_to_the_same_result_and_seeds_repeat(tmp_path):

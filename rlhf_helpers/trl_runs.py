@@ -1,0 +1,147 @@
+"""The same alignment with TRL's maintained online-RL trainers (`GRPOTrainer`, `RLOOTrainer`, TRL >= 1.13).
+
+Settings are derived from the course profile so that a TRL run and the hand-built PPO run spend the same budget:
+
+| course (PPO, notebook 04)          | GRPO / RLOO                                                       |
+| ---------------------------------- | ----------------------------------------------------------------- |
+| batch_size episodes per step       | one generation round: batch_size completions (prompts × G)        |
+| mini_batch_size                    | per_device_train_batch_size; steps_per_generation = batch / mini |
+| ppo_epochs passes over a batch     | num_iterations (>= 2, or the ratio is always 1 and never clipped) |
+| total_steps                        | max_steps = rounds × steps_per_generation × num_iterations        |
+| cliprange ε                        | epsilon                                                           |
+| init_kl_coef β                     | beta (TRL's default 0.0 drops the reference model altogether)     |
+| learning_rate                      | learning_rate (TRL's default 1e-6 barely moves GPT-2)             |
+| gen_max_tokens, plain sampling     | max_completion_length, top_k=0, top_p=1, temperature              |
+| dropout off                        | disable_dropout=True (TRL's default leaves it on)                 |
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import torch
+from transformers import TrainerCallback
+
+from .profiles import Profile
+
+NUM_GENERATIONS = {"grpo": 8, "rloo": 4}
+
+
+def sentiment_reward_func(reward) -> Callable:
+    """Wrap the course's `SentimentReward` as a TRL reward function.
+
+    TRL calls it with the prompt and completion strings; it returns the POSITIVE logit of prompt + completion,
+    chosen by label name. (Passing the classifier itself, or its hub id, as `reward_funcs` makes TRL load it as a
+    1-output reward model and read index 0, which is NEGATIVE for lvwerra/distilbert-imdb; TRL issue #3269.)
+    """
+
+    def sentiment(prompts, completions, **kwargs) -> list[float]:
+        sentiment.calls += len(completions)
+        return reward([p + c for p, c in zip(prompts, completions)]).tolist()
+
+    sentiment.calls = 0
+    return sentiment
+
+
+def trl_config(algo: str, profile: Profile, output_dir: str, seed: int = 0, rounds: int | None = None,
+               batch_size: int | None = None, mini_batch_size: int | None = None, **overrides):
+    """A GRPOConfig / RLOOConfig with the course's settings (see the module docstring)."""
+    from trl import GRPOConfig, RLOOConfig
+
+    batch = batch_size or profile.batch_size
+    mini = mini_batch_size or profile.mini_batch_size
+    generations = NUM_GENERATIONS[algo]
+    if batch % mini or mini % generations or batch % generations:
+        raise ValueError(f"{algo}: batch {batch}, mini-batch {mini} and num_generations {generations} must divide "
+                         f"(batch % mini == 0, mini % generations == 0).")
+    steps_per_generation = batch // mini
+    num_iterations = max(2, profile.ppo_epochs)
+    rounds = rounds or profile.total_steps
+    cuda = torch.cuda.is_available()
+    common = dict(
+        output_dir=output_dir, seed=seed, data_seed=seed,
+        per_device_train_batch_size=mini, steps_per_generation=steps_per_generation,
+        num_generations=generations, num_iterations=num_iterations,
+        max_steps=rounds * steps_per_generation * num_iterations,
+        learning_rate=profile.learning_rate, lr_scheduler_type="constant", max_grad_norm=profile.max_grad_norm,
+        beta=profile.init_kl_coef, epsilon=profile.cliprange,
+        max_completion_length=profile.gen_max_tokens, temperature=profile.temperature, top_k=0, top_p=1.0,
+        disable_dropout=True, gradient_checkpointing=False, bf16=cuda, use_cpu=not cuda,
+        logging_steps=steps_per_generation * num_iterations, report_to="none", save_strategy="no",
+        disable_tqdm=True,
+    )
+    if algo == "grpo":
+        # "dapo": token-level mean over the whole batch, exactly `clipped_policy_loss` (see the correspondence test).
+        return GRPOConfig(**common, loss_type="dapo", **overrides)
+    if algo == "rloo":
+        return RLOOConfig(**common, **overrides)
+    raise ValueError(f"Unknown TRL algorithm {algo!r}; choose 'grpo' or 'rloo'.")
+
+
+class CourseCallback(TrainerCallback):
+    """Runs the course's `evaluate()` on the held-out prompts before training, every `eval_every` rounds and at
+    the end, and turns TRL's logs into records like the hand-built loop's (one per generation round)."""
+
+    def __init__(self, evaluate_fn: Callable, reward_func, steps_per_round: int, batch_size: int,
+                 eval_every: int = 0, on_record: Callable | None = None):
+        self.evaluate_fn, self.reward_func = evaluate_fn, reward_func
+        self.steps_per_round, self.batch_size, self.eval_every = steps_per_round, batch_size, eval_every
+        self.on_record = on_record
+        self.history, self.evals = [], []
+        self.start = time.perf_counter()
+        self.train_seconds = 0.0  # excludes the evaluations, like the PPO runs' wall clock
+        self._last = None
+
+    def _evaluate(self, model, round_: int):
+        t = time.perf_counter()
+        evaluation = self.evaluate_fn(model)
+        self.evals.append({"round": round_, "episodes": self.reward_func.calls,
+                           "train_seconds": self.train_seconds, **evaluation.metrics})
+        self._last = time.perf_counter()
+        return evaluation, time.perf_counter() - t
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self.before, _ = self._evaluate(model, 0)
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        now = time.perf_counter()
+        self.train_seconds += now - self._last
+        self._last = now
+        round_, rem = divmod(state.global_step, self.steps_per_round)
+        if self.eval_every and rem == 0 and round_ % self.eval_every == 0 and state.global_step < state.max_steps:
+            self._evaluate(model, round_)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not logs or "reward" not in logs:
+            return
+        record = {
+            "step": state.global_step // self.steps_per_round,
+            "episodes": self.reward_func.calls,
+            "reward_mean": logs["reward"],
+            "reward_std": logs.get("reward_std", float("nan")),
+            "kl_per_token": logs.get("kl", float("nan")),
+            "clipfrac": logs.get("clip_ratio/region_mean", float("nan")),
+            "entropy": logs.get("entropy", float("nan")),
+            "response_length": logs.get("completions/mean_length", float("nan")),
+            "loss": logs.get("loss", float("nan")),
+            "train_seconds": self.train_seconds,
+        }
+        self.history.append(record)
+        if self.on_record:
+            self.on_record(record)
+
+
+def make_trl_trainer(algo: str, policy, tokenizer, reward_func, train_prompts: list[str], args, callbacks=()):
+    """A GRPOTrainer or RLOOTrainer on the course's policy, prompt strings and reward function."""
+    from datasets import Dataset
+    from trl import GRPOTrainer, RLOOTrainer
+
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer_cls = {"grpo": GRPOTrainer, "rloo": RLOOTrainer}[algo]
+    dataset = Dataset.from_dict({"prompt": train_prompts})
+    trainer = trainer_cls(model=policy, reward_funcs=reward_func, args=args, train_dataset=dataset,
+                          processing_class=tokenizer, callbacks=list(callbacks))
+    trainer.remove_callback(PrinterCallback)  # the course's callback logs each round instead of every raw dict
+    return trainer
