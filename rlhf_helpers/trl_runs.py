@@ -67,15 +67,15 @@ def trl_config(algo: str, profile: Profile, output_dir: str, seed: int = 0, roun
         learning_rate=profile.learning_rate, lr_scheduler_type="constant", max_grad_norm=profile.max_grad_norm,
         beta=profile.init_kl_coef, epsilon=profile.cliprange,
         max_completion_length=profile.gen_max_tokens, temperature=profile.temperature, top_k=0, top_p=1.0,
-        disable_dropout=True, gradient_checkpointing=False, bf16=cuda, use_cpu=not cuda,
+        disable_dropout=True, activation_checkpointing=False, bf16=cuda, use_cpu=not cuda,
         logging_steps=steps_per_generation * num_iterations, report_to="none", save_strategy="no",
         disable_tqdm=True,
     )
     if algo == "grpo":
         # "dapo": token-level mean over the whole batch, exactly `clipped_policy_loss` (see the correspondence test).
-        return GRPOConfig(**common, loss_type="dapo", **overrides)
+        return GRPOConfig(**{**common, "loss_type": "dapo", **overrides})
     if algo == "rloo":
-        return RLOOConfig(**common, **overrides)
+        return RLOOConfig(**{**common, **overrides})
     raise ValueError(f"Unknown TRL algorithm {algo!r}; choose 'grpo' or 'rloo'.")
 
 

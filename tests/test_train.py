@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from rlhf_helpers import models, train
+from rlhf_helpers.profiles import get_profile
 
 SMALL = ["--algo", "ppo", "--profile", "smoke", "--steps", "6", "--batch-size", "16", "--mini-batch-size", "8",
          "--no-progress"]
@@ -30,6 +31,8 @@ def no_model_loads(monkeypatch):
     (["--algo", "ppo", "--steps", "0"], "--steps must be positive"),
     (["--algo", "ppo", "--steps", "-3"], "--steps must be positive"),
     (["--algo", "ppo", "--batch-size", "10", "--mini-batch-size", "4"], "not divisible"),
+    (["--algo", "grpo", "--batch-size", "48", "--mini-batch-size", "12"], "multiple of it"),
+    (["--algo", "rloo", "--save-every", "5"], "ppo only"),
 ])
 def test_bad_arguments_fail_before_loading(argv, message, tmp_path, capsys, no_model_loads):
     with pytest.raises(SystemExit) as exit_info:
@@ -86,19 +89,27 @@ def test_killed_run_resumes_to_the_same_result_and_seeds_repeat(tmp_path):
         assert (tmp_path / "c" / name).stat().st_size > 0
 
 
-def test_smoke_bar(tmp_path):
+@pytest.mark.parametrize("algo", ["ppo", "grpo"])
+def test_smoke_bar(tmp_path, algo):
     """The full smoke profile: <= 3 min on 2 cores, positive rate >= 0.8 and >= before + 0.3, KL reported."""
     start = time.perf_counter()
-    summary = train.main(["--algo", "ppo", "--profile", "smoke", "--out", str(tmp_path), "--no-progress"])
+    summary = train.main(["--algo", algo, "--profile", "smoke", "--out", str(tmp_path), "--no-progress"])
     wall = time.perf_counter() - start
     before, after = summary["before"], summary["after"]
     assert after["positive_rate"] >= 0.8, summary
     assert after["positive_rate"] >= before["positive_rate"] + 0.3, summary
     assert after["kl"] > 0 and before["kl"] == pytest.approx(0, abs=1e-6)
     assert wall <= 180, f"smoke PPO took {wall:.0f} s"
+    assert set(summary) >= {"before", "after", "episodes", "wall_seconds"}
+    assert set(before) >= {"mean_reward", "positive_rate", "kl", "ref_perplexity"} and set(after) == set(before)
+    assert summary["episodes"] == get_profile("smoke").batch_size * get_profile("smoke").total_steps
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == summary["steps"]
-    for key in ("reward_mean", "reward_std", "kl", "kl_coef", "policy_loss", "value_loss", "clipfrac", "approxkl",
-                "entropy", "explained_variance", "response_length", "time_generate", "time_score", "time_forward",
-                "time_update"):
+    keys = ["reward_mean", "reward_std", "clipfrac", "entropy", "response_length"]
+    if algo == "ppo":
+        keys += ["kl", "kl_coef", "policy_loss", "value_loss", "approxkl", "explained_variance", "time_generate",
+                 "time_score", "time_forward", "time_update"]
+    for key in keys:
         assert key in json.loads(lines[-1]), key
+    for name in ("samples.csv", "curves.png", "eval.jsonl"):
+        assert (tmp_path / name).stat().st_size > 0
