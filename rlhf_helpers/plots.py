@@ -58,3 +58,32 @@ def plot_training_curves(history: list[dict], title: str = "", before: dict | No
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def plot_comparison(evals: dict[str, list[dict]], title: str = ""):
+    """Side by side: held-out reward vs episodes and vs training seconds, and the reward-KL frontier.
+
+    `evals` maps an algorithm's name to its held-out evaluations (eval.jsonl rows: episodes, train_seconds,
+    mean_reward, positive_rate, kl, ...), all on the same prompts and sampling seed.
+    """
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 3, figsize=(14, 3.8))
+    for name, rows in evals.items():
+        episodes = [r["episodes"] for r in rows]
+        seconds = [r["train_seconds"] for r in rows]
+        reward = [r["mean_reward"] for r in rows]
+        kl = [r["kl"] for r in rows]
+        ax[0].plot(episodes, reward, marker="o", label=name)
+        ax[1].plot(seconds, reward, marker="o", label=name)
+        ax[2].plot(kl, reward, marker="o", label=name)
+        ax[2].annotate(f"{rows[-1]['positive_rate']:.0%} positive", (kl[-1], reward[-1]), fontsize=8,
+                       textcoords="offset points", xytext=(4, -10))
+    ax[0].set(xlabel="episodes (completions sampled)", ylabel="held-out mean reward", title="Reward vs episodes")
+    ax[1].set(xlabel="training seconds (evaluation excluded)", title="Reward vs wall-clock")
+    ax[2].set(xlabel="KL to the reference (nats per response)", title="The reward–KL frontier (up-left is better)")
+    ax[0].legend()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -145,3 +145,51 @@ def make_trl_trainer(algo: str, policy, tokenizer, reward_func, train_prompts: l
                           processing_class=tokenizer, callbacks=list(callbacks))
     trainer.remove_callback(PrinterCallback)  # the course's callback logs each round instead of every raw dict
     return trainer
+
+
+@torch.no_grad()
+def compare_losses(trainer, tokenizer, prompts: list[str], seed: int = 0) -> dict:
+    """TRL's own `_compute_loss` next to the course's functions, on the same random completions and advantages.
+
+    GRPO (loss_type "dapo"): clipped_policy_loss(per-token) + beta · masked_mean(k3 [· ratio if
+    use_bias_correction_kl]). RLOO: clipped_policy_loss on per-sequence log-probs (one "token" per response).
+    """
+    from . import ppo
+
+    model = trainer.model.eval()  # eval mode: TRL normalizes by this batch's tokens alone
+    g = torch.Generator().manual_seed(seed)
+    enc = tokenizer(prompts, return_tensors="pt", padding=True)
+    n, width = len(prompts), 5
+    completion_ids = torch.randint(0, len(tokenizer), (n, width), generator=g)
+    lengths = torch.randint(1, width + 1, (n,), generator=g)
+    completion_mask = (torch.arange(width)[None] < lengths[:, None]).long()
+    device = model.device
+    inputs = {"prompt_ids": enc["input_ids"].to(device), "prompt_mask": enc["attention_mask"].to(device),
+              "completion_ids": completion_ids.to(device), "completion_mask": completion_mask.to(device),
+              "advantages": torch.randn(n, generator=g).to(device)}
+    input_ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], 1)
+    attention = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], 1)
+    logps, _, _ = trainer._get_per_token_logps_and_entropies(model, input_ids, attention, width)
+    mask = inputs["completion_mask"].float()
+    noise = lambda scale: scale * torch.randn(logps.shape, generator=g).to(device)  # noqa: E731
+    args = trainer.args
+    if hasattr(args, "loss_type"):  # GRPO
+        inputs["old_per_token_logps"] = logps + noise(0.3)  # ratios away from 1, so the clip acts
+        inputs["ref_per_token_logps"] = logps + noise(0.5)
+        inputs["num_items_in_batch"] = mask.sum()
+        trl_loss = trainer._compute_loss(model, inputs)
+        ours, stats = ppo.clipped_policy_loss(logps, inputs["old_per_token_logps"],
+                                              inputs["advantages"][:, None].expand_as(logps), mask, args.epsilon)
+        if args.beta:
+            k3 = ppo.kl_estimate(logps, inputs["ref_per_token_logps"], "k3")
+            if args.use_bias_correction_kl:
+                k3 = k3 * torch.exp(logps - inputs["old_per_token_logps"])
+            ours = ours + args.beta * ppo.masked_mean(k3, mask)
+    else:  # RLOO: one ratio per sequence
+        sequence_logps = (logps * mask).sum(1)
+        inputs["old_logps"] = sequence_logps + noise(0.3)[:, 0]
+        trl_loss = trainer._compute_loss(model, inputs)
+        ours, stats = ppo.clipped_policy_loss(sequence_logps[:, None], inputs["old_logps"][:, None],
+                                              inputs["advantages"][:, None], torch.ones(n, 1, device=device),
+                                              args.epsilon)
+    return {"trl": trl_loss.item(), "course": ours.item(), "clipfrac": stats["clipfrac"]}
