@@ -131,8 +131,10 @@ def make_state(config: PPOConfig, policy, reference, tokenizer, reward, prompts:
     policy.eval()  # dropout off for the whole run: the ratio must be 1 before any update (details #20)
     reference.eval().requires_grad_(False)
     value_head = ValueHead(policy.config.hidden_size).to(device)
+    # fused=True: one kernel for all parameters. On CPU, 124M parameters step in 0.05 s instead of 0.4 s, and the
+    # loop takes 16 steps per batch (transformers' Trainer, hence TRL, uses fused AdamW by default too).
     optimizer = torch.optim.Adam([*policy.parameters(), *value_head.parameters()], lr=config.learning_rate,
-                                 eps=1e-5)
+                                 eps=1e-5, fused=device.type in ("cpu", "cuda"))
     kl_ctl = (ppo.AdaptiveKLController(config.init_kl_coef, config.kl_target, config.kl_horizon)
               if config.kl_target else ppo.FixedKLController(config.init_kl_coef))
     generator = torch.Generator().manual_seed(config.seed)
@@ -145,13 +147,15 @@ def _autocast(device: torch.device):
     return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
 
 
-def forward_logprobs_values(state: TrainState, batch: PackedBatch) -> tuple[torch.Tensor, ...]:
-    """One forward pass of the policy: response log-probs (B, T), values (B, T), entropy (B, T)."""
+def forward_logprobs_values(state: TrainState, batch: PackedBatch, with_entropy: bool = True):
+    """One forward pass of the policy: response log-probs (B, T), values (B, T), entropy (B, T) or None.
+    The entropy (a full-vocabulary reduction) is only logged, so the update's minibatches skip it."""
     with _autocast(state.device):
         logits, hidden = response_logits(state.policy, batch, output_hidden_states=True)
     tokens = batch.response_ids.to(state.device)
     logprobs = ppo.logprobs_from_logits(logits, tokens, state.config.temperature)
-    return logprobs, state.value_head(hidden), ppo.entropy_from_logits(logits.float() / state.config.temperature)
+    entropy = ppo.entropy_from_logits(logits.float() / state.config.temperature) if with_entropy else None
+    return logprobs, state.value_head(hidden), entropy
 
 
 @dataclass
@@ -223,7 +227,7 @@ def ppo_update(state: TrainState, rollout: Rollout) -> dict:
         for first in range(0, cfg.batch_size, cfg.mini_batch_size):
             idx = order[first:first + cfg.mini_batch_size]
             mb_idx = idx.to(state.device)
-            logprobs, values, _ = forward_logprobs_values(state, _rows(rollout.batch, idx))
+            logprobs, values, _ = forward_logprobs_values(state, _rows(rollout.batch, idx), with_entropy=False)
             mask = rollout.mask[mb_idx]
             pg_loss, pg_stats = ppo.clipped_policy_loss(logprobs, rollout.logprobs[mb_idx],
                                                         rollout.advantages[mb_idx], mask, cfg.cliprange)
