@@ -24,57 +24,24 @@ import torch
 from torch import nn
 
 from . import ppo
-from .profiles import Profile
+from .profiles import PPOSettings, Profile
 from .sampling import PackedBatch, Samples, pack, response_logits, sample_responses
 
 
-@dataclass
-class PPOConfig:
-    """Hyper-parameters of one hand-built PPO run; `from_profile` fills them from a course profile."""
+@dataclass(frozen=True, kw_only=True)
+class PPOConfig(PPOSettings):
+    """Hyper-parameters of one hand-built PPO run: the shared `PPOSettings` plus the run's length and seed.
+    `from_profile` fills them from a course profile."""
 
     steps: int = 30
     """Number of PPO steps (each: one batch of rollouts, then the updates on it)."""
-    batch_size: int = 64
-    """Episodes (prompts) per step."""
-    mini_batch_size: int = 16
-    """Episodes per gradient step; must divide batch_size."""
-    ppo_epochs: int = 4
-    """Passes over each batch of rollouts."""
-    learning_rate: float = 1.41e-5
-    """Adam learning rate (policy and value head)."""
-    init_kl_coef: float = 0.2
-    """Starting β of the KL penalty."""
-    kl_target: float | None = 6.0
-    """Target per-sequence KL of the adaptive controller (None: fixed β)."""
-    kl_horizon: int = 10_000
-    """Adaptive controller horizon, in episodes."""
-    gamma: float = 1.0
-    """Discount."""
-    lam: float = 0.95
-    """GAE λ."""
-    cliprange: float = 0.2
-    """Policy clip ε."""
-    cliprange_value: float = 0.2
-    """Value clip ε."""
-    vf_coef: float = 0.1
-    """Weight of the value loss."""
-    max_grad_norm: float = 1.0
-    """Gradient-norm clip."""
-    gen_min_tokens: int = 4
-    """Shortest response cap."""
-    gen_max_tokens: int = 16
-    """Longest response cap."""
-    temperature: float = 1.0
-    """Sampling temperature (log-probs divide by it too, details #12)."""
     seed: int = 0
     """Seeds weights of the value head, prompt order, sampling and minibatch shuffling."""
 
     @classmethod
     def from_profile(cls, profile: Profile, **overrides) -> PPOConfig:
-        fields = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in dataclasses.asdict(profile).items() if k in fields}
-        values["steps"] = profile.total_steps
-        config = cls(**(values | overrides))
+        values = {f.name: getattr(profile, f.name) for f in dataclasses.fields(PPOSettings)}
+        config = cls(**(values | {"steps": profile.total_steps} | overrides))
         config.validate()
         return config
 

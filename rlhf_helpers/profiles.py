@@ -15,8 +15,47 @@ PROFILE_ENV = "RLHF_PROFILE"
 PROFILE_NAMES = ("gpu", "cpu", "smoke")
 
 
-@dataclass(frozen=True)
-class Profile:
+@dataclass(frozen=True, kw_only=True)
+class PPOSettings:
+    """Sampling and PPO hyper-parameters: declared once here, shared by `Profile` and the loop's `PPOConfig`.
+    Defaults are the anchor recipe (lr 1.41e-5, batch 128, 4 epochs, adaptive KL 0.2 -> target 6, 4-16 tokens)."""
+
+    gen_min_tokens: int = 4
+    """Fewest new tokens per response (each response's cap is drawn from [gen_min, gen_max])."""
+    gen_max_tokens: int = 16
+    """Most new tokens per response."""
+    temperature: float = 1.0
+    """Sampling temperature (plain sampling: top_k=0, top_p=1; log-probs divide by it too, details #12)."""
+    learning_rate: float = 1.41e-5
+    """Adam learning rate for policy and value head."""
+    batch_size: int = 128
+    """Prompts (episodes) per PPO step."""
+    mini_batch_size: int = 128
+    """Episodes per gradient step inside a PPO epoch; must divide batch_size."""
+    ppo_epochs: int = 4
+    """Passes over each batch of rollouts."""
+    init_kl_coef: float = 0.2
+    """Starting β of the KL penalty."""
+    kl_target: float | None = 6.0
+    """Target per-sequence KL of the adaptive controller (None: fixed β)."""
+    kl_horizon: int = 10_000
+    """Horizon of the adaptive KL controller, in episodes."""
+    gamma: float = 1.0
+    """Discount factor."""
+    lam: float = 0.95
+    """GAE λ."""
+    cliprange: float = 0.2
+    """PPO policy clip ε."""
+    cliprange_value: float = 0.2
+    """PPO value clip ε."""
+    vf_coef: float = 0.1
+    """Weight of the value loss."""
+    max_grad_norm: float = 1.0
+    """Gradient-norm clip."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Profile(PPOSettings):
     """Models, data and hyper-parameters for one size of the course."""
 
     name: str
@@ -29,54 +68,18 @@ class Profile:
     """Hub id of the IMDB dataset (a local copy in `RLHF_IMDB_DIR` wins when set)."""
     offline: bool = False
     """True when the models come from the offline world the project builds itself."""
-
-    # Data and prompts (anchor recipe: reviews over 200 characters, 2-8-token prompts, 4-16 new tokens).
     min_review_chars: int = 200
     """Keep reviews longer than this many characters (the classic notebook's filter)."""
     prompt_min_tokens: int = 2
     """Shortest prompt, in policy tokens."""
     prompt_max_tokens: int = 8
     """Longest prompt, in policy tokens."""
-    gen_min_tokens: int = 4
-    """Fewest new tokens per response."""
-    gen_max_tokens: int = 16
-    """Most new tokens per response."""
     n_eval_prompts: int = 256
     """Size of the fixed held-out prompt set that every evaluation uses."""
     eval_batch_size: int = 64
     """Prompts per generation batch during evaluation."""
-    temperature: float = 1.0
-    """Sampling temperature (plain sampling: top_k=0, top_p=1, as the KL estimate requires)."""
-
-    # PPO (anchor recipe: lr 1.41e-5, batch 128, 4 epochs, adaptive KL 0.2 -> target 6).
-    learning_rate: float = 1.41e-5
-    """Adam learning rate for policy and value head."""
-    batch_size: int = 128
-    """Prompts (episodes) per PPO step."""
-    mini_batch_size: int = 128
-    """Episodes per gradient step inside a PPO epoch."""
-    ppo_epochs: int = 4
-    """Passes over each batch of rollouts."""
     total_steps: int = 200
-    """PPO steps in a full training run."""
-    init_kl_coef: float = 0.2
-    """Starting KL penalty coefficient."""
-    kl_target: float | None = 6.0
-    """Target KL for the adaptive controller (None: fixed coefficient)."""
-    kl_horizon: int = 10_000
-    """Horizon of the adaptive KL controller, in episodes."""
-    gamma: float = 1.0
-    """Discount factor."""
-    lam: float = 0.95
-    """GAE lambda."""
-    cliprange: float = 0.2
-    """PPO policy clip epsilon."""
-    cliprange_value: float = 0.2
-    """PPO value clip epsilon."""
-    vf_coef: float = 0.1
-    """Weight of the value loss."""
-    max_grad_norm: float = 1.0
-    """Gradient clipping norm."""
+    """PPO steps (generation rounds for GRPO/RLOO) in a full training run."""
 
     def describe(self) -> str:
         source = "built offline by rlhf_helpers.offline" if self.offline else "Hugging Face Hub"
