@@ -5,6 +5,25 @@ started by nbmake inherit this environment.
 """
 
 import os
+import time
 
 os.environ.setdefault("RLHF_PROFILE", "smoke")
 os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+def pytest_collection_finish(session):
+    """Build the smoke profile's offline world once, before the first test, when any test was collected.
+
+    Tests and notebooks that need it then find it cached, and none of their time limits has to absorb a
+    ~2.5-minute build (or a build that another process started: builders wait on a lock for one build)."""
+    if not session.items or session.config.option.collectonly:
+        return
+    if os.environ["RLHF_PROFILE"].strip().lower() != "smoke":
+        return
+    from rlhf_helpers.offline import build_offline_world
+
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    start = time.perf_counter()
+    world = build_offline_world(verbose=False)
+    if reporter is not None:
+        reporter.write_line(f"offline world: {world.root} ({time.perf_counter() - start:.0f} s)")

@@ -51,6 +51,11 @@ def load_imdb(split: str = "train", profile: Profile | None = None, source: str 
     if split not in SPLITS:
         raise ValueError(f"Unknown IMDB split {split!r}; choose one of {SPLITS}.")
     source = source or imdb_source(profile)
+    from_env = os.environ.get(IMDB_DIR_ENV)
+    if from_env and source == from_env and not os.path.isdir(source):
+        raise FileNotFoundError(
+            f"{IMDB_DIR_ENV}={from_env!r} is not a folder (resolved to {os.path.abspath(from_env)}). Point it at a "
+            f"folder holding train.parquet and test.parquet, or unset it to use the hub (or the fixture in smoke).")
     if os.path.isdir(source):
         path = Path(source) / f"{split}.parquet"
         if not path.is_file():
@@ -59,10 +64,18 @@ def load_imdb(split: str = "train", profile: Profile | None = None, source: str 
                 f"IMDB folder {source} has no {split}.parquet (found: {present or 'no parquet files'}). "
                 f"Expected the hub's layout: {', '.join(s + '.parquet' for s in SPLITS)}. "
                 f"Fix {IMDB_DIR_ENV} or unset it to use the hub (or the fixture in the smoke profile).")
+        import pyarrow.parquet as pq
+
+        if pq.read_metadata(path).num_rows == 0:
+            raise ValueError(f"{path} has no rows. Replace it with the IMDB {split} split ({IMDB_DIR_ENV}).")
         ds = load_dataset("parquet", data_files={split: str(path)}, split=split)
         missing = {"text", "label"} - set(ds.column_names)
         if missing:
             raise ValueError(f"{path} lacks column(s) {sorted(missing)}; IMDB parquet has text and label.")
+        nulls = sum(t is None for t in ds["text"])
+        if nulls:
+            raise ValueError(f"{path} has {nulls} row(s) whose text is null; IMDB has none. Drop them (e.g. "
+                             f"pandas: df.dropna(subset=['text'])) or re-export the split.")
         if split != "unsupervised":
             ds = ds.select_columns(["text", "label"]).cast(_features())
         return ds

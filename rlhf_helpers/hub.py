@@ -31,15 +31,24 @@ def is_cached(repo_id: str, repo_type: str = "model") -> bool:
     return isinstance(found, str)
 
 
-def hub_reachable(timeout: float = HUB_TIMEOUT_S) -> bool:
-    """Open (and close) one TCP connection to the hub endpoint, waiting at most `timeout` seconds."""
+def hub_problem(timeout: float = HUB_TIMEOUT_S) -> str | None:
+    """None if one TCP connection to the hub endpoint opens within `timeout` seconds, else what went wrong."""
     url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
     port = url.port or (443 if url.scheme == "https" else 80)
     try:
         with socket.create_connection((url.hostname, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
+            return None
+    except socket.gaierror:
+        return f"the hub's address {url.hostname!r} could not be resolved (no DNS: offline?)"
+    except TimeoutError:
+        return f"the hub ({url.hostname}) did not answer within {timeout:.0f} s"
+    except OSError as error:
+        return f"the hub ({url.hostname}:{port}) refused or dropped the connection ({error.strerror or error})"
+
+
+def hub_reachable(timeout: float = HUB_TIMEOUT_S) -> bool:
+    """Open (and close) one TCP connection to the hub endpoint, waiting at most `timeout` seconds."""
+    return hub_problem(timeout) is None
 
 
 def ensure_available(repo_id: str, repo_type: str = "model", timeout: float = HUB_TIMEOUT_S) -> None:
@@ -48,10 +57,10 @@ def ensure_available(repo_id: str, repo_type: str = "model", timeout: float = HU
         return
     if is_cached(repo_id, repo_type):
         return
-    if not _offline_mode() and hub_reachable(timeout):
+    problem = None if _offline_mode() else hub_problem(timeout)
+    if not _offline_mode() and problem is None:
         return
-    why = ("offline mode is on (HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE)" if _offline_mode()
-           else f"the hub did not answer within {timeout:.0f} s")
+    why = "offline mode is on (HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE)" if _offline_mode() else problem
     hint = ("point RLHF_IMDB_DIR at a local copy of IMDB (train/test/unsupervised .parquet), or "
             if repo_type == "dataset" else "")
     raise HubUnreachableError(

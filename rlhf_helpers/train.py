@@ -23,7 +23,69 @@ from pathlib import Path
 from .profiles import PROFILE_NAMES, Profile
 
 ALGOS = ("ppo", "grpo", "rloo")
-RUN_FILES = ("metrics.jsonl", "summary.json", "run.json", "checkpoints")
+OUTPUT_FILES = ("metrics.jsonl", "summary.json", "checkpoints", "samples.csv", "eval.jsonl", "curves.png")
+"""Files a run writes; any of them in --out means the folder holds (part of) a run."""
+
+
+def run_status(out: Path) -> str:
+    """What --out holds: "finished" (summary.json), "partial" (trained steps, no summary), "empty" (nothing, or
+    only the marker of a start that failed before its first step), or "missing"."""
+    out = Path(out)
+    if not out.is_dir():
+        return "missing"
+    if (out / "summary.json").is_file():
+        return "finished"
+    metrics = out / "metrics.jsonl"
+    checkpoints = out / "checkpoints"
+    if (metrics.is_file() and metrics.stat().st_size > 0) or (checkpoints.is_dir() and any(checkpoints.iterdir())):
+        return "partial"
+    if any((out / name).exists() for name in OUTPUT_FILES if name != "metrics.jsonl"):
+        return "partial"  # evaluation files without metrics: not ours to overwrite silently
+    return "empty"
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or a positive integer, got {value}")
+    return value
+
+
+def _seed(text: str) -> int:
+    value = int(text)
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"must be in [0, 2**32), got {value} (numpy and torch seeds are unsigned)")
+    return value
+
+
+def check_run_arguments(algo: str, profile: Profile, seed: int = 0, steps: int | None = None,
+                        batch_size: int | None = None, mini_batch_size: int | None = None) -> None:
+    """Raise ValueError naming the flag at fault, before anything loads (shared by the CLI and `run()`)."""
+    if algo not in ALGOS:
+        raise ValueError(f"--algo must be one of {ALGOS}, got {algo!r}.")
+    if not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise ValueError(f"--seed must be an integer in [0, 2**32), got {seed!r}.")
+    for flag, value in (("--steps", steps), ("--batch-size", batch_size), ("--mini-batch-size", mini_batch_size)):
+        if value is not None and (not isinstance(value, int) or value <= 0):
+            raise ValueError(f"{flag} must be a positive integer, got {value!r}.")
+    batch = profile.batch_size if batch_size is None else batch_size
+    mini = profile.mini_batch_size if mini_batch_size is None else mini_batch_size
+    if batch % mini:
+        raise ValueError(f"batch size {batch} is not divisible by mini-batch size {mini}; pass --batch-size and "
+                         f"--mini-batch-size so that one divides the other.")
+    if algo != "ppo":
+        from .trl_runs import NUM_GENERATIONS
+
+        if mini % NUM_GENERATIONS[algo]:
+            raise ValueError(f"--algo {algo} samples {NUM_GENERATIONS[algo]} completions per prompt: the "
+                             f"mini-batch size ({mini}) must be a multiple of it.")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -32,43 +94,55 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--profile", choices=PROFILE_NAMES, default=None,
                         help="course profile (default: $RLHF_PROFILE, else gpu with CUDA, else cpu)")
     parser.add_argument("--out", required=True, type=Path, help="output folder")
-    parser.add_argument("--steps", type=int, default=None, help="training steps (default: the profile's)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--batch-size", type=int, default=None, help="episodes per step (default: the profile's)")
-    parser.add_argument("--mini-batch-size", type=int, default=None, help="episodes per gradient step")
-    parser.add_argument("--eval-every", type=int, default=0, help="held-out evaluation every N steps (0: ends only)")
-    parser.add_argument("--save-every", type=int, default=0, help="checkpoint every N steps (0: never; ppo only)")
-    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out (ppo)")
+    parser.add_argument("--steps", type=_positive_int, default=None, help="training steps (default: the profile's)")
+    parser.add_argument("--seed", type=_seed, default=0)
+    parser.add_argument("--batch-size", type=_positive_int, default=None,
+                        help="episodes per step (default: the profile's)")
+    parser.add_argument("--mini-batch-size", type=_positive_int, default=None, help="episodes per gradient step")
+    parser.add_argument("--eval-every", type=_non_negative_int, default=0,
+                        help="held-out evaluation every N steps (0: ends only)")
+    parser.add_argument("--save-every", type=_non_negative_int, default=0,
+                        help="checkpoint every N steps (0: never; ppo only)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --out from its last checkpoint (ppo); a finished run is left as is")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
 
     # Every check that needs no model happens here, before anything loads.
-    if args.steps is not None and args.steps <= 0:
-        parser.error(f"--steps must be positive, got {args.steps}.")
-    if args.save_every < 0 or args.eval_every < 0:
-        parser.error("--save-every and --eval-every must be 0 (off) or positive.")
     if args.algo != "ppo" and (args.save_every or args.resume):
         parser.error("--save-every and --resume are supported for --algo ppo only.")
     from .profiles import get_profile
 
     profile = get_profile(args.profile)
-    batch = args.batch_size or profile.batch_size
-    mini = args.mini_batch_size or profile.mini_batch_size
-    if batch <= 0 or mini <= 0 or batch % mini:
-        parser.error(f"batch size {batch} is not divisible by mini-batch size {mini}; pass --batch-size and "
-                     f"--mini-batch-size so that one divides the other.")
-    if args.algo != "ppo":
-        from .trl_runs import NUM_GENERATIONS
-
-        if mini % NUM_GENERATIONS[args.algo]:
-            parser.error(f"--algo {args.algo} samples {NUM_GENERATIONS[args.algo]} completions per prompt: the "
-                         f"mini-batch size ({mini}) must be a multiple of it.")
-    existing = [name for name in RUN_FILES if (args.out / name).exists()]
-    if existing and not args.resume:
-        parser.error(f"{args.out} already holds a run ({', '.join(existing)}). Pass --resume to continue it, "
-                     f"or choose another --out.")
+    try:
+        check_run_arguments(args.algo, profile, args.seed, args.steps, args.batch_size, args.mini_batch_size)
+    except ValueError as error:
+        parser.error(str(error))
+    status = run_status(args.out)
+    if status == "finished" and not args.resume:
+        parser.error(f"{args.out} holds a finished run (summary.json). Choose another --out; nothing was changed.")
+    if status == "partial" and not args.resume:
+        present = ", ".join(name for name in OUTPUT_FILES if (args.out / name).exists())
+        parser.error(f"{args.out} already holds a run ({present}). Pass --resume to continue it, or choose another "
+                     f"--out.")
     args.profile_obj = profile
     return args
+
+
+class RunError(ValueError):
+    """A run that must not start as asked (it would overwrite or misread what --out holds)."""
+
+
+def _differences(saved: dict, now: dict, prefix: str = "") -> list[str]:
+    """Human-readable list of the fields that differ between two run.json dicts."""
+    found = []
+    for key in sorted(set(saved) | set(now)):
+        a, b = saved.get(key), now.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            found += _differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            found.append(f"{prefix}{key} was {a!r}, now {b!r}")
+    return found
 
 
 def _append(path: Path, record: dict) -> None:
@@ -83,26 +157,34 @@ def run(algo: str, profile: Profile, out: Path | str, seed: int = 0, steps: int 
     import pandas as pd
     from transformers import set_seed
 
-    from .data import build_prompt_dataset, heldout_prompts
+    from .data import build_prompt_dataset, heldout_prompts, imdb_source
     from .evaluation import evaluate
     from .models import load_policy, load_reward, load_tokenizer, model_ids
     from .plots import plot_training_curves
     from .ppo_loop import PPOConfig
 
+    check_run_arguments(algo, profile, seed, steps, batch_size, mini_batch_size)
     start = time.perf_counter()
     out = Path(out)
+    status = run_status(out)
+    if status == "finished":
+        if resume:
+            print(f"{out} holds a finished run (summary.json): nothing to resume, nothing was changed.", flush=True)
+            return json.loads((out / "summary.json").read_text())
+        raise RunError(f"{out} holds a finished run (summary.json). Choose another --out; nothing was changed.")
+    if status == "partial" and not resume:
+        raise RunError(f"{out} already holds a run. Pass --resume to continue it, or choose another --out.")
     overrides = {k: v for k, v in {"steps": steps, "batch_size": batch_size,
                                    "mini_batch_size": mini_batch_size}.items() if v is not None}
     config = PPOConfig.from_profile(profile, seed=seed, **overrides)
-    out.mkdir(parents=True, exist_ok=True)
     run_info = {"algo": algo, "profile": profile.name, "config": dataclasses.asdict(config),
-                "models": dict(zip(("policy", "reward"), model_ids(profile)))}
-    if (out / "run.json").exists():
-        saved = json.loads((out / "run.json").read_text())
-        if saved["config"] != run_info["config"] or saved["algo"] != algo:
-            raise SystemExit(f"{out} holds a run with another configuration ({saved['config']}); "
-                             f"resume it with the same arguments, or choose another --out.")
-    (out / "run.json").write_text(json.dumps(run_info, indent=2))
+                "data": imdb_source(profile), "models": dict(zip(("policy", "reward"), model_ids(profile)))}
+    if status == "partial" and (out / "run.json").is_file():
+        differences = _differences(json.loads((out / "run.json").read_text()), run_info)
+        if differences:
+            raise RunError(f"{out} holds a run that this command would not continue faithfully: "
+                           f"{'; '.join(differences)}. Resume it with the same arguments and environment, or choose "
+                           f"another --out.")
     print(profile.describe(), flush=True)
 
     set_seed(config.seed)
@@ -111,6 +193,10 @@ def run(algo: str, profile: Profile, out: Path | str, seed: int = 0, steps: int 
     reward = load_reward(profile)
     prompts = build_prompt_dataset(profile, tokenizer, split="train", seed=config.seed)
     heldout = heldout_prompts(profile, tokenizer)
+    # The run really starts here: only now is --out marked as holding it (a start that failed while loading
+    # leaves nothing that blocks the corrected command).
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "run.json").write_text(json.dumps(run_info, indent=2))
 
     def evaluate_fn(model):
         return evaluate(model, reference, tokenizer, reward, heldout, config.gen_min_tokens, config.gen_max_tokens,
@@ -192,10 +278,21 @@ def _train_ppo(config, out, policy, reference, tokenizer, reward, prompt_ids, ev
 def _train_trl(algo, profile, config, out, policy, tokenizer, reward, prompt_texts, evaluate_fn, eval_every):
     import tempfile
 
-    from .trl_runs import CourseCallback, make_trl_trainer, sentiment_reward_func, trl_config
+    from .trl_runs import trl_config
 
-    args = trl_config(algo, profile, tempfile.mkdtemp(prefix=f"{algo}-"), seed=config.seed, rounds=config.steps,
-                      batch_size=config.batch_size, mini_batch_size=config.mini_batch_size)
+    # TRL wants an output_dir; the course saves nothing there (save_strategy="no"), so a scratch folder that is
+    # removed afterwards.
+    with tempfile.TemporaryDirectory(prefix=f"{algo}-") as scratch:
+        return _train_trl_in(algo, profile, config, out, policy, tokenizer, reward, prompt_texts, evaluate_fn,
+                             eval_every, trl_config(algo, profile, scratch, seed=config.seed, rounds=config.steps,
+                                                    batch_size=config.batch_size,
+                                                    mini_batch_size=config.mini_batch_size))
+
+
+def _train_trl_in(algo, profile, config, out, policy, tokenizer, reward, prompt_texts, evaluate_fn, eval_every,
+                  args):
+    from .trl_runs import CourseCallback, make_trl_trainer, sentiment_reward_func
+
     steps_per_round = args.steps_per_generation * args.num_iterations
     reward_func = sentiment_reward_func(reward)
     (out / "metrics.jsonl").write_text("")
@@ -208,9 +305,12 @@ def _train_trl(algo, profile, config, out, policy, tokenizer, reward, prompt_tex
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    summary = run(args.algo, args.profile_obj, args.out, seed=args.seed, steps=args.steps,
-                  batch_size=args.batch_size, mini_batch_size=args.mini_batch_size, eval_every=args.eval_every,
-                  save_every=args.save_every, resume=args.resume, progress=not args.no_progress)
+    try:
+        summary = run(args.algo, args.profile_obj, args.out, seed=args.seed, steps=args.steps,
+                      batch_size=args.batch_size, mini_batch_size=args.mini_batch_size, eval_every=args.eval_every,
+                      save_every=args.save_every, resume=args.resume, progress=not args.no_progress)
+    except RunError as error:
+        raise SystemExit(f"error: {error}") from None
     b, a = summary["before"], summary["after"]
     print(f"{args.algo}: positive {b['positive_rate']:.2f} -> {a['positive_rate']:.2f}, reward "
           f"{b['mean_reward']:+.3f} -> {a['mean_reward']:+.3f}, KL {a['kl']:.2f}, ref ppl {a['ref_perplexity']:.0f} "

@@ -49,15 +49,17 @@ def trl_config(algo: str, profile: Profile, output_dir: str, seed: int = 0, roun
     """A GRPOConfig / RLOOConfig with the course's settings (see the module docstring)."""
     from trl import GRPOConfig, RLOOConfig
 
-    batch = batch_size or profile.batch_size
-    mini = mini_batch_size or profile.mini_batch_size
+    batch = profile.batch_size if batch_size is None else batch_size
+    mini = profile.mini_batch_size if mini_batch_size is None else mini_batch_size
+    if batch <= 0 or mini <= 0:
+        raise ValueError(f"{algo}: batch size ({batch}) and mini-batch size ({mini}) must be positive.")
     generations = NUM_GENERATIONS[algo]
     if batch % mini or mini % generations or batch % generations:
         raise ValueError(f"{algo}: batch {batch}, mini-batch {mini} and num_generations {generations} must divide "
                          f"(batch % mini == 0, mini % generations == 0).")
     steps_per_generation = batch // mini
     num_iterations = max(2, profile.ppo_epochs)
-    rounds = rounds or profile.total_steps
+    rounds = profile.total_steps if rounds is None else rounds
     cuda = torch.cuda.is_available()
     common = dict(
         output_dir=output_dir, seed=seed, data_seed=seed,

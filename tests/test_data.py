@@ -104,3 +104,20 @@ def test_heldout_prompts_are_fixed_and_from_test_split(fast_world, monkeypatch):
 
 def test_real_profiles_ask_for_at_least_256_heldout_prompts():
     assert get_profile("gpu").n_eval_prompts >= 256 and get_profile("cpu").n_eval_prompts >= 256
+
+
+def test_relative_env_typo_is_a_missing_folder_not_a_hub_id(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RLHF_IMDB_DIR", "data/imbd")  # one slash: looks like a hub id "owner/name"
+    with pytest.raises(FileNotFoundError, match="RLHF_IMDB_DIR='data/imbd' is not a folder"):
+        load_imdb("test", get_profile("cpu"))
+
+
+@pytest.mark.parametrize("frame, message", [
+    (pd.DataFrame({"text": pd.Series([], dtype=str), "label": pd.Series([], dtype="int64")}), "has no rows"),
+    (pd.DataFrame({"text": ["x" * 250, None], "label": [1, 0]}), "1 row\\(s\\) whose text is null"),
+])
+def test_empty_or_null_parquet_gives_a_clear_error(tmp_path, frame, message):
+    frame.to_parquet(tmp_path / "test.parquet")
+    with pytest.raises(ValueError, match=message):
+        load_imdb("test", source=str(tmp_path))

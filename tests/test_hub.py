@@ -36,3 +36,19 @@ def test_dataset_hint_mentions_local_imdb(dead_hub):
 
 def test_local_folder_needs_no_hub(dead_hub, tmp_path):
     ensure_available(str(tmp_path))  # no error, no network
+
+
+def test_unresolvable_host_is_reported_as_dns_not_timeout(monkeypatch):
+    monkeypatch.setenv("HF_ENDPOINT", "https://no-such-host.invalid")
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    start = time.perf_counter()
+    with pytest.raises(HubUnreachableError, match="could not be resolved") as info:
+        ensure_available("lvwerra/distilbert-imdb")
+    assert "did not answer within" not in str(info.value)
+    assert time.perf_counter() - start < 5
+
+
+def test_refused_connection_is_reported_as_refused(dead_hub):
+    with pytest.raises(HubUnreachableError, match="refused"):
+        ensure_available("lvwerra/distilbert-imdb")

@@ -1,3 +1,7 @@
+import json
+import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -67,7 +71,7 @@ def test_interrupted_build_leaves_no_cache(tmp_path, monkeypatch):
     monkeypatch.setattr(offline, "_finetune_classifier", boom)
     with pytest.raises(KeyboardInterrupt):
         build_offline_world(FAST, data_source=str(FIXTURE_DIR), cache_dir=tmp_path, verbose=False)
-    assert list(tmp_path.iterdir()) == []
+    assert [p.name for p in tmp_path.iterdir() if p.suffix != ".lock"] == []
 
 
 def test_course_world_classifier_reaches_80_percent():
@@ -78,3 +82,73 @@ def test_course_world_classifier_reaches_80_percent():
 
     n_test = len(load_imdb("test", source=world.info["data_source"]))
     assert world.info["classifier_eval_reviews"] == min(2000, n_test)
+
+
+_BUILD_IN_A_PROCESS = """
+import json, sys
+from rlhf_helpers.fixture import FIXTURE_DIR
+from rlhf_helpers.offline import FAST, build_offline_world
+world = build_offline_world(FAST, data_source=str(FIXTURE_DIR), cache_dir=sys.argv[1])
+print("WORLD", json.dumps(world.info["seconds"]))
+"""
+
+
+def test_concurrent_builders_wait_for_one_build(tmp_path):
+    """Two processes asking for the same uncached world at once: one builds, the other waits and reuses it."""
+    procs = [subprocess.Popen([sys.executable, "-c", _BUILD_IN_A_PROCESS, str(tmp_path)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [p.communicate(timeout=120) for p in procs]  # FAST builds in ~7 s
+    for proc, (_out, err) in zip(procs, outputs):
+        assert proc.returncode == 0, err[-2000:]
+    logs = "".join(out for out, _ in outputs)
+    assert logs.count("Building the offline world") == 1, logs
+    # Both return the one build's facts (its timings are unique to that build).
+    assert len({out.split("WORLD ")[1] for out, _ in outputs}) == 1
+    assert [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name] == []
+
+
+def test_a_killed_build_leaves_nothing_the_next_build_keeps(tmp_path):
+    from rlhf_helpers.offline import world_key
+
+    name = f"offline-world-{world_key(FAST, str(FIXTURE_DIR))}"
+    stale = tmp_path / f"{name}.tmp-killed"
+    (stale / "policy").mkdir(parents=True)
+    (stale / "policy" / "model.safetensors").write_bytes(b"half a file")
+    other_stale = tmp_path / "offline-world-0123456789abcdef.tmp-killed"  # another recipe's, nobody building it
+    other_stale.mkdir()
+    build_offline_world(FAST, data_source=str(FIXTURE_DIR), cache_dir=tmp_path, verbose=False)
+    assert not stale.exists() and not other_stale.exists()
+    assert (tmp_path / name / "build_info.json").is_file()
+
+
+@pytest.mark.parametrize("damage", ["truncate", "bitflip", "delete_tokenizer"])
+def test_a_damaged_cache_is_detected_and_rebuilt(fast_world, tmp_path, damage, capsys):
+    from rlhf_helpers.offline import verify_world
+
+    world = build_offline_world(FAST, data_source=str(FIXTURE_DIR), cache_dir=tmp_path, verbose=False)
+    weights = world.classifier / "model.safetensors"
+    original = weights.read_bytes()
+    if damage == "truncate":
+        weights.write_bytes(original[: len(original) // 2])
+        culprit = weights
+    elif damage == "bitflip":
+        flipped = bytearray(original)
+        flipped[len(flipped) - 100] ^= 0x01  # deep inside a weight tensor: loads without any error
+        weights.write_bytes(bytes(flipped))
+        culprit = weights
+    else:
+        culprit = world.policy / "tokenizer.json"
+        culprit.unlink()
+    assert str(culprit) in verify_world(world.root)
+    rebuilt = build_offline_world(FAST, data_source=str(FIXTURE_DIR), cache_dir=tmp_path, verbose=True)
+    assert "damaged" in capsys.readouterr().out
+    assert verify_world(rebuilt.root) is None
+    assert weights.read_bytes() == original  # the seeded rebuild restores the very same weights
+
+
+def test_world_records_checksums_of_every_file(fast_world):
+    recorded = json.loads((fast_world.root / "checksums.json").read_text())
+    files = {str(p.relative_to(fast_world.root)) for p in fast_world.root.rglob("*")
+             if p.is_file() and p.name != "checksums.json"}
+    assert set(recorded) == files and "policy/model.safetensors" in recorded
+    assert os.path.getsize(fast_world.root / "checksums.json") > 0

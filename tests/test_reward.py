@@ -82,10 +82,35 @@ def test_classifier_without_positive_label(fast_world, tmp_path):
                            positive_label="LABEL_1").positive_index == 1
 
 
+REFERENCE = TEXTS + ["An average movie", "Not bad at all.", "I fell asleep twice", "Loved every minute of it"]
+
+
 def test_normalization_centres_reference_samples(classifier):
     reward = SentimentReward(classifier)
-    raw = reward(TEXTS)
-    mean, std = reward.fit_normalization(TEXTS)
-    normed = reward(TEXTS)
+    raw = reward(REFERENCE)
+    mean, std = reward.fit_normalization(REFERENCE)
+    normed = reward(REFERENCE)
     assert abs(normed.mean().item()) < 1e-5 and abs(normed.std().item() - 1) < 1e-4
     torch.testing.assert_close(normed * std + mean, raw, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("texts, message", [
+    (["One text only."], "at least 8"),
+    (["The same text."] * 16, "all score about the same"),
+])
+def test_normalization_refuses_degenerate_samples(classifier, texts, message):
+    reward = SentimentReward(classifier)
+    with pytest.raises(ValueError, match=message):
+        reward.fit_normalization(texts)
+    assert (reward.mean, reward.std) == (0.0, 1.0), "a refused fit leaves the reward unnormalized"
+    assert torch.isfinite(reward(TEXTS)).all()
+
+
+def test_pipeline_scores_without_positive_label_name_the_fix(fast_world, tmp_path):
+    model = AutoModelForSequenceClassification.from_pretrained(fast_world.classifier)
+    model.config.id2label = {0: "LABEL_0", 1: "LABEL_1"}
+    model.config.label2id = {"LABEL_0": 0, "LABEL_1": 1}
+    model.save_pretrained(tmp_path)
+    AutoTokenizer.from_pretrained(fast_world.classifier).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="positive_label="):
+        pipeline_positive_scores(pipeline("sentiment-analysis", model=str(tmp_path), device="cpu"), TEXTS)

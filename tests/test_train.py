@@ -28,11 +28,16 @@ def no_model_loads(monkeypatch):
 @pytest.mark.parametrize("argv, message", [
     (["--algo", "dpo"], "invalid choice: 'dpo'"),
     (["--algo", "ppo", "--profile", "tpu"], "invalid choice: 'tpu'"),
-    (["--algo", "ppo", "--steps", "0"], "--steps must be positive"),
-    (["--algo", "ppo", "--steps", "-3"], "--steps must be positive"),
+    (["--algo", "ppo", "--steps", "0"], "--steps: must be a positive integer"),
+    (["--algo", "ppo", "--steps", "-3"], "--steps: must be a positive integer"),
     (["--algo", "ppo", "--batch-size", "10", "--mini-batch-size", "4"], "not divisible"),
     (["--algo", "grpo", "--batch-size", "48", "--mini-batch-size", "12"], "multiple of it"),
     (["--algo", "rloo", "--save-every", "5"], "ppo only"),
+    (["--algo", "ppo", "--batch-size", "0"], "--batch-size: must be a positive integer, got 0"),
+    (["--algo", "grpo", "--batch-size", "0"], "--batch-size: must be a positive integer, got 0"),
+    (["--algo", "ppo", "--mini-batch-size", "0"], "--mini-batch-size: must be a positive integer"),
+    (["--algo", "ppo", "--seed", "-1"], "--seed: must be in [0, 2**32)"),
+    (["--algo", "ppo", "--eval-every", "-2"], "--eval-every: must be 0 or a positive integer"),
 ])
 def test_bad_arguments_fail_before_loading(argv, message, tmp_path, capsys, no_model_loads):
     with pytest.raises(SystemExit) as exit_info:
@@ -42,19 +47,35 @@ def test_bad_arguments_fail_before_loading(argv, message, tmp_path, capsys, no_m
     assert message in capsys.readouterr().err
 
 
-def test_existing_run_needs_resume(tmp_path, capsys, no_model_loads):
-    (tmp_path / "metrics.jsonl").write_text("{}\n")
+@pytest.mark.parametrize("name", ["metrics.jsonl", "samples.csv", "eval.jsonl", "curves.png"])
+def test_existing_run_needs_resume(tmp_path, capsys, no_model_loads, name):
+    (tmp_path / name).write_text("{}\n")
     with pytest.raises(SystemExit):
         train.main(["--algo", "ppo", "--profile", "smoke", "--out", str(tmp_path)])
     err = capsys.readouterr().err
     assert "already holds a run" in err and "--resume" in err
+    assert (tmp_path / name).read_text() == "{}\n"
+
+
+def test_run_function_refuses_bad_sizes_before_loading(tmp_path, no_model_loads):
+    with pytest.raises(ValueError, match="--batch-size must be a positive integer"):
+        train.run("grpo", get_profile("smoke"), tmp_path, batch_size=0)
+    with pytest.raises(ValueError, match="--seed"):
+        train.run("ppo", get_profile("smoke"), tmp_path, seed=-1)
+
+
+def test_trl_config_keeps_an_explicit_zero(no_model_loads):
+    from rlhf_helpers.trl_runs import trl_config
+
+    with pytest.raises(ValueError, match="must be positive"):
+        trl_config("grpo", get_profile("smoke"), "unused", batch_size=0)
 
 
 def _run(out: Path, *extra: str, wait: bool = True):
     cmd = [sys.executable, "-m", "rlhf_helpers.train", *SMALL, "--out", str(out), *extra]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if wait:
-        result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+        result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=180)  # ~10 s of work
         assert result.returncode == 0, result.stderr[-3000:]
         return json.loads((out / "summary.json").read_text())
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
@@ -116,3 +137,75 @@ def test_smoke_bar(tmp_path, algo):
         assert key in json.loads(lines[-1]), key
     for name in ("samples.csv", "curves.png", "eval.jsonl"):
         assert (tmp_path / name).stat().st_size > 0
+
+
+def _files(out: Path) -> dict:
+    return {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+
+
+def test_a_finished_run_is_never_overwritten(tmp_path):
+    """Same command again, with or without --resume: the finished run is left byte for byte as it was."""
+    out = tmp_path / "run"
+    _run(out, "--steps", "3")
+    finished = _files(out)
+    again = subprocess.run([sys.executable, "-m", "rlhf_helpers.train", *SMALL, "--steps", "3", "--out", str(out),
+                            "--resume"], capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "finished run" in again.stdout and "nothing was changed" in again.stdout
+    assert "starting from scratch" not in again.stdout
+    refused = subprocess.run([sys.executable, "-m", "rlhf_helpers.train", *SMALL, "--steps", "3", "--out",
+                              str(out)], capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "finished run" in refused.stderr
+    assert _files(out) == finished
+
+
+def test_a_failed_start_does_not_block_its_retry(tmp_path, monkeypatch):
+    """A start that fails while loading (here: a damaged data folder) leaves no marker; the fixed retry runs."""
+    out = tmp_path / "run"
+    ids = models.model_ids(get_profile("smoke"))
+    broken = tmp_path / "imdb"
+    broken.mkdir()
+    monkeypatch.setenv("RLHF_IMDB_DIR", str(broken))  # no parquet files: fails while loading the data
+    monkeypatch.setattr(models, "model_ids", lambda profile: ids)
+    with pytest.raises(FileNotFoundError):
+        train.run("ppo", get_profile("smoke"), out, steps=1)
+    assert train.run_status(out) in ("missing", "empty")
+    # The corrected command is not refused as "already holds a run".
+    train.parse_args([*SMALL, "--out", str(out)])
+
+
+def test_an_empty_start_is_recognised(tmp_path):
+    (tmp_path / "run.json").write_text("{}")
+    (tmp_path / "metrics.jsonl").write_text("")
+    assert train.run_status(tmp_path) == "empty"
+    train.parse_args([*SMALL, "--out", str(tmp_path)])  # no error
+
+
+def test_resume_names_the_field_that_differs(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    profile = get_profile("smoke")
+    from rlhf_helpers.ppo_loop import PPOConfig
+    import dataclasses
+
+    saved = {"algo": "ppo", "profile": "smoke", "config": dataclasses.asdict(PPOConfig.from_profile(profile)),
+             "data": "/elsewhere/imdb", "models": {"policy": "p", "reward": "r"}}
+    (out / "run.json").write_text(json.dumps(saved))
+    (out / "metrics.jsonl").write_text("{}\n")
+    monkeypatch.setattr(models, "model_ids", lambda profile: ("p", "r"))
+    with pytest.raises(train.RunError) as info:
+        train.run("grpo", profile, out, resume=True)
+    message = str(info.value)
+    assert "algo was 'ppo', now 'grpo'" in message and "data was '/elsewhere/imdb'" in message
+    assert "config.learning_rate" not in message  # only what differs is named
+
+
+def test_trl_runs_leave_no_temp_folder(tmp_path, monkeypatch):
+    import tempfile
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    train.main(["--algo", "grpo", "--profile", "smoke", "--out", str(tmp_path / "run"), "--steps", "1",
+                "--batch-size", "16", "--mini-batch-size", "8", "--no-progress"])
+    assert [p.name for p in scratch.iterdir() if p.name.startswith("grpo-")] == []
