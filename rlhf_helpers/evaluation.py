@@ -36,14 +36,15 @@ class Evaluation:
 @torch.no_grad()
 def sequence_logprobs(model, samples, pad_id: int, temperature: float = 1.0,
                       batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-token log-probs of each response under `model`: (logprobs (N, T), mask (N, T)), on CPU."""
+    """Per-token log-probs of each response under `model`: (logprobs (N, T), mask (N, T)), on the model's device."""
+    device = next(model.parameters()).device
     logprobs, masks = [], []
     width = max(len(r) for r in samples.response_ids)
     for start in range(0, len(samples), batch_size):
         batch = pack(samples.query_ids[start:start + batch_size], samples.response_ids[start:start + batch_size],
-                     pad_id)
-        logits, _ = response_logits(model, batch)
-        lp = logprobs_from_logits(logits, batch.response_ids.to(logits.device), temperature).cpu()
+                     pad_id).to(device)
+        logits, _ = response_logits(model, batch)  # float32 even on a GPU: the KL is a small difference
+        lp = logprobs_from_logits(logits, batch.response_ids, temperature)
         pad = width - lp.shape[1]
         logprobs.append(torch.nn.functional.pad(lp, (0, pad)))
         masks.append(torch.nn.functional.pad(batch.response_mask.float(), (0, pad)))
@@ -58,9 +59,10 @@ def evaluate(policy, reference, tokenizer, reward, prompts, gen_min: int = 4, ge
     policy.eval()
     samples = sample_responses(policy, tokenizer, prompts.input_ids, gen_min, gen_max, temperature=temperature,
                                batch_size=batch_size, seed=seed)
-    rewards = reward(samples.texts)
+    rewards = reward(samples.texts).cpu()
     logprobs, mask = sequence_logprobs(policy, samples, tokenizer.pad_token_id, temperature, batch_size)
     ref_logprobs, _ = sequence_logprobs(reference, samples, tokenizer.pad_token_id, temperature, batch_size)
+    logprobs, ref_logprobs, mask = logprobs.cpu(), ref_logprobs.cpu(), mask.cpu()
     policy.train(was_training)
     kl = ((logprobs - ref_logprobs) * mask).sum(1).mean().item()
     ref_nll = -(ref_logprobs * mask).sum().item() / mask.sum().item()

@@ -6,27 +6,49 @@ folders. Both go through the same `from_pretrained` / `pipeline` calls.
 
 from __future__ import annotations
 
+import os
+
 import torch
 
+from .device import default_device
 from .profiles import Profile
 
+POLICY_ENV = "RLHF_POLICY_MODEL"
+REWARD_ENV = "RLHF_REWARD_MODEL"
+__all__ = ["POLICY_ENV", "REWARD_ENV", "default_device", "load_classifier", "load_policy", "load_reward",
+           "load_tokenizer", "model_ids", "prepare_tokenizer"]
 
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+def _override(env: str) -> str | None:
+    """A local folder (or hub id) from `env`; a path that does not exist is an error that names the variable."""
+    value = os.environ.get(env, "").strip()
+    if not value:
+        return None
+    path = os.path.expanduser(value)
+    if os.path.isdir(path):
+        return path
+    looks_like_a_path = value.startswith(("/", ".", "~")) or value.count("/") > 1 or os.path.exists(path)
+    if looks_like_a_path:  # hub ids are "name" or "owner/name"
+        raise FileNotFoundError(f"{env}={value!r} is not a folder (resolved to {os.path.abspath(path)}). Point it at "
+                                f"a folder saved with save_pretrained (config.json + weights), or unset it.")
+    return value  # a hub id such as "gpt2-large": checked below like the profile's own ids
 
 
 def model_ids(profile: Profile) -> tuple[str, str]:
-    """(policy, classifier) as `from_pretrained` takes them: hub ids, or local folders in `smoke`."""
-    if profile.offline:
+    """(policy, classifier) as `from_pretrained` takes them: the profile's hub ids (local folders in `smoke`), or
+    RLHF_POLICY_MODEL / RLHF_REWARD_MODEL when set (pre-downloaded weights, air-gapped clusters, the rehearsal)."""
+    from .hub import ensure_available
+
+    policy, reward = _override(POLICY_ENV), _override(REWARD_ENV)
+    if profile.offline and not (policy and reward):
         from .offline import build_offline_world
 
         world = build_offline_world()
-        return str(world.policy), str(world.classifier)
-    from .hub import ensure_available
-
-    ensure_available(profile.policy_model)
-    ensure_available(profile.reward_model)
-    return profile.policy_model, profile.reward_model
+        policy, reward = policy or str(world.policy), reward or str(world.classifier)
+    policy, reward = policy or profile.policy_model, reward or profile.reward_model
+    ensure_available(policy)  # returns at once for a local folder
+    ensure_available(reward)
+    return policy, reward
 
 
 def prepare_tokenizer(tokenizer):

@@ -408,3 +408,90 @@ def _build(config: OfflineWorldConfig, source: str, root: Path, log) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     log(f"Offline world ready in {time.perf_counter() - t0:.0f} s.")
+
+
+STAND_INS_VERSION = 1
+TOKENIZER_ENV = "RLHF_GPT2_TOKENIZER_DIR"
+
+
+def build_stand_ins(small: bool = False, cache_dir: str | Path | None = None, verbose: bool = True) -> OfflineWorld:
+    """Hub-format stand-ins for `lvwerra/gpt2-imdb` and `lvwerra/distilbert-imdb` at their real sizes, seeded
+    random init: GPT-2 124M (`GPT2Config()` defaults) with the real GPT-2 tokenizer from $RLHF_GPT2_TOKENIZER_DIR,
+    and a DistilBERT-base-sized classifier (6 layers, width 768; GPT-2's vocabulary) with labels NEGATIVE/POSITIVE.
+
+    They exist to time and size a profile's real settings (`benchmarks/rehearsal.py`), not to align anything: random
+    weights write random text. `small=True` keeps the real vocabulary and widths with 2 layers each (for tests)."""
+    from transformers import (AutoTokenizer, DistilBertConfig, DistilBertForSequenceClassification, GPT2Config,
+                              GPT2LMHeadModel, GPT2Tokenizer)
+
+    tok_dir = os.environ.get(TOKENIZER_ENV)
+    if not tok_dir or not (Path(tok_dir) / "vocab.json").is_file():
+        raise FileNotFoundError(f"The stand-ins use the real GPT-2 tokenizer: set {TOKENIZER_ENV} to a folder holding "
+                                f"GPT-2's vocab.json and merges.txt (got {tok_dir!r}).")
+    fingerprint = ";".join(f"{f.name}:{f.stat().st_size}" for f in sorted(Path(tok_dir).iterdir()) if f.is_file())
+    key = hashlib.sha256(json.dumps([STAND_INS_VERSION, small, fingerprint]).encode()).hexdigest()[:16]
+    root = Path(cache_dir or cache_root()) / f"stand-ins-{key}"
+    log = print if verbose else (lambda *_: None)
+
+    def load():
+        if (root / "build_info.json").is_file() and verify_world(root) is None:
+            return OfflineWorld(root, root / "policy", root / "policy", root / "classifier",
+                                json.loads((root / "build_info.json").read_text()))
+        return None
+
+    if world := load():
+        return world
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with _build_lock(root.parent / f"{root.name}.lock", log):
+        if world := load():
+            return world
+        log(f"Writing {'small ' if small else ''}GPT-2-scale stand-ins to {root} ...")
+        tmp = Path(tempfile.mkdtemp(prefix=root.name + ".tmp-", dir=root.parent))
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(tok_dir)
+            layers = {"n_layer": 2} if small else {}
+            torch.manual_seed(0)
+            policy = GPT2LMHeadModel(GPT2Config(**layers))
+            policy.generation_config.pad_token_id = tokenizer.eos_token_id
+            policy.save_pretrained(tmp / "policy", safe_serialization=True)
+            tokenizer.save_pretrained(tmp / "policy")
+            clf_tok = GPT2Tokenizer.from_pretrained(tok_dir, add_bos_token=True, pad_token=EOS)
+            clf_tok.model_max_length = 512
+            torch.manual_seed(1)
+            classifier = DistilBertForSequenceClassification(DistilBertConfig(
+                vocab_size=len(clf_tok), pad_token_id=clf_tok.pad_token_id, num_labels=2,
+                **({"n_layers": 2} if small else {}),
+                id2label={0: "NEGATIVE", 1: "POSITIVE"}, label2id={"NEGATIVE": 0, "POSITIVE": 1}))
+            classifier.save_pretrained(tmp / "classifier", safe_serialization=True)
+            clf_tok.save_pretrained(tmp / "classifier")
+            info = {"policy_params": sum(p.numel() for p in policy.parameters()),
+                    "classifier_params": sum(p.numel() for p in classifier.parameters()), "small": small,
+                    "tokenizer": tok_dir, "note": "random init: for timing and memory only"}
+            (tmp / "build_info.json").write_text(json.dumps(info, indent=2))
+            (tmp / CHECKSUMS).write_text(json.dumps(_checksums(tmp), indent=1))
+            if root.exists():
+                shutil.rmtree(root)
+            os.replace(tmp, root)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        log(f"  policy {info['policy_params']:,} parameters, classifier {info['classifier_params']:,}")
+    return load()
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m rlhf_helpers.offline",
+                                     description="Build the offline world (smoke profile) or the GPT-2-scale "
+                                                 "stand-ins, and print where they are.")
+    parser.add_argument("--stand-ins", action="store_true", help="GPT-2 124M + DistilBERT-base-sized stand-ins")
+    parser.add_argument("--small", action="store_true", help="with --stand-ins: 2 layers each (tests)")
+    args = parser.parse_args(argv)
+    world = build_stand_ins(small=args.small) if args.stand_ins else build_offline_world()
+    print(json.dumps({"root": str(world.root), "policy": str(world.policy), "classifier": str(world.classifier),
+                      **{k: v for k, v in world.info.items() if k.endswith("_params")}}))
+
+
+if __name__ == "__main__":
+    main()

@@ -14,7 +14,6 @@ Notebook 04 calls these same functions one by one; `train` runs them in a loop. 
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import time
 from collections.abc import Callable
@@ -25,6 +24,7 @@ from torch import nn
 
 from . import ppo
 from .profiles import PPOSettings, Profile
+from .device import autocast
 from .sampling import PackedBatch, Samples, pack, response_logits, sample_responses
 
 
@@ -110,8 +110,9 @@ def make_state(config: PPOConfig, policy, reference, tokenizer, reward, prompts:
 
 
 def _autocast(device: torch.device):
-    # bf16 on GPU for the big matmuls; log-probs and values are computed in float32 (details #12).
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+    # bf16 for the big matmuls only where the GPU has it natively (rlhf_helpers.device); log-probs and values are
+    # computed in float32 (details #12).
+    return autocast(device)
 
 
 def forward_logprobs_values(state: TrainState, batch: PackedBatch, with_entropy: bool = True):
@@ -163,12 +164,12 @@ def collect_rollout(state: TrainState, query_ids: list[list[int]]) -> Rollout:
     timings["score"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    batch = pack(samples.query_ids, samples.response_ids, state.tokenizer.pad_token_id)
-    mask = batch.response_mask.to(state.device).float()
+    batch = pack(samples.query_ids, samples.response_ids, state.tokenizer.pad_token_id).to(state.device)
+    mask = batch.response_mask.float()
     logprobs, values, entropy = forward_logprobs_values(state, batch)
     with _autocast(state.device):
         ref_logits, _ = response_logits(state.reference, batch)
-    ref_logprobs = ppo.logprobs_from_logits(ref_logits, batch.response_ids.to(state.device), cfg.temperature)
+    ref_logprobs = ppo.logprobs_from_logits(ref_logits, batch.response_ids, cfg.temperature)
     timings["forward"] = time.perf_counter() - t
 
     values = values * mask
@@ -192,9 +193,8 @@ def ppo_update(state: TrainState, rollout: Rollout) -> dict:
     for _ in range(cfg.ppo_epochs):
         order = torch.randperm(cfg.batch_size, generator=state.generator)
         for first in range(0, cfg.batch_size, cfg.mini_batch_size):
-            idx = order[first:first + cfg.mini_batch_size]
-            mb_idx = idx.to(state.device)
-            logprobs, values, _ = forward_logprobs_values(state, _rows(rollout.batch, idx), with_entropy=False)
+            mb_idx = order[first:first + cfg.mini_batch_size].to(state.device)
+            logprobs, values, _ = forward_logprobs_values(state, _rows(rollout.batch, mb_idx), with_entropy=False)
             mask = rollout.mask[mb_idx]
             pg_loss, pg_stats = ppo.clipped_policy_loss(logprobs, rollout.logprobs[mb_idx],
                                                         rollout.advantages[mb_idx], mask, cfg.cliprange)

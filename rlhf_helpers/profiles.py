@@ -86,8 +86,11 @@ class Profile(PPOSettings):
         imdb = os.environ.get("RLHF_IMDB_DIR")
         data = f"local IMDB at {imdb}" if imdb else (
             "shipped review fixture" if self.offline else self.dataset)
-        return (f"profile={self.name} | policy={self.policy_model} | reward={self.reward_model} "
-                f"| data={data} | models from: {source}")
+        policy = os.environ.get("RLHF_POLICY_MODEL") or self.policy_model
+        reward = os.environ.get("RLHF_REWARD_MODEL") or self.reward_model
+        if os.environ.get("RLHF_POLICY_MODEL") or os.environ.get("RLHF_REWARD_MODEL"):
+            source += " (overridden by RLHF_POLICY_MODEL / RLHF_REWARD_MODEL)"
+        return (f"profile={self.name} | policy={policy} | reward={reward} | data={data} | models from: {source}")
 
 
 _COMMON_HUB = {

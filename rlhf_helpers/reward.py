@@ -75,7 +75,7 @@ class SentimentReward:
 
     @torch.no_grad()
     def logits(self, texts) -> torch.Tensor:
-        """(N,) float32 CPU tensor of the POSITIVE logit of each text."""
+        """(N,) float32 tensor of the POSITIVE logit of each text, on the classifier's device."""
         texts = _check_texts(texts)
         out = []
         for start in range(0, len(texts), self.batch_size):
@@ -90,7 +90,7 @@ class SentimentReward:
                         f"Use SentimentReward(..., truncation=True) or shorten the text.")
             enc = self.tokenizer(chunk, truncation=True, max_length=self.max_length, padding=True,
                                  return_tensors="pt").to(self.device)
-            out.append(self.model(**enc).logits[:, self.positive_index].float().cpu())
+            out.append(self.model(**enc).logits[:, self.positive_index].float())
         return torch.cat(out)
 
     def __call__(self, texts) -> torch.Tensor:

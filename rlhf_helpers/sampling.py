@@ -32,6 +32,11 @@ class Samples:
     def __len__(self) -> int:
         return len(self.queries)
 
+    def to(self, device: torch.device | str) -> Samples:
+        """The same samples with their id tensors on `device`."""
+        return Samples([q.to(device) for q in self.query_ids], [r.to(device) for r in self.response_ids],
+                       self.queries, self.responses)
+
 
 def left_pad(sequences: list[torch.Tensor], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Stack 1-D id tensors left-padded to one length. Returns (input_ids, attention_mask), (B, T)."""
@@ -98,9 +103,16 @@ class PackedBatch:
     response_mask: torch.Tensor  # (B, Lr): 1 on response tokens, 0 on padding
     query_len: int  # Lq: the response starts at this column
 
+    def to(self, device: torch.device | str) -> PackedBatch:
+        """The one place a batch moves to the model's device (a no-op for tensors already there)."""
+        return PackedBatch(self.input_ids.to(device), self.attention_mask.to(device), self.position_ids.to(device),
+                           self.response_ids.to(device), self.response_mask.to(device), self.query_len)
+
 
 def pack(query_ids: list[torch.Tensor], response_ids: list[torch.Tensor], pad_id: int) -> PackedBatch:
-    """Lay out a batch so one forward pass scores every response token."""
+    """Lay out a batch so one forward pass scores every response token (on the CPU: `.to(device)` moves it)."""
+    query_ids = [torch.as_tensor(q).cpu() for q in query_ids]
+    response_ids = [torch.as_tensor(r).cpu() for r in response_ids]
     q_ids, q_mask = left_pad(query_ids, pad_id)  # (B, Lq)
     width = max(len(r) for r in response_ids)
     r_ids = torch.full((len(response_ids), width), pad_id, dtype=torch.long)
@@ -119,13 +131,12 @@ def pack(query_ids: list[torch.Tensor], response_ids: list[torch.Tensor], pad_id
 def response_logits(model, batch: PackedBatch, output_hidden_states: bool = False):
     """Logits that predict each response token: position t of the response is predicted at column
     Lq + t - 1. Returns (logits (B, Lr, V), last hidden states (B, Lr, H) or None)."""
-    device = next(model.parameters()).device
+    batch = batch.to(next(model.parameters()).device)
     width = batch.response_ids.shape[1]
     # logits_to_keep: run the vocabulary projection only on the Lr + 1 last columns. With GPT-2's 50,257-token
     # head that projection is a third of the model's compute per token, so skipping the prompt columns matters.
-    out = model(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device),
-                position_ids=batch.position_ids.to(device), output_hidden_states=output_hidden_states,
-                logits_to_keep=width + 1)
+    out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids,
+                output_hidden_states=output_hidden_states, logits_to_keep=width + 1)
     logits = out.logits[:, :width]
     start = batch.query_len - 1
     hidden = out.hidden_states[-1][:, start:start + width] if output_hidden_states else None

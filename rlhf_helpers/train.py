@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -65,6 +66,16 @@ def _seed(text: str) -> int:
     return value
 
 
+def world_size() -> int:
+    """Processes in this run: WORLD_SIZE as torchrun / accelerate launch set it (1 when started with python)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_main_process() -> bool:
+    """Only the first process writes the run's files; the others train and evaluate the same model alongside."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def check_run_arguments(algo: str, profile: Profile, seed: int = 0, steps: int | None = None,
                         batch_size: int | None = None, mini_batch_size: int | None = None) -> None:
     """Raise ValueError naming the flag at fault, before anything loads (shared by the CLI and `run()`)."""
@@ -80,6 +91,12 @@ def check_run_arguments(algo: str, profile: Profile, seed: int = 0, steps: int |
     if batch % mini:
         raise ValueError(f"batch size {batch} is not divisible by mini-batch size {mini}; pass --batch-size and "
                          f"--mini-batch-size so that one divides the other.")
+    world = world_size()
+    if world > 1 and algo == "ppo":
+        raise ValueError(f"--algo ppo (the hand-built loop) runs in one process, but WORLD_SIZE={world}: start it with "
+                         f"python, not torchrun or accelerate launch. --algo grpo|rloo scale out over processes.")
+    if mini % world:
+        raise ValueError(f"--mini-batch-size {mini} must split evenly over the {world} processes.")
     if algo != "ppo":
         from .trl_runs import NUM_GENERATIONS
 
@@ -195,8 +212,10 @@ def run(algo: str, profile: Profile, out: Path | str, seed: int = 0, steps: int 
     heldout = heldout_prompts(profile, tokenizer)
     # The run really starts here: only now is --out marked as holding it (a start that failed while loading
     # leaves nothing that blocks the corrected command).
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "run.json").write_text(json.dumps(run_info, indent=2))
+    main_process = is_main_process()
+    if main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "run.json").write_text(json.dumps(run_info, indent=2))
 
     def evaluate_fn(model):
         return evaluate(model, reference, tokenizer, reward, heldout, config.gen_min_tokens, config.gen_max_tokens,
@@ -216,6 +235,11 @@ def run(algo: str, profile: Profile, out: Path | str, seed: int = 0, steps: int 
     train_seconds = (history[-1]["train_seconds"] if history else 0.0)
     evals.append({"round": config.steps, "episodes": history[-1]["episodes"], "train_seconds": train_seconds,
                   **after})
+    summary = {"algo": algo, "profile": profile.name, "seed": config.seed, "steps": config.steps,
+               "episodes": history[-1]["episodes"], "before": before, "after": after,
+               "train_seconds": train_seconds, "wall_seconds": wall_before + time.perf_counter() - start}
+    if not main_process:
+        return summary
     with open(out / "eval.jsonl", "w") as f:
         f.writelines(json.dumps(e) + "\n" for e in evals)
 
@@ -229,9 +253,6 @@ def run(algo: str, profile: Profile, out: Path | str, seed: int = 0, steps: int 
     import matplotlib.pyplot as plt
 
     plt.close(fig)
-    summary = {"algo": algo, "profile": profile.name, "seed": config.seed, "steps": config.steps,
-               "episodes": history[-1]["episodes"], "before": before, "after": after,
-               "train_seconds": train_seconds, "wall_seconds": wall_before + time.perf_counter() - start}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 
@@ -295,9 +316,11 @@ def _train_trl_in(algo, profile, config, out, policy, tokenizer, reward, prompt_
 
     steps_per_round = args.steps_per_generation * args.num_iterations
     reward_func = sentiment_reward_func(reward)
-    (out / "metrics.jsonl").write_text("")
+    main_process = is_main_process()
+    if main_process:
+        (out / "metrics.jsonl").write_text("")
     callback = CourseCallback(evaluate_fn, reward_func, steps_per_round, config.batch_size, eval_every,
-                              on_record=lambda r: _append(out / "metrics.jsonl", r))
+                              on_record=(lambda r: _append(out / "metrics.jsonl", r)) if main_process else None)
     trainer = make_trl_trainer(algo, policy, tokenizer, reward_func, prompt_texts, args, [callback])
     trainer.train()
     return callback.history, callback.evals, callback.before.metrics, callback.before.samples, trainer.model

@@ -17,12 +17,14 @@ Settings are derived from the course profile so that a TRL run and the hand-buil
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 
 import torch
 from transformers import TrainerCallback
 
+from .device import trl_precision
 from .profiles import Profile
 
 NUM_GENERATIONS = {"grpo": 8, "rloo": 4}
@@ -58,18 +60,22 @@ def trl_config(algo: str, profile: Profile, output_dir: str, seed: int = 0, roun
         raise ValueError(f"{algo}: batch {batch}, mini-batch {mini} and num_generations {generations} must divide "
                          f"(batch % mini == 0, mini % generations == 0).")
     steps_per_generation = batch // mini
+    # Under torchrun / accelerate launch, each of the N processes takes mini / N of every gradient step, so a round
+    # still spends `batch` completions and the budget does not change with the number of processes.
+    processes = int(os.environ.get("WORLD_SIZE", "1"))
+    if mini % processes:
+        raise ValueError(f"{algo}: mini-batch {mini} must split evenly over {processes} processes.")
     num_iterations = max(2, profile.ppo_epochs)
     rounds = profile.total_steps if rounds is None else rounds
-    cuda = torch.cuda.is_available()
     common = dict(
         output_dir=output_dir, seed=seed, data_seed=seed,
-        per_device_train_batch_size=mini, steps_per_generation=steps_per_generation,
+        per_device_train_batch_size=mini // processes, steps_per_generation=steps_per_generation,
         num_generations=generations, num_iterations=num_iterations,
         max_steps=rounds * steps_per_generation * num_iterations,
         learning_rate=profile.learning_rate, lr_scheduler_type="constant", max_grad_norm=profile.max_grad_norm,
         beta=profile.init_kl_coef, epsilon=profile.cliprange,
         max_completion_length=profile.gen_max_tokens, temperature=profile.temperature, top_k=0, top_p=1.0,
-        disable_dropout=True, activation_checkpointing=False, bf16=cuda, use_cpu=not cuda,
+        disable_dropout=True, activation_checkpointing=False, **trl_precision(),
         logging_steps=steps_per_generation * num_iterations, report_to="none", save_strategy="no",
         disable_tqdm=True,
     )
@@ -90,6 +96,7 @@ class CourseCallback(TrainerCallback):
         self.evaluate_fn, self.reward_func = evaluate_fn, reward_func
         self.steps_per_round, self.batch_size, self.eval_every = steps_per_round, batch_size, eval_every
         self.on_record = on_record
+        self.processes = int(os.environ.get("WORLD_SIZE", "1"))  # each process scores its share of a round
         self.history, self.evals = [], []
         self.start = time.perf_counter()
         self.train_seconds = 0.0  # excludes the evaluations, like the PPO runs' wall clock
@@ -98,7 +105,7 @@ class CourseCallback(TrainerCallback):
     def _evaluate(self, model, round_: int):
         t = time.perf_counter()
         evaluation = self.evaluate_fn(model)
-        self.evals.append({"round": round_, "episodes": self.reward_func.calls,
+        self.evals.append({"round": round_, "episodes": self.reward_func.calls * self.processes,
                            "train_seconds": self.train_seconds, **evaluation.metrics})
         self._last = time.perf_counter()
         return evaluation, time.perf_counter() - t
@@ -119,7 +126,7 @@ class CourseCallback(TrainerCallback):
             return
         record = {
             "step": state.global_step // self.steps_per_round,
-            "episodes": self.reward_func.calls,
+            "episodes": self.reward_func.calls * self.processes,
             "reward_mean": logs["reward"],
             "reward_std": logs.get("reward_std", float("nan")),
             "kl_per_token": logs.get("kl", float("nan")),
