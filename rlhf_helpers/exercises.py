@@ -1,4 +1,4 @@
-"""Checkers for the exercises of notebook 03.
+"""Checkers for the exercises of notebooks 03 and 06.
 
 Each `check_*` takes the learner's function, compares it with the reference in `rlhf_helpers.ppo` on random
 padded inputs, and, when it disagrees, recognises common mistakes and says how to fix them. A stub that still
@@ -27,12 +27,12 @@ def _inputs(seed: int = 0):
     return mask, old, new, adv, values, rewards
 
 
-def _attempt(name: str, fn: Callable, *args):
+def _attempt(name: str, fn: Callable, *args, module: str = "rlhf_helpers.ppo"):
     try:
         return fn(*args), True
     except NotImplementedError:
         print(f"⏭  {name}: not attempted yet, so the notebook continues with the reference "
-              f"rlhf_helpers.ppo.{name}. Fill in the stub and re-run this cell to check yours.")
+              f"{module}.{name}. Fill in the stub and re-run this cell to check yours.")
         return None, False
 
 
@@ -123,4 +123,42 @@ def check_kl_estimate(fn: Callable) -> Callable:
                                  "k2 = ½(log r)², k3 = (exp(log r) - 1) - log r.")
     assert (fn(new, old, "k3") >= 0).all(), "k3 must never be negative: (r - 1) ≥ log r for every r > 0."
     print("✅ kl_estimate matches the reference for k1, k2 and k3.")
+    return fn
+
+
+def check_bradley_terry_loss(fn: Callable) -> Callable:
+    """fn(chosen_rewards (B,), rejected_rewards (B,)) -> scalar loss, mean of −log σ(r_chosen − r_rejected)."""
+    from .reward_model import bradley_terry_loss
+
+    g = torch.Generator().manual_seed(6)
+    chosen, rejected = torch.randn(8, generator=g), torch.randn(8, generator=g)
+    out, attempted = _attempt("bradley_terry_loss", fn, chosen, rejected, module="rlhf_helpers.reward_model")
+    if not attempted:
+        return bradley_terry_loss
+    want = bradley_terry_loss(chosen, rejected)
+    assert torch.is_tensor(out) and out.dim() == 0, \
+        f"Return a scalar tensor (got {type(out).__name__} {getattr(out, 'shape', '')}): average over the pairs."
+    if not _close(out, want):
+        margin = chosen - rejected
+        wrong = {
+            "chosen and rejected are swapped: the loss is low when r_chosen > r_rejected, so use σ(r_chosen − "
+            "r_rejected)": -torch.nn.functional.logsigmoid(-margin).mean(),
+            "a sum over pairs instead of the mean (the loss would grow with the batch size)":
+                -torch.nn.functional.logsigmoid(margin).sum(),
+            "a missing minus sign: maximise the log-likelihood, i.e. minimise −log σ(margin)":
+                torch.nn.functional.logsigmoid(margin).mean(),
+            "σ of each reward separately: Bradley–Terry compares the two, σ(r_chosen − r_rejected)":
+                -(torch.sigmoid(chosen).log() - torch.sigmoid(rejected).log()).mean(),
+            "the probability instead of its log: the loss is −log σ(margin), not 1 − σ(margin)":
+                (1 - torch.sigmoid(margin)).mean(),
+        }
+        for hint, value in wrong.items():
+            if _close(out, value):
+                raise AssertionError(f"Close, but: {hint}.")
+        raise AssertionError(f"Loss {out.item():.5f} != reference {want.item():.5f}. "
+                             "loss = mean over pairs of −log σ(r_chosen − r_rejected).")
+    extreme = fn(torch.tensor([-200.0]), torch.tensor([0.0]))
+    assert torch.isfinite(extreme), ("Values match, but a margin of −200 gives inf: torch.log(torch.sigmoid(x)) "
+                                     "underflows. Use torch.nn.functional.logsigmoid(x).")
+    print("✅ bradley_terry_loss matches the reference, and stays finite at large margins.")
     return fn

@@ -1,4 +1,4 @@
-"""The notebook-03 checkers accept the reference, reject common mistakes with the right hint, and fall back."""
+"""The notebook checkers (03; the Bradley–Terry one for 06) accept the reference, name common mistakes, fall back."""
 
 import pytest
 import torch
@@ -66,3 +66,29 @@ def test_gae_mistakes_get_hints():
 def test_kl_swap_gets_a_hint():
     with pytest.raises(AssertionError, match="swapped"):
         check_kl_estimate(lambda lp, ref, kind: ppo.kl_estimate(ref, lp, kind))
+
+
+def test_bradley_terry_checker_accepts_reference_and_names_mistakes():
+    import torch.nn.functional as F
+
+    from rlhf_helpers.exercises import check_bradley_terry_loss
+    from rlhf_helpers.reward_model import bradley_terry_loss
+
+    assert check_bradley_terry_loss(bradley_terry_loss) is bradley_terry_loss
+    with pytest.raises(AssertionError, match="swapped"):
+        check_bradley_terry_loss(lambda c, r: -F.logsigmoid(r - c).mean())
+    with pytest.raises(AssertionError, match="sum over pairs"):
+        check_bradley_terry_loss(lambda c, r: -F.logsigmoid(c - r).sum())
+    with pytest.raises(AssertionError, match="logsigmoid"):
+        check_bradley_terry_loss(lambda c, r: -torch.log(torch.sigmoid(c - r)).mean())
+
+
+def test_bradley_terry_stub_falls_back_to_reference(capsys):
+    from rlhf_helpers.exercises import check_bradley_terry_loss
+    from rlhf_helpers.reward_model import bradley_terry_loss
+
+    def stub(chosen, rejected):
+        raise NotImplementedError
+
+    assert check_bradley_terry_loss(stub) is bradley_terry_loss
+    assert "not attempted" in capsys.readouterr().out

@@ -1,0 +1,168 @@
+"""From preferences to a reward model: Bradley–Terry labels, the loss by hand, training with TRL's RewardTrainer.
+
+The setting follows Gao, Schulman & Hilton (2022), "Scaling laws for reward model overoptimization": a **gold judge**
+plays the human. It scores completions, and a simulated rater prefers completion a over b with the Bradley–Terry
+probability
+
+    P(a ≻ b) = σ((g_a − g_b) / τ)
+
+where g is the gold judge's score and τ the rater's noise (τ → 0: always the higher gold score; large τ: coin flips).
+A **reward model** r_θ (the proxy) is then fit to the labelled pairs by maximising the same model's likelihood, i.e.
+minimising the Bradley–Terry loss
+
+    L(θ) = mean over pairs of −log σ(r_θ(chosen) − r_θ(rejected)).
+
+The reward model is the policy's own network with a one-number head (`AutoModelForSequenceClassification`,
+`num_labels=1`), initialised from the supervised policy as in InstructGPT (Ouyang et al. 2022).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+def bradley_terry_loss(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor) -> torch.Tensor:
+    """mean(−log σ(r_chosen − r_rejected)); (B,), (B,) -> scalar. `logsigmoid` keeps large margins finite."""
+    if chosen_rewards.shape != rejected_rewards.shape:
+        raise ValueError(f"chosen and rejected rewards must pair up one to one, got shapes "
+                         f"{tuple(chosen_rewards.shape)} and {tuple(rejected_rewards.shape)}.")
+    return -F.logsigmoid(chosen_rewards - rejected_rewards).mean()
+
+
+def bradley_terry_labels(gold_a: torch.Tensor, gold_b: torch.Tensor, noise: float,
+                         generator: torch.Generator | None = None) -> torch.Tensor:
+    """Simulated rater: True where a is preferred, drawn with P(a ≻ b) = σ((g_a − g_b) / noise).
+
+    noise = 0 is the noiseless rater (a wins exactly when g_a > g_b)."""
+    if noise < 0:
+        raise ValueError(f"noise (the rater's temperature τ) must be >= 0, got {noise}.")
+    if noise == 0:
+        return gold_a > gold_b
+    p = torch.sigmoid((gold_a - gold_b).float().cpu() / noise)
+    return torch.rand(p.shape, generator=generator) < p
+
+
+@dataclass
+class PreferencePairs:
+    """Labelled pairs: prompt, chosen and rejected completion, and the gold scores behind the label."""
+
+    prompt: list[str]
+    chosen: list[str]
+    rejected: list[str]
+    gold_chosen: list[float]
+    gold_rejected: list[float]
+
+    def __len__(self) -> int:
+        return len(self.prompt)
+
+    @property
+    def label_agrees_with_gold(self) -> float:
+        """Share of pairs whose (noisy) label matches the noiseless gold preference."""
+        return sum(c > r for c, r in zip(self.gold_chosen, self.gold_rejected)) / max(1, len(self))
+
+    def to_dataset(self):
+        """A `datasets.Dataset` in TRL's preference format (explicit prompt)."""
+        from datasets import Dataset
+
+        return Dataset.from_dict({"prompt": self.prompt, "chosen": self.chosen, "rejected": self.rejected})
+
+
+def make_preference_pairs(policy, tokenizer, gold, query_ids: list[list[int]], noise: float, gen_min: int = 4,
+                          gen_max: int = 16, temperature: float = 1.0, seed: int = 0,
+                          batch_size: int = 128) -> PreferencePairs:
+    """Two completions per prompt from `policy`, scored by `gold`, labelled by a Bradley–Terry rater of noise τ."""
+    from .sampling import sample_responses
+
+    doubled = [q for q in query_ids for _ in range(2)]
+    samples = sample_responses(policy, tokenizer, doubled, gen_min, gen_max, temperature=temperature,
+                               batch_size=batch_size, seed=seed)
+    scores = gold(samples.texts).float().cpu()
+    a, b = scores[0::2], scores[1::2]
+    a_wins = bradley_terry_labels(a, b, noise, torch.Generator().manual_seed(seed + 1))
+    pairs = PreferencePairs([], [], [], [], [])
+    for i, win in enumerate(a_wins.tolist()):
+        first, second = (2 * i, 2 * i + 1) if win else (2 * i + 1, 2 * i)
+        pairs.prompt.append(samples.queries[2 * i])
+        pairs.chosen.append(samples.responses[first])
+        pairs.rejected.append(samples.responses[second])
+        pairs.gold_chosen.append(scores[first].item())
+        pairs.gold_rejected.append(scores[second].item())
+    return pairs
+
+
+class RewardModelScorer:
+    """A trained reward model as the course's reward: texts in, one score per text out (on the model's device).
+
+    Same interface as `SentimentReward`, so the PPO loop, `evaluate()` and best-of-n take either. Texts are
+    right-padded: the model reads its score at the last real token, with position ids starting at 0."""
+
+    def __init__(self, model, tokenizer, batch_size: int = 128):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.tokenizer.padding_side = "right"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.batch_size = batch_size
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @torch.no_grad()
+    def __call__(self, texts) -> torch.Tensor:
+        if isinstance(texts, str):
+            texts = [texts]
+        if len(texts) == 0:
+            raise ValueError("Pass a non-empty list of strings to score.")
+        eos = self.tokenizer.eos_token  # RewardTrainer appends EOS to every text it trains on
+        out = []
+        for start in range(0, len(texts), self.batch_size):
+            chunk = [t + eos for t in texts[start:start + self.batch_size]]
+            enc = self.tokenizer(chunk, padding=True, truncation=True, return_tensors="pt").to(self.device)
+            out.append(self.model(**enc).logits[:, 0].float())
+        return torch.cat(out)
+
+
+def train_reward_model(init_dir: str, pairs: PreferencePairs, output_dir: str, epochs: int = 2, batch_size: int = 32,
+                       learning_rate: float = 1e-3, seed: int = 0, eval_pairs: PreferencePairs | None = None):
+    """Fit a scalar-head copy of `init_dir` (the supervised policy) to `pairs` with TRL's RewardTrainer.
+
+    Returns (trainer, scorer). The trainer's loss is `bradley_terry_loss` (see the correspondence test)."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from trl import RewardConfig, RewardTrainer
+
+    from .device import trl_precision
+
+    tokenizer = AutoTokenizer.from_pretrained(init_dir)
+    tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
+    tokenizer.padding_side = "right"
+    model = AutoModelForSequenceClassification.from_pretrained(init_dir, num_labels=1, use_safetensors=True)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    args = RewardConfig(output_dir=output_dir, num_train_epochs=epochs, per_device_train_batch_size=batch_size,
+                        learning_rate=learning_rate, lr_scheduler_type="linear", warmup_steps=10, seed=seed,
+                        data_seed=seed, report_to="none", save_strategy="no", disable_tqdm=True, logging_steps=10,
+                        max_length=64, center_rewards_coefficient=None, **trl_precision(model.device))
+    trainer = RewardTrainer(model=model, args=args, train_dataset=pairs.to_dataset(), processing_class=tokenizer,
+                            eval_dataset=eval_pairs.to_dataset() if eval_pairs is not None else None)
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.train()
+    return trainer, RewardModelScorer(trainer.model, tokenizer)
+
+
+@torch.no_grad()
+def pair_accuracy(scorer, pairs: PreferencePairs) -> dict:
+    """How often the reward model ranks a pair as the gold judge does without noise, and as the noisy label does."""
+    chosen = scorer([p + c for p, c in zip(pairs.prompt, pairs.chosen)]).cpu()
+    rejected = scorer([p + r for p, r in zip(pairs.prompt, pairs.rejected)]).cpu()
+    gold_first = torch.tensor(pairs.gold_chosen) > torch.tensor(pairs.gold_rejected)
+    ties = torch.tensor(pairs.gold_chosen) == torch.tensor(pairs.gold_rejected)
+    model_first = chosen > rejected
+    keep = ~ties
+    return {"vs_gold": (model_first == gold_first)[keep].float().mean().item(),
+            "vs_labels": model_first.float().mean().item(), "n_pairs": len(pairs),
+            "bt_loss": bradley_terry_loss(chosen, rejected).item()}
