@@ -113,9 +113,10 @@ def make_prompts(texts: list[str], tokenizer, min_tokens: int = 2, max_tokens: i
                  seed: int = 0) -> list[dict]:
     """Cut each text to its first k tokens, k seeded per position. Returns dicts with query/input_ids."""
     lengths = prompt_lengths(len(texts), min_tokens, max_tokens, seed)
-    # A prefix of ~40 characters per token is plenty; avoids tokenizing whole reviews.
+    # A prefix of ~40 characters per token is plenty; avoids tokenizing whole reviews. Truncating to max_tokens keeps
+    # exactly the tokens a prompt can use (and no "longer than the maximum sequence length" warning).
     heads = [t[: 40 * max_tokens] for t in texts]
-    ids = tokenizer(heads, add_special_tokens=False)["input_ids"]
+    ids = tokenizer(heads, add_special_tokens=False, truncation=True, max_length=max_tokens)["input_ids"]
     prompts = []
     for text_ids, k in zip(ids, lengths):
         k = min(int(k), len(text_ids))

@@ -13,6 +13,14 @@ import torch
 from .device import default_device
 from .profiles import Profile
 
+
+def _quiet_loading() -> None:
+    """transformers 5 draws a "Loading weights" bar per checkpoint (7 in some cells); the course loads a handful of
+    small models, so the bars are noise, not progress."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
 POLICY_ENV = "RLHF_POLICY_MODEL"
 REWARD_ENV = "RLHF_REWARD_MODEL"
 __all__ = ["POLICY_ENV", "REWARD_ENV", "default_device", "load_classifier", "load_policy", "load_reward",
@@ -73,6 +81,7 @@ def load_policy(profile: Profile, device: torch.device | str | None = None):
     from transformers import AutoModelForCausalLM
 
     policy_id, _ = model_ids(profile)
+    _quiet_loading()
     model = AutoModelForCausalLM.from_pretrained(policy_id, use_safetensors=True)
     return model.to(device or default_device()).eval()
 
@@ -82,6 +91,7 @@ def load_classifier(profile: Profile, device: torch.device | str | None = None):
     from transformers import pipeline
 
     _, reward_id = model_ids(profile)
+    _quiet_loading()
     return pipeline("sentiment-analysis", model=reward_id, device=torch.device(device or default_device()))
 
 

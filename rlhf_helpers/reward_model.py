@@ -139,7 +139,9 @@ def train_reward_model(init_dir: str, pairs: PreferencePairs, output_dir: str, e
     tokenizer = AutoTokenizer.from_pretrained(init_dir)
     tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
     tokenizer.padding_side = "right"
-    model = AutoModelForSequenceClassification.from_pretrained(init_dir, num_labels=1, use_safetensors=True)
+    # A fresh one-number head on the initial network (a classifier's 2-way head is replaced, not reused).
+    model = AutoModelForSequenceClassification.from_pretrained(init_dir, num_labels=1, use_safetensors=True,
+                                                               ignore_mismatched_sizes=True)
     model.config.pad_token_id = tokenizer.pad_token_id
     args = RewardConfig(output_dir=output_dir, num_train_epochs=epochs, per_device_train_batch_size=batch_size,
                         learning_rate=learning_rate, lr_scheduler_type="linear", warmup_steps=10, seed=seed,

@@ -322,7 +322,11 @@ def _train_trl_in(algo, profile, config, out, policy, tokenizer, reward, prompt_
     callback = CourseCallback(evaluate_fn, reward_func, steps_per_round, config.batch_size, eval_every,
                               on_record=(lambda r: _append(out / "metrics.jsonl", r)) if main_process else None)
     trainer = make_trl_trainer(algo, policy, tokenizer, reward_func, prompt_texts, args, [callback])
-    trainer.train()
+    import warnings
+
+    with warnings.catch_warnings():  # TRL 1.16 calls transformers' deprecated is_gradient_checkpointing
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        trainer.train()
     return callback.history, callback.evals, callback.before.metrics, callback.before.samples, trainer.model
 
 

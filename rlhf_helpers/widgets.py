@@ -75,17 +75,21 @@ def plot_clip_objective(clip_eps: float = 0.2, ax=None):
 
 
 def clip_objective_explorer(clip_eps: float = 0.2) -> None:
-    """A static figure at `clip_eps`, plus an ε slider when a widget frontend can render it."""
+    """An ε slider over the figure when a widget frontend can render it; else one static figure at `clip_eps`."""
     import matplotlib.pyplot as plt
 
-    plot_clip_objective(clip_eps)
-    plt.show()
     if not interactive_available():
+        plot_clip_objective(clip_eps)
+        plt.show()
         return
     import ipywidgets as w
 
-    w.interact(lambda eps: (plot_clip_objective(eps), plt.show()),
-               eps=w.FloatSlider(value=clip_eps, min=0.05, max=0.8, step=0.05, description="ε"))
+    def redraw(eps: float) -> None:  # returns None: interact prints whatever the function returns
+        plot_clip_objective(eps)
+        plt.show()
+
+    # interact draws the first figure itself, so nothing is drawn before it (that drew the figure twice).
+    w.interact(redraw, eps=w.FloatSlider(value=clip_eps, min=0.05, max=0.8, step=0.05, description="ε"))
 
 
 def sample_browser(history: list[dict], every: int | None = None) -> None:
