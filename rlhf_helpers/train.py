@@ -140,8 +140,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"{args.out} holds a finished run (summary.json). Choose another --out; nothing was changed.")
     if status == "partial" and not args.resume:
         present = ", ".join(name for name in OUTPUT_FILES if (args.out / name).exists())
-        parser.error(f"{args.out} already holds a run ({present}). Pass --resume to continue it, or choose another "
-                     f"--out.")
+        if args.algo == "ppo":
+            parser.error(f"{args.out} already holds a run ({present}). Pass --resume to continue it, or choose "
+                         f"another --out.")
+        parser.error(f"{args.out} already holds an unfinished run ({present}). TRL runs cannot resume: choose another "
+                     f"--out (or delete this one once you no longer need it).")
     args.profile_obj = profile
     return args
 

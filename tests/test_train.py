@@ -57,6 +57,14 @@ def test_existing_run_needs_resume(tmp_path, capsys, no_model_loads, name):
     assert (tmp_path / name).read_text() == "{}\n"
 
 
+def test_unfinished_trl_run_says_it_cannot_resume(tmp_path, capsys, no_model_loads):
+    (tmp_path / "metrics.jsonl").write_text("{}\n")
+    with pytest.raises(SystemExit):
+        train.main(["--algo", "grpo", "--profile", "smoke", "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert "TRL runs cannot resume" in err and "another --out" in err
+
+
 def test_run_function_refuses_bad_sizes_before_loading(tmp_path, no_model_loads):
     with pytest.raises(ValueError, match="--batch-size must be a positive integer"):
         train.run("grpo", get_profile("smoke"), tmp_path, batch_size=0)
