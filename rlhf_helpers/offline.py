@@ -367,6 +367,15 @@ def _load_verified(root: Path, log, quiet: bool = False) -> OfflineWorld | None:
                         json.loads((root / "build_info.json").read_text()))
 
 
+def _publish(tmp: Path, root: Path, info: dict) -> None:
+    """Finish a build: write its facts and checksums, then move it into place (replacing a damaged or forced copy)."""
+    (tmp / "build_info.json").write_text(json.dumps(info, indent=2))
+    (tmp / CHECKSUMS).write_text(json.dumps(_checksums(tmp), indent=1))
+    if root.exists():
+        shutil.rmtree(root)
+    os.replace(tmp, root)
+
+
 def _build(config: OfflineWorldConfig, source: str, root: Path, log) -> None:
     log(f"Building the offline world in {root} (data: {source}) ...")
     root.parent.mkdir(parents=True, exist_ok=True)
@@ -399,11 +408,7 @@ def _build(config: OfflineWorldConfig, source: str, root: Path, log) -> None:
         info |= {"config": dataclasses.asdict(config), "data_source": source, "torch_threads": threads,
                  "seconds": {"tokenizer": t_tok - t0, "policy": t_pol - t_tok, "classifier": t_clf - t_pol,
                              "total": t_clf - t0}}
-        (tmp / "build_info.json").write_text(json.dumps(info, indent=2))
-        (tmp / CHECKSUMS).write_text(json.dumps(_checksums(tmp), indent=1))
-        if root.exists():  # a damaged copy, or force=True
-            shutil.rmtree(root)
-        os.replace(tmp, root)
+        _publish(tmp, root, info)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -467,11 +472,7 @@ def build_stand_ins(small: bool = False, cache_dir: str | Path | None = None, ve
             info = {"policy_params": sum(p.numel() for p in policy.parameters()),
                     "classifier_params": sum(p.numel() for p in classifier.parameters()), "small": small,
                     "tokenizer": tok_dir, "note": "random init: for timing and memory only"}
-            (tmp / "build_info.json").write_text(json.dumps(info, indent=2))
-            (tmp / CHECKSUMS).write_text(json.dumps(_checksums(tmp), indent=1))
-            if root.exists():
-                shutil.rmtree(root)
-            os.replace(tmp, root)
+            _publish(tmp, root, info)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
