@@ -353,7 +353,7 @@ def build_offline_world(config: OfflineWorldConfig = OfflineWorldConfig(), data_
     return world
 
 
-def _load_verified(root: Path, log, quiet: bool = False) -> OfflineWorld | None:
+def _load_verified(root: Path, log, quiet: bool = False, tokenizer: str = "tokenizer") -> OfflineWorld | None:
     """The cached world at `root` if it is complete and unchanged since its build, else None (rebuild it)."""
     if not (root / "build_info.json").is_file():
         return None
@@ -363,7 +363,7 @@ def _load_verified(root: Path, log, quiet: bool = False) -> OfflineWorld | None:
             log(f"The cached offline world is damaged ({problem}); rebuilding it. If this repeats, delete "
                 f"{root} by hand.")
         return None
-    return OfflineWorld(root, root / "tokenizer", root / "policy", root / "classifier",
+    return OfflineWorld(root, root / tokenizer, root / "policy", root / "classifier",
                         json.loads((root / "build_info.json").read_text()))
 
 
@@ -438,17 +438,11 @@ def build_stand_ins(small: bool = False, cache_dir: str | Path | None = None, ve
     root = Path(cache_dir or cache_root()) / f"stand-ins-{key}"
     log = print if verbose else (lambda *_: None)
 
-    def load():
-        if (root / "build_info.json").is_file() and verify_world(root) is None:
-            return OfflineWorld(root, root / "policy", root / "policy", root / "classifier",
-                                json.loads((root / "build_info.json").read_text()))
-        return None
-
-    if world := load():
+    if world := _load_verified(root, log, tokenizer="policy"):
         return world
     root.parent.mkdir(parents=True, exist_ok=True)
     with _build_lock(root.parent / f"{root.name}.lock", log):
-        if world := load():
+        if world := _load_verified(root, log, quiet=True, tokenizer="policy"):
             return world
         log(f"Writing {'small ' if small else ''}GPT-2-scale stand-ins to {root} ...")
         tmp = Path(tempfile.mkdtemp(prefix=root.name + ".tmp-", dir=root.parent))
@@ -477,7 +471,7 @@ def build_stand_ins(small: bool = False, cache_dir: str | Path | None = None, ve
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         log(f"  policy {info['policy_params']:,} parameters, classifier {info['classifier_params']:,}")
-    return load()
+    return _load_verified(root, log, tokenizer="policy")
 
 
 def main(argv: list[str] | None = None) -> None:

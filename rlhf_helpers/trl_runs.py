@@ -24,15 +24,10 @@ from collections.abc import Callable
 import torch
 from transformers import TrainerCallback
 
-import warnings
-
 from .device import trl_precision
 from .profiles import Profile
 
 NUM_GENERATIONS = {"grpo": 8, "rloo": 4}
-# TRL 1.16 still calls transformers' deprecated `is_gradient_checkpointing`; the warning is TRL's to fix, not the
-# learner's, so it is not shown in the notebooks.
-warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 
 def sentiment_reward_func(reward) -> Callable:
