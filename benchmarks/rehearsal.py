@@ -12,7 +12,7 @@ rewards mean nothing; shapes, memory and time are the real ones. Data: $RLHF_IMD
 
 The last line printed is one JSON object: profile, device, policy_params, seconds_per_step (and per algorithm),
 phase_seconds (generate, score, forward, update of a PPO step), peak_memory_mb (CUDA max allocated on a GPU, peak
-RSS on a CPU), eval_seconds (one held-out evaluation), and projected_minutes for the profile's full `total_steps`
+RSS on a CPU), eval_seconds (one held-out evaluation), and projected_minutes for the profile's full `ppo.steps`
 in notebook 04 (PPO, evaluated before and after) and notebook 05 (PPO, GRPO and RLOO, five evaluations each).
 """
 
@@ -107,17 +107,17 @@ def main(argv=None) -> dict:
             phases = {p: sum(r[f"time_{p}"] for r in rows) / len(rows) for p in PHASES}
     eval_seconds = sum(eval_calls) / len(eval_calls)
     step = {a: per_algo.get(a, per_algo.get("grpo", per_algo.get("ppo"))) for a in ALGOS}
-    total = profile.total_steps
-    evals_05 = 1 + 4  # notebook 05: before, then every total_steps // 4 rounds, the last one at the end
+    total = profile.ppo.steps
+    evals_05 = 1 + 4  # notebook 05: before, then every ppo.steps // 4 rounds, the last one at the end
     result = {
         "profile": profile.name,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({os.cpu_count()} cores)",
         "policy_params": stand_ins.info["policy_params"],
         "reward_params": stand_ins.info["classifier_params"],
-        "settings": {"batch_size": args.batch_size or profile.batch_size,
-                     "mini_batch_size": args.mini_batch_size or profile.mini_batch_size,
-                     "ppo_epochs": profile.ppo_epochs, "gen_tokens": [profile.gen_min_tokens, profile.gen_max_tokens],
-                     "n_eval_prompts": profile.n_eval_prompts, "total_steps": total, "steps_run": args.steps},
+        "settings": {"batch_size": args.batch_size or profile.ppo.batch_size,
+                     "mini_batch_size": args.mini_batch_size or profile.ppo.mini_batch_size,
+                     "ppo_epochs": profile.ppo.ppo_epochs, "gen_tokens": [profile.ppo.gen_min_tokens, profile.ppo.gen_max_tokens],
+                     "n_eval_prompts": profile.n_eval_prompts, "steps": total, "steps_run": args.steps},
         "seconds_per_step": per_algo.get("ppo", next(iter(per_algo.values()))),
         "seconds_per_step_by_algo": per_algo,
         "measured_algos": args.algos,

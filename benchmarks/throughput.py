@@ -65,15 +65,17 @@ class _Timer:
 
 
 def bench_ppo(args, tokenizer, policy, reference, reward, prompts) -> dict:
+    import dataclasses
+
     import torch
 
     from rlhf_helpers import get_profile
-    from rlhf_helpers.ppo_loop import PPOConfig, make_state, ppo_step
+    from rlhf_helpers.ppo_loop import make_state, ppo_step
 
-    config = PPOConfig.from_profile(get_profile("smoke"), steps=args.steps + 1, batch_size=args.batch_size,
-                                    mini_batch_size=args.mini_batch_size, ppo_epochs=args.epochs,
-                                    gen_min_tokens=args.response_tokens, gen_max_tokens=args.response_tokens,
-                                    learning_rate=1e-5)
+    config = dataclasses.replace(get_profile("smoke").ppo, steps=args.steps + 1, batch_size=args.batch_size,
+                                 mini_batch_size=args.mini_batch_size, ppo_epochs=args.epochs,
+                                 gen_min_tokens=args.response_tokens, gen_max_tokens=args.response_tokens,
+                                 learning_rate=1e-5)
     state = make_state(config, policy, reference, tokenizer, reward, [p["input_ids"] for p in prompts])
     # Same response length in both algorithms: no early EOS.
     policy.generation_config.suppress_tokens = [tokenizer.eos_token_id]

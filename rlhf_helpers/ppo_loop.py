@@ -23,36 +23,9 @@ import torch
 from torch import nn
 
 from . import ppo
-from .profiles import PPOSettings, Profile
+from .profiles import PPOConfig
 from .device import autocast
 from .sampling import PackedBatch, Samples, pack, response_logits, sample_responses
-
-
-@dataclass(frozen=True, kw_only=True)
-class PPOConfig(PPOSettings):
-    """Hyper-parameters of one hand-built PPO run: the shared `PPOSettings` plus the run's length and seed.
-    `from_profile` fills them from a course profile."""
-
-    steps: int = 30
-    """Number of PPO steps (each: one batch of rollouts, then the updates on it)."""
-    seed: int = 0
-    """Seeds weights of the value head, prompt order, sampling and minibatch shuffling."""
-
-    @classmethod
-    def from_profile(cls, profile: Profile, **overrides) -> PPOConfig:
-        values = {f.name: getattr(profile, f.name) for f in dataclasses.fields(PPOSettings)}
-        config = cls(**(values | {"steps": profile.total_steps} | overrides))
-        config.validate()
-        return config
-
-    def validate(self) -> None:
-        if self.steps <= 0:
-            raise ValueError(f"steps must be positive, got {self.steps}.")
-        if self.mini_batch_size <= 0 or self.batch_size % self.mini_batch_size:
-            raise ValueError(f"batch_size {self.batch_size} is not divisible by mini_batch_size "
-                             f"{self.mini_batch_size}; pick a mini-batch size that divides it.")
-        if not 1 <= self.gen_min_tokens <= self.gen_max_tokens:
-            raise ValueError("Need 1 <= gen_min_tokens <= gen_max_tokens.")
 
 
 class ValueHead(nn.Module):
@@ -173,11 +146,29 @@ def collect_rollout(state: TrainState, query_ids: list[list[int]]) -> Rollout:
     timings["forward"] = time.perf_counter() - t
 
     values = values * mask
-    rewards = ppo.per_token_rewards(scores, logprobs, ref_logprobs, mask, state.kl_ctl.value)
-    advantages, returns = ppo.compute_gae(rewards, values, mask, cfg.gamma, cfg.lam)
-    advantages = ppo.masked_whiten(advantages, mask) * mask  # details #7: whiten per batch
+    rewards, advantages, returns = rewards_and_advantages(scores, logprobs, ref_logprobs, values, mask,
+                                                          state.kl_ctl.value, cfg.gamma, cfg.lam)
     return Rollout(samples, batch, scores, logprobs, ref_logprobs, values, rewards, advantages, returns, mask,
                    ppo.masked_mean(entropy, mask).item(), timings)
+
+
+def rewards_and_advantages(scores, logprobs, ref_logprobs, values, mask, kl_coef: float, gamma: float,
+                           lam: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Step 4: per-token rewards (-β·KL on each token, the score on the last), GAE, whitened advantages.
+
+    (B,), then (B, T) each -> rewards, advantages, returns (B, T). Advantages are whitened over the batch
+    (details #7) and zeroed again on padding; returns keep their scale (the value head regresses onto them).
+    """
+    rewards = ppo.per_token_rewards(scores, logprobs, ref_logprobs, mask, kl_coef)
+    advantages, returns = ppo.compute_gae(rewards, values, mask, gamma, lam)
+    advantages = ppo.masked_whiten(advantages, mask) * mask
+    return rewards, advantages, returns
+
+
+def sequence_kl(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor) -> float:
+    """Step 6's input: KL per response (k1 summed over its tokens), averaged over the batch. (B, T) -> float.
+    A sum, not a per-token mean: the classic target of 6 nats is per sequence."""
+    return ((logprobs - ref_logprobs) * mask).sum(1).mean().item()
 
 
 def _rows(batch: PackedBatch, idx: torch.Tensor) -> PackedBatch:
@@ -220,7 +211,7 @@ def ppo_step(state: TrainState) -> dict:
     rollout = collect_rollout(state, next_prompts(state))
     update = ppo_update(state, rollout)
     # Per-sequence KL of the rollout (k1 summed over tokens): what the controller steers toward its target.
-    kl = ((rollout.logprobs - rollout.ref_logprobs) * rollout.mask).sum(1).mean().item()
+    kl = sequence_kl(rollout.logprobs, rollout.ref_logprobs, rollout.mask)
     kl_coef = state.kl_ctl.value
     state.kl_ctl.update(kl, state.config.batch_size)
     state.step += 1

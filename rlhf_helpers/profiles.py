@@ -16,16 +16,21 @@ PROFILE_NAMES = ("gpu", "cpu", "smoke")
 
 
 @dataclass(frozen=True, kw_only=True)
-class PPOSettings:
-    """Sampling and PPO hyper-parameters: declared once here, shared by `Profile` and the loop's `PPOConfig`.
-    Defaults are the anchor recipe (lr 1.41e-5, batch 128, 4 epochs, adaptive KL 0.2 -> target 6, 4-16 tokens)."""
+class PPOConfig:
+    """Every hyper-parameter of one PPO run, in one flat place (CleanRL style). The defaults are the classic
+    recipe of TRL's gpt2-sentiment notebook: lr 1.41e-5, batch 128, 4 epochs, adaptive KL 0.2 -> target 6,
+    4-16 new tokens (see "The classic recipe" in the README). GRPO/RLOO read the sampling and optimiser fields too."""
 
+    steps: int = 200
+    """PPO steps (GRPO/RLOO: generation rounds) in a full training run; each is one batch of rollouts."""
+    seed: int = 0
+    """Seeds the value head, prompt order, sampling and minibatch shuffling."""
     gen_min_tokens: int = 4
     """Fewest new tokens per response (each response's cap is drawn from [gen_min, gen_max])."""
     gen_max_tokens: int = 16
     """Most new tokens per response."""
     temperature: float = 1.0
-    """Sampling temperature (plain sampling: top_k=0, top_p=1; log-probs divide by it too, details #12)."""
+    """Sampling temperature (plain sampling: top_k=0, top_p=1); log-probs divide by it too (notebook 02)."""
     learning_rate: float = 1.41e-5
     """Adam learning rate for policy and value head."""
     batch_size: int = 128
@@ -37,7 +42,7 @@ class PPOSettings:
     init_kl_coef: float = 0.2
     """Starting β of the KL penalty."""
     kl_target: float | None = 6.0
-    """Target per-sequence KL of the adaptive controller (None: fixed β)."""
+    """Target per-sequence KL of the adaptive controller (None: β stays fixed)."""
     kl_horizon: int = 10_000
     """Horizon of the adaptive KL controller, in episodes."""
     gamma: float = 1.0
@@ -53,10 +58,26 @@ class PPOSettings:
     max_grad_norm: float = 1.0
     """Gradient-norm clip."""
 
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "mini_batch_size", "ppo_epochs", "kl_horizon"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"PPOConfig.{name} must be a positive integer, got {value!r}.")
+        if not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
+            raise ValueError(f"PPOConfig.seed must be an integer in [0, 2**32), got {self.seed!r}.")
+        if self.batch_size % self.mini_batch_size:
+            raise ValueError(f"batch_size {self.batch_size} is not divisible by mini_batch_size "
+                             f"{self.mini_batch_size}; pick a mini-batch size that divides it.")
+        if not 1 <= self.gen_min_tokens <= self.gen_max_tokens:
+            raise ValueError(f"Need 1 <= gen_min_tokens <= gen_max_tokens, got {self.gen_min_tokens}, "
+                             f"{self.gen_max_tokens}.")
+        if self.temperature <= 0:
+            raise ValueError(f"PPOConfig.temperature must be positive, got {self.temperature}.")
+
 
 @dataclass(frozen=True, kw_only=True)
-class Profile(PPOSettings):
-    """Models, data and hyper-parameters for one size of the course."""
+class Profile:
+    """One size of the course: the models and data it names, and the PPO hyper-parameters it runs with."""
 
     name: str
     """Profile name: gpu, cpu or smoke."""
@@ -78,8 +99,8 @@ class Profile(PPOSettings):
     """Size of the fixed held-out prompt set that every evaluation uses."""
     eval_batch_size: int = 64
     """Prompts per generation batch during evaluation."""
-    total_steps: int = 200
-    """PPO steps (generation rounds for GRPO/RLOO) in a full training run."""
+    ppo: PPOConfig = PPOConfig()
+    """The run's hyper-parameters (`profile.ppo.learning_rate`, ...): one flat dataclass, see `PPOConfig`."""
 
     def describe(self) -> str:
         source = "built offline by rlhf_helpers.offline" if self.offline else "Hugging Face Hub"
@@ -100,14 +121,14 @@ _COMMON_HUB = {
 }
 
 PROFILES: dict[str, Profile] = {
-    # The classic recipe (TRL's gpt2-sentiment notebook; see ANCHORS in the README).
+    # The classic recipe (TRL's gpt2-sentiment notebook; "The classic recipe" in the README).
     "gpu": Profile(name="gpu", **_COMMON_HUB),
     # The same hub models, sized for about 15 minutes per training notebook on a laptop CPU.
     "cpu": Profile(
         name="cpu", **_COMMON_HUB,
-        batch_size=32, mini_batch_size=8, ppo_epochs=4, total_steps=40,
-        learning_rate=1.41e-5, init_kl_coef=0.2, kl_target=6.0, kl_horizon=10_000,
         eval_batch_size=32,
+        ppo=PPOConfig(batch_size=32, mini_batch_size=8, ppo_epochs=4, steps=40, learning_rate=1.41e-5,
+                      init_kl_coef=0.2, kl_target=6.0, kl_horizon=10_000),
     ),
     # Offline and fast: tiny models the project builds itself. CI runs this profile.
     "smoke": Profile(
@@ -117,8 +138,8 @@ PROFILES: dict[str, Profile] = {
         n_eval_prompts=128, eval_batch_size=128,
         # The tiny classifier's logits span about ±1 (the hub one's about ±3), so β is scaled down with them;
         # a tiny model also tolerates a far larger learning rate than GPT-2's 1.41e-5.
-        batch_size=64, mini_batch_size=16, ppo_epochs=4, total_steps=60,
-        learning_rate=5e-4, init_kl_coef=0.02, kl_target=6.0, kl_horizon=10_000,
+        ppo=PPOConfig(batch_size=64, mini_batch_size=16, ppo_epochs=4, steps=60, learning_rate=5e-4,
+                      init_kl_coef=0.02, kl_target=6.0, kl_horizon=10_000),
     ),
 }
 
@@ -132,7 +153,8 @@ def _cuda_available() -> bool:
 def get_profile(name: str | None = None, **overrides) -> Profile:
     """Return the profile called `name`, else `$RLHF_PROFILE`, else `gpu` with CUDA and `cpu` without.
 
-    Keyword arguments override single fields, e.g. ``get_profile("smoke", total_steps=5)``.
+    Keyword arguments override single fields of the profile or of its `PPOConfig`, e.g.
+    ``get_profile("smoke", steps=5)`` or ``get_profile("smoke", n_eval_prompts=32)``.
     """
     chosen = name or os.environ.get(PROFILE_ENV) or ("gpu" if _cuda_available() else "cpu")
     chosen = chosen.strip().lower()
@@ -142,9 +164,12 @@ def get_profile(name: str | None = None, **overrides) -> Profile:
             f"(argument or the {PROFILE_ENV} environment variable); 'smoke' runs fully offline.")
     profile = PROFILES[chosen]
     if overrides:
-        fields = {f.name for f in dataclasses.fields(Profile)}
-        unknown = sorted(set(overrides) - fields)
+        own = {f.name for f in dataclasses.fields(Profile)} - {"ppo"}
+        ppo = {f.name for f in dataclasses.fields(PPOConfig)}
+        unknown = sorted(set(overrides) - own - ppo)
         if unknown:
-            raise ValueError(f"Unknown profile field(s) {unknown}; valid fields: {sorted(fields)}")
-        profile = dataclasses.replace(profile, **overrides)
+            raise ValueError(f"Unknown profile field(s) {unknown}; valid fields: {sorted(own | ppo)}")
+        ppo_changes = {k: v for k, v in overrides.items() if k in ppo}
+        profile = dataclasses.replace(profile, **{k: v for k, v in overrides.items() if k in own},
+                                      ppo=dataclasses.replace(profile.ppo, **ppo_changes))
     return profile

@@ -109,6 +109,16 @@ class PackedBatch:
                            self.response_ids.to(device), self.response_mask.to(device), self.query_len)
 
 
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions that count real tokens only: 0 at each row's first real token, as `generate()` numbers them.
+
+    (B, L) -> (B, L). Padding columns get 0 (any valid index works: the attention mask hides them). Without
+    this, a prompt left-padded by 5 would start at position 5, and the forward pass would disagree with the
+    log-probs `generate()` sampled from (notebook 02, section 3).
+    """
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
 def pack(query_ids: list[torch.Tensor], response_ids: list[torch.Tensor], pad_id: int) -> PackedBatch:
     """Lay out a batch so one forward pass scores every response token (on the CPU: `.to(device)` moves it)."""
     query_ids = [torch.as_tensor(q).cpu() for q in query_ids]
@@ -121,9 +131,7 @@ def pack(query_ids: list[torch.Tensor], response_ids: list[torch.Tensor], pad_id
         r_ids[i, : len(r)] = r
         r_mask[i, : len(r)] = 1
     attention_mask = torch.cat([q_mask, r_mask], dim=1)
-    # Positions count real tokens only; without them a left-padded prompt would start at position 5, say,
-    # and the forward pass would disagree with the log-probs generate() sampled from.
-    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    position_ids = position_ids_from_mask(attention_mask)
     return PackedBatch(torch.cat([q_ids, r_ids], dim=1), attention_mask, position_ids, r_ids, r_mask,
                        q_ids.shape[1])
 

@@ -86,8 +86,8 @@ def check_run_arguments(algo: str, profile: Profile, seed: int = 0, steps: int |
     for flag, value in (("--steps", steps), ("--batch-size", batch_size), ("--mini-batch-size", mini_batch_size)):
         if value is not None and (not isinstance(value, int) or value <= 0):
             raise ValueError(f"{flag} must be a positive integer, got {value!r}.")
-    batch = profile.batch_size if batch_size is None else batch_size
-    mini = profile.mini_batch_size if mini_batch_size is None else mini_batch_size
+    batch = profile.ppo.batch_size if batch_size is None else batch_size
+    mini = profile.ppo.mini_batch_size if mini_batch_size is None else mini_batch_size
     if batch % mini:
         raise ValueError(f"batch size {batch} is not divisible by mini-batch size {mini}; pass --batch-size and "
                          f"--mini-batch-size so that one divides the other.")
@@ -181,7 +181,6 @@ def run(algo: str, profile: Profile, out: Path | str, seed: int = 0, steps: int 
     from .evaluation import evaluate
     from .models import load_policy, load_reward, load_tokenizer, model_ids
     from .plots import plot_training_curves
-    from .ppo_loop import PPOConfig
 
     check_run_arguments(algo, profile, seed, steps, batch_size, mini_batch_size)
     start = time.perf_counter()
@@ -196,7 +195,7 @@ def run(algo: str, profile: Profile, out: Path | str, seed: int = 0, steps: int 
         raise RunError(f"{out} already holds a run. Pass --resume to continue it, or choose another --out.")
     overrides = {k: v for k, v in {"steps": steps, "batch_size": batch_size,
                                    "mini_batch_size": mini_batch_size}.items() if v is not None}
-    config = PPOConfig.from_profile(profile, seed=seed, **overrides)
+    config = dataclasses.replace(profile.ppo, seed=seed, **overrides)
     run_info = {"algo": algo, "profile": profile.name, "config": dataclasses.asdict(config),
                 "data": imdb_source(profile), "models": dict(zip(("policy", "reward"), model_ids(profile)))}
     if status == "partial" and (out / "run.json").is_file():

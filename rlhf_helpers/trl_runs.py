@@ -7,7 +7,7 @@ Settings are derived from the course profile so that a TRL run and the hand-buil
 | batch_size episodes per step       | one generation round: batch_size completions (prompts × G)        |
 | mini_batch_size                    | per_device_train_batch_size; steps_per_generation = batch / mini |
 | ppo_epochs passes over a batch     | num_iterations (>= 2, or the ratio is always 1 and never clipped) |
-| total_steps                        | max_steps = rounds × steps_per_generation × num_iterations        |
+| steps                              | max_steps = rounds × steps_per_generation × num_iterations        |
 | cliprange ε                        | epsilon                                                           |
 | init_kl_coef β                     | beta (TRL's default 0.0 drops the reference model altogether)     |
 | learning_rate                      | learning_rate (TRL's default 1e-6 barely moves GPT-2)             |
@@ -46,13 +46,40 @@ def sentiment_reward_func(reward) -> Callable:
     return sentiment
 
 
+def group_relative_advantages(rewards: torch.Tensor, group_size: int, scale: bool = True) -> torch.Tensor:
+    """GRPO's advantages (Shao et al. 2024; TRL `scale_rewards="group"`): each completion's reward minus the mean
+    of its prompt's group, divided by the group's (unbiased) std + 1e-4. Completions of one prompt are adjacent.
+    (N,) -> (N,), N = prompts × group_size."""
+    grouped = _grouped(rewards, group_size)  # (prompts, G)
+    advantages = grouped - grouped.mean(1, keepdim=True)
+    if scale:
+        advantages = advantages / (grouped.std(1, keepdim=True) + 1e-4)
+    return advantages.reshape(-1)
+
+
+def leave_one_out_advantages(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
+    """RLOO's advantages (Ahmadian et al. 2024): each completion's reward minus the mean reward of the *other*
+    completions of its prompt. Unbiased, since the baseline never sees the sample it judges. (N,) -> (N,)"""
+    grouped = _grouped(rewards, group_size)
+    baseline = (grouped.sum(1, keepdim=True) - grouped) / (group_size - 1)
+    return (grouped - baseline).reshape(-1)
+
+
+def _grouped(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
+    if group_size < 2 or rewards.dim() != 1 or rewards.numel() % group_size:
+        raise ValueError(f"Need a 1-D tensor of rewards whose length ({tuple(rewards.shape)}) is a multiple of "
+                         f"group_size >= 2 (got {group_size}).")
+    return rewards.float().view(-1, group_size)
+
+
 def trl_config(algo: str, profile: Profile, output_dir: str, seed: int = 0, rounds: int | None = None,
                batch_size: int | None = None, mini_batch_size: int | None = None, **overrides):
     """A GRPOConfig / RLOOConfig with the course's settings (see the module docstring)."""
     from trl import GRPOConfig, RLOOConfig
 
-    batch = profile.batch_size if batch_size is None else batch_size
-    mini = profile.mini_batch_size if mini_batch_size is None else mini_batch_size
+    cfg = profile.ppo
+    batch = cfg.batch_size if batch_size is None else batch_size
+    mini = cfg.mini_batch_size if mini_batch_size is None else mini_batch_size
     if batch <= 0 or mini <= 0:
         raise ValueError(f"{algo}: batch size ({batch}) and mini-batch size ({mini}) must be positive.")
     generations = NUM_GENERATIONS[algo]
@@ -65,16 +92,16 @@ def trl_config(algo: str, profile: Profile, output_dir: str, seed: int = 0, roun
     processes = int(os.environ.get("WORLD_SIZE", "1"))
     if mini % processes:
         raise ValueError(f"{algo}: mini-batch {mini} must split evenly over {processes} processes.")
-    num_iterations = max(2, profile.ppo_epochs)
-    rounds = profile.total_steps if rounds is None else rounds
+    num_iterations = max(2, cfg.ppo_epochs)
+    rounds = cfg.steps if rounds is None else rounds
     common = dict(
         output_dir=output_dir, seed=seed, data_seed=seed,
         per_device_train_batch_size=mini // processes, steps_per_generation=steps_per_generation,
         num_generations=generations, num_iterations=num_iterations,
         max_steps=rounds * steps_per_generation * num_iterations,
-        learning_rate=profile.learning_rate, lr_scheduler_type="constant", max_grad_norm=profile.max_grad_norm,
-        beta=profile.init_kl_coef, epsilon=profile.cliprange,
-        max_completion_length=profile.gen_max_tokens, temperature=profile.temperature, top_k=0, top_p=1.0,
+        learning_rate=cfg.learning_rate, lr_scheduler_type="constant", max_grad_norm=cfg.max_grad_norm,
+        beta=cfg.init_kl_coef, epsilon=cfg.cliprange,
+        max_completion_length=cfg.gen_max_tokens, temperature=cfg.temperature, top_k=0, top_p=1.0,
         disable_dropout=True, activation_checkpointing=False, **trl_precision(),
         logging_steps=steps_per_generation * num_iterations, report_to="none", save_strategy="no",
         disable_tqdm=True,

@@ -134,7 +134,7 @@ def test_smoke_bar(tmp_path, algo):
     assert wall <= 180, f"smoke PPO took {wall:.0f} s"
     assert set(summary) >= {"before", "after", "episodes", "wall_seconds"}
     assert set(before) >= {"mean_reward", "positive_rate", "kl", "ref_perplexity"} and set(after) == set(before)
-    assert summary["episodes"] == get_profile("smoke").batch_size * get_profile("smoke").total_steps
+    assert summary["episodes"] == get_profile("smoke").ppo.batch_size * get_profile("smoke").ppo.steps
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == summary["steps"]
     keys = ["reward_mean", "reward_std", "clipfrac", "entropy", "response_length"]
@@ -193,10 +193,9 @@ def test_resume_names_the_field_that_differs(tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
     out.mkdir()
     profile = get_profile("smoke")
-    from rlhf_helpers.ppo_loop import PPOConfig
     import dataclasses
 
-    saved = {"algo": "ppo", "profile": "smoke", "config": dataclasses.asdict(PPOConfig.from_profile(profile)),
+    saved = {"algo": "ppo", "profile": "smoke", "config": dataclasses.asdict(profile.ppo),
              "data": "/elsewhere/imdb", "models": {"policy": "p", "reward": "r"}}
     (out / "run.json").write_text(json.dumps(saved))
     (out / "metrics.jsonl").write_text("{}\n")

@@ -45,11 +45,11 @@ def test_a_different_loss_would_be_caught(fast_world, tmp_path):
 def test_trl_config_carries_the_course_settings():
     profile = get_profile("smoke")
     args = trl_config("grpo", profile, "/tmp/unused")
-    assert args.beta == profile.init_kl_coef > 0 and args.num_iterations >= 2
-    assert args.learning_rate == profile.learning_rate and args.disable_dropout
-    assert (args.top_k, args.top_p, args.max_completion_length) == (0, 1.0, profile.gen_max_tokens)
-    assert args.per_device_train_batch_size * args.steps_per_generation == profile.batch_size
-    assert args.max_steps == profile.total_steps * args.steps_per_generation * args.num_iterations
+    assert args.beta == profile.ppo.init_kl_coef > 0 and args.num_iterations >= 2
+    assert args.learning_rate == profile.ppo.learning_rate and args.disable_dropout
+    assert (args.top_k, args.top_p, args.max_completion_length) == (0, 1.0, profile.ppo.gen_max_tokens)
+    assert args.per_device_train_batch_size * args.steps_per_generation == profile.ppo.batch_size
+    assert args.max_steps == profile.ppo.steps * args.steps_per_generation * args.num_iterations
     with pytest.raises(ValueError, match="must divide"):
         trl_config("grpo", profile, "/tmp/unused", batch_size=64, mini_batch_size=12)
 
