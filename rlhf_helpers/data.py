@@ -103,7 +103,7 @@ def filter_and_clean(ds, min_chars: int = 200):
 
 
 def prompt_lengths(n: int, min_tokens: int, max_tokens: int, seed: int) -> np.ndarray:
-    """Seeded prompt lengths, uniform in [min_tokens, max_tokens] (the anchor's LengthSampler)."""
+    """Seeded prompt lengths, uniform in [min_tokens, max_tokens] (the classic notebook's `LengthSampler`)."""
     if not 1 <= min_tokens <= max_tokens:
         raise ValueError(f"Need 1 <= min_tokens <= max_tokens, got {min_tokens}, {max_tokens}.")
     return np.random.default_rng(seed).integers(min_tokens, max_tokens + 1, size=n)

@@ -292,7 +292,8 @@ def check_per_token_rewards(fn: Callable) -> Callable:
         wrong = {
             "the score went to the last *column*, which is padding for shorter rows: put it on each row's last "
             "real token, index mask.sum(1) - 1": kl + at_column,
-            "the score went to the first token: the classifier judges the finished text, so it arrives last": kl + first,
+            "the score went to the first token: the classifier judges the finished text, so it arrives last":
+                kl + first,
             "the score was added to every token: it is paid once, on the last token": kl + scores[:, None] * mask,
             "the KL term has the wrong sign: moving away from the reference must *cost* reward, "
             "−β·(logprobs − ref_logprobs)": -kl + (want - kl),
@@ -389,8 +390,8 @@ def check_adaptive_kl_update(fn: Callable) -> Callable:
             kl_coef, kl, target, n, horizon = case
             raw = kl / target - 1
             if abs(got - kl_coef * (1 + raw * n / horizon)) < 1e-9:
-                raise AssertionError(f"At KL {kl} vs target {target} the error {raw:+.2f} is used unclipped: clip it to "
-                                     "[−0.2, 0.2], so one wild batch cannot swing β.")
+                raise AssertionError(f"At KL {kl} vs target {target} the error {raw:+.2f} is used unclipped: clip it "
+                                     "to [−0.2, 0.2], so one wild batch cannot swing β.")
             if abs(got - kl_coef * (1 - min(max(raw, -0.2), 0.2) * n / horizon)) < 1e-9:
                 raise AssertionError("The sign is flipped: a KL above target must *raise* β (a stronger penalty).")
             if abs(got - kl_coef * (1 + min(max(raw, -0.2), 0.2))) < 1e-9:
@@ -425,7 +426,8 @@ def check_rewards_and_advantages(fn: Callable) -> Callable:
     if not _close(advantages, want_adv, 1e-4):
         raw, _ = ppo.compute_gae(want_rewards, values, mask, 1.0, 0.95)
         if _close(advantages, raw, 1e-4):
-            raise AssertionError("Advantages are not whitened: ppo.masked_whiten(advantages, mask) (details #7).")
+            raise AssertionError("Advantages are not whitened: ppo.masked_whiten(advantages, mask) "
+                                 "('N implementation details' #7).")
         if _close(advantages, ppo.masked_whiten(raw, mask), 1e-4):
             raise AssertionError("Whitening shifted the padding away from 0: multiply the whitened advantages by "
                                  "the mask again.")
@@ -483,7 +485,7 @@ def check_ppo_update(fn: Callable, state, rollout) -> Callable:
     out, attempted = _attempt("ppo_update", fn, state, rollout, module="rlhf_helpers.ppo_loop")
     if not attempted:
         restore(start)
-        ppo_update(state, rollout)
+        _print_update_stats(ppo_update(state, rollout))
         return ppo_update
     theirs = [p.detach().clone() for p in (*state.policy.parameters(), *state.value_head.parameters())]
     assert isinstance(out, dict) and "policy_loss" in out, \
@@ -518,7 +520,13 @@ def check_ppo_update(fn: Callable, state, rollout) -> Callable:
             "optimizer.zero_grad() before backward (gradients pile up across minibatches); no clip_grad_norm_ over "
             "policy *and* value head with max_grad_norm; the value loss not weighted by vf_coef.")
     print("✅ your update moves the weights exactly as the loop's ppo_update does.")
+    _print_update_stats(want)
     return fn
+
+
+def _print_update_stats(stats: dict) -> None:
+    print("the update's statistics (means over its minibatches):",
+          ", ".join(f"{k} {v:.4f}" for k, v in stats.items() if k != "time_update"))
 
 
 # ---------------------------------------------------------------------------------------------- notebook 05

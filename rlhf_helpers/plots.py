@@ -15,12 +15,13 @@ def _smooth(x, window: int = 5):
 
 
 def plot_training_curves(history: list[dict], title: str = "", before: dict | None = None,
-                         after: dict | None = None):
-    """2x2 figure: reward (mean with a ±std band), KL and β, clipfrac/approxkl, entropy and response length."""
+                         after: dict | None = None, kl_target: float | None = None):
+    """2x3 figure: reward (mean with a ±std band); KL with its target; β on its own axis; clipfrac/approxkl;
+    entropy and response length; the value head's explained variance (panels without data say so)."""
     import matplotlib.pyplot as plt
 
     episodes = np.array([h["episodes"] for h in history])
-    fig, ax = plt.subplots(2, 2, figsize=(11, 6.5))
+    fig, ax = plt.subplots(2, 3, figsize=(14, 6.5))
     mean = np.array([h["reward_mean"] for h in history])
     std = np.array([h["reward_std"] for h in history])
     ax[0, 0].fill_between(episodes, mean - std, mean + std, alpha=0.2, label="±1 std of the batch")
@@ -33,15 +34,25 @@ def plot_training_curves(history: list[dict], title: str = "", before: dict | No
     ax[0, 0].legend(fontsize=7)
 
     if "kl" in history[0]:
-        ax[0, 1].plot(episodes, [h["kl"] for h in history], label="KL(π‖π_ref) per sequence (k1)")
-    else:  # TRL logs the mean per-token k3 instead
+        ax[0, 1].plot(episodes, [h["kl"] for h in history], label="KL(π‖π_ref) per response (k1)")
+        if kl_target:
+            ax[0, 1].axhline(kl_target, color="tab:red", ls="--", lw=1, label=f"target {kl_target:g}")
+    else:  # TRL logs the mean per-token k3 instead (no target: GRPO's β is fixed)
         ax[0, 1].plot(episodes, [h["kl_per_token"] for h in history], label="KL per token (TRL's k3 mean)")
-    ax[0, 1].set(title="KL to the reference", xlabel="episodes")
+    ax[0, 1].set(title="KL to the reference", xlabel="episodes", ylabel="nats")
+    ax[0, 1].legend(fontsize=7)
+
     if "kl_coef" in history[0]:
-        twin = ax[0, 1].twinx()
-        twin.plot(episodes, [h["kl_coef"] for h in history], color="tab:red", label="β (kl_coef)")
-        twin.set_ylabel("β", color="tab:red")
-    ax[0, 1].legend(fontsize=7, loc="upper left")
+        beta = np.array([h["kl_coef"] for h in history])
+        ax[0, 2].plot(episodes, beta, color="tab:red")
+        spread = max(beta.max() - beta.min(), 0.05 * abs(beta.mean()), 1e-12)
+        ax[0, 2].set_ylim(beta.min() - spread, beta.max() + spread)  # a range that shows the change, no offset
+        ax[0, 2].ticklabel_format(axis="y", useOffset=False)
+        change = beta[-1] / beta[0] - 1 if beta[0] else 0.0
+        ax[0, 2].set(title=f"β (kl_coef): {beta[0]:.4g} → {beta[-1]:.4g} ({change:+.1%})", xlabel="episodes")
+    else:
+        ax[0, 2].text(0.5, 0.5, "fixed β (not logged)", ha="center", va="center", transform=ax[0, 2].transAxes)
+        ax[0, 2].set(title="β (kl_coef)", xticks=[], yticks=[])
 
     for key in ("clipfrac", "approxkl"):
         if key in history[0]:
@@ -54,6 +65,17 @@ def plot_training_curves(history: list[dict], title: str = "", before: dict | No
     ax[1, 1].plot(episodes, [h["response_length"] for h in history], label="response length (tokens)")
     ax[1, 1].set(title="Entropy and length", xlabel="episodes")
     ax[1, 1].legend(fontsize=7)
+
+    if "explained_variance" in history[0]:
+        ev = np.array([h["explained_variance"] for h in history])
+        ax[1, 2].plot(episodes, ev, alpha=0.4)
+        ax[1, 2].plot(episodes, _smooth(ev), lw=2)
+        ax[1, 2].axhline(0, color="k", lw=0.8)
+        ax[1, 2].set(title="Value head: explained variance", xlabel="episodes",
+                     ylim=(max(-1.0, float(ev.min()) - 0.05), 1.0))
+    else:
+        ax[1, 2].text(0.5, 0.5, "no value head", ha="center", va="center", transform=ax[1, 2].transAxes)
+        ax[1, 2].set(title="Value head: explained variance", xticks=[], yticks=[])
     if title:
         fig.suptitle(title)
     fig.tight_layout()

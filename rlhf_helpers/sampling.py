@@ -2,10 +2,11 @@
 
 Plain sampling (`top_k=0`, `top_p=1`, no `min_new_tokens`) draws from the policy's full distribution,
 which is what makes the sampled KL estimate meaningful (TRL issue #235: `min_length`, top-k and a
-suppressed EOS make it go negative). Response lengths follow the anchor recipe: each response gets a
-length cap drawn uniformly from [gen_min, gen_max]; we generate `gen_max` tokens and cut each row at its
-cap, which has the same distribution as generating that row alone with `max_new_tokens=cap`, because
-later tokens never influence earlier ones. A row that emits EOS earlier ends there (EOS included).
+suppressed EOS make it go negative). Response lengths follow the classic recipe (TRL's original
+gpt2-sentiment notebook): each response gets a length cap drawn uniformly from [gen_min, gen_max]; we
+generate `gen_max` tokens and cut each row at its cap, which has the same distribution as generating that
+row alone with `max_new_tokens=cap`, because later tokens never influence earlier ones. A row that emits
+EOS earlier ends there (EOS included).
 """
 
 from __future__ import annotations

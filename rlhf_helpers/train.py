@@ -250,7 +250,8 @@ def run(algo: str, profile: Profile, out: Path | str, seed: int = 0, steps: int 
                             "response_after": after_eval.samples["response"],
                             "reward_after": after_eval.samples["reward"]})
     samples.to_csv(out / "samples.csv", index=False)
-    fig = plot_training_curves(history, f"{algo} · {profile.name}", before, after)
+    fig = plot_training_curves(history, f"{algo} · {profile.name}", before, after,
+                               kl_target=config.kl_target if algo == "ppo" else None)
     fig.savefig(out / "curves.png", dpi=100)
     import matplotlib.pyplot as plt
 

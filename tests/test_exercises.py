@@ -274,7 +274,7 @@ def test_grpo_and_rloo_advantages_match_a_naive_loop():
     for start in range(0, len(rewards), g):
         group = rewards[start:start + g].tolist()
         mean, std = statistics.mean(group), statistics.stdev(group)
-        for i, r in enumerate(group):
+        for r in group:
             grpo.append((r - mean) / (std + 1e-4))
             rloo.append(r - (sum(group) - r) / (g - 1))
     torch.testing.assert_close(group_relative_advantages(rewards, g), torch.tensor(grpo))

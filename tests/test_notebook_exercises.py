@@ -1,0 +1,86 @@
+"""The exercises in the notebooks: tagged, enough of them, each with a checker, and each shown solution passes it."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from rlhf_helpers import exercises, ppo
+
+NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
+
+
+def _cells(path):
+    return json.loads(path.read_text())["cells"]
+
+
+def _exercises(path):
+    """(stub source, the markdown cell after it) for every cell tagged `exercise`."""
+    cells = _cells(path)
+    return [("".join(c["source"]), "".join(cells[i + 1]["source"]) if i + 1 < len(cells) else "")
+            for i, c in enumerate(cells) if "exercise" in c.get("metadata", {}).get("tags", [])]
+
+
+def test_every_notebook_has_exercises_and_there_are_at_least_15():
+    counts = {p.name: len(_exercises(p)) for p in NOTEBOOKS}
+    assert all(n >= 1 for n in counts.values()), counts
+    assert sum(counts.values()) >= 15, counts
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_each_exercise_is_a_stub_with_a_checker_and_a_folded_solution(path):
+    for stub, after in _exercises(path):
+        name = re.search(r"def (my_\w+)\(", stub)
+        assert name, f"an exercise cell of {path.name} defines no my_* stub:\n{stub[:200]}"
+        assert "raise NotImplementedError" in stub and "# YOUR CODE HERE" in stub, name.group(1)
+        checker = re.search(r"\b(check_\w+)\(" + name.group(1), stub)
+        assert checker and hasattr(exercises, checker.group(1)), f"{name.group(1)}: no known checker is called"
+        assert after.startswith("<details>") and "Solution" in after and f"def {name.group(1)}(" in after, \
+            f"{path.name}: the cell after {name.group(1)} must be its folded solution"
+
+
+@pytest.fixture(scope="module")
+def loop_objects(fast_world):
+    """A tiny PPO state and rollout, and a packed batch, for the checkers that need a model."""
+    import dataclasses
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from rlhf_helpers import get_profile
+    from rlhf_helpers.models import prepare_tokenizer
+    from rlhf_helpers.ppo_loop import collect_rollout, make_state, next_prompts
+
+    tok = prepare_tokenizer(AutoTokenizer.from_pretrained(fast_world.policy))
+    policy = AutoModelForCausalLM.from_pretrained(fast_world.policy)
+    reference = AutoModelForCausalLM.from_pretrained(fast_world.policy)
+    config = dataclasses.replace(get_profile("smoke").ppo, batch_size=8, mini_batch_size=4, ppo_epochs=2,
+                                 gen_min_tokens=2, gen_max_tokens=4)
+    reward = lambda texts: torch.tensor([float(len(t) % 3) - 1 for t in texts])  # noqa: E731
+    state = make_state(config, policy, reference, tok, reward, [[10, 11, 12], [20, 21], [30, 31, 32, 33]])
+    rollout = collect_rollout(state, next_prompts(state))
+    return state, rollout
+
+
+def _solutions():
+    for path in NOTEBOOKS:
+        for stub, after in _exercises(path):
+            name = re.search(r"def (my_\w+)\(", stub).group(1)
+            checker = re.search(r"\b(check_\w+)\(" + name, stub).group(1)
+            code = re.search(r"```python\n(.*?)```", after, re.S).group(1)
+            yield pytest.param(name, checker, code, id=f"{path.stem[:2]}-{name}")
+
+
+@pytest.mark.parametrize("name, checker, code", list(_solutions()))
+def test_the_shown_solution_passes_its_checker(name, checker, code, loop_objects, capsys):
+    from rlhf_helpers.ppo_loop import _rows, forward_logprobs_values
+
+    namespace = {"torch": torch, "ppo": ppo, "forward_logprobs_values": forward_logprobs_values, "_rows": _rows}
+    exec(code, namespace)  # noqa: S102 - the notebook's own solution text
+    state, rollout = loop_objects
+    extra = {"check_response_logits": (state.policy, rollout.batch), "check_ppo_update": (state, rollout)}
+    with torch.no_grad() if checker == "check_response_logits" else torch.enable_grad():
+        returned = getattr(exercises, checker)(namespace[name], *extra.get(checker, ()))
+    assert returned is namespace[name]
+    assert "✅" in capsys.readouterr().out
