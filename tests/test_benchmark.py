@@ -22,3 +22,28 @@ def test_benchmark_runs_on_smoke_models(algo):
     if algo == "ppo":
         assert result["response_length"] == 16  # EOS suppressed: equal lengths in both algorithms
         assert result["step_over_generate_forward_update"] >= 1.0
+
+
+def test_hero_figure_is_drawn_from_a_runs_own_files(tmp_path):
+    import pandas as pd
+
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        import hero
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text("".join(json.dumps({"episodes": 64 * i, "reward_mean": 0.1 * i}) + "\n"
+                                               for i in range(1, 11)))
+    (run / "summary.json").write_text(json.dumps({"profile": "smoke", "seed": 0,
+                                                  "before": {"mean_reward": -0.1, "positive_rate": 0.3},
+                                                  "after": {"mean_reward": 0.9, "positive_rate": 0.9}}))
+    pd.DataFrame({"prompt": ["A", "B", "C"], "response_before": ["bad", "meh", "ok"], "reward_before": [-1, 0, 1],
+                  "response_after": ["good", "great", "fine"], "reward_after": [1, 2, 1]}).to_csv(run / "samples.csv")
+    facts = hero.draw(run, tmp_path / "hero.png", n_samples=2)
+    assert (tmp_path / "hero.png").stat().st_size > 10_000
+    assert facts["episodes"] == 640 and facts["samples"] == 2 and facts["after"]["positive_rate"] == 0.9
+    refused = subprocess.run([sys.executable, str(SCRIPT.parent / "hero.py"), str(tmp_path), str(tmp_path / "x.png")],
+                             capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "no finished run" in refused.stderr
