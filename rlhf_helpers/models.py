@@ -23,8 +23,9 @@ def _quiet_loading() -> None:
 
 POLICY_ENV = "RLHF_POLICY_MODEL"
 REWARD_ENV = "RLHF_REWARD_MODEL"
-__all__ = ["POLICY_ENV", "REWARD_ENV", "default_device", "load_classifier", "load_policy", "load_reward",
-           "load_tokenizer", "model_ids", "prepare_tokenizer"]
+GOLD_ENV = "RLHF_GOLD_MODEL"
+__all__ = ["GOLD_ENV", "POLICY_ENV", "REWARD_ENV", "default_device", "gold_model_id", "load_classifier", "load_gold",
+           "load_policy", "load_reward", "load_tokenizer", "model_ids", "prepare_tokenizer"]
 
 
 def _override(env: str) -> str | None:
@@ -57,6 +58,31 @@ def model_ids(profile: Profile) -> tuple[str, str]:
     ensure_available(policy)  # returns at once for a local folder
     ensure_available(reward)
     return policy, reward
+
+
+def gold_model_id(profile: Profile) -> str:
+    """The gold judge (notebook 06): RLHF_GOLD_MODEL, else the offline world's in `smoke`, else the hub id."""
+    from .hub import ensure_available
+
+    gold = _override(GOLD_ENV)
+    if gold is None and profile.offline:
+        from .offline import build_offline_world
+
+        gold = str(build_offline_world().gold)
+    gold = gold or profile.gold_model
+    ensure_available(gold)
+    return gold
+
+
+def load_gold(profile: Profile, device: torch.device | str | None = None):
+    """The gold judge as a `SentimentReward`: its POSITIVE logit (by label name) is the "true" reward."""
+    from transformers import pipeline
+
+    from .reward import SentimentReward
+
+    classifier = pipeline("sentiment-analysis", model=gold_model_id(profile),
+                          device=torch.device(device or default_device()))
+    return SentimentReward(classifier)
 
 
 def prepare_tokenizer(tokenizer):

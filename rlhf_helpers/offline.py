@@ -35,7 +35,7 @@ import torch
 from .data import clean_review, imdb_source, load_imdb
 
 CACHE_ENV = "RLHF_CACHE_DIR"
-BUILDER_VERSION = 2  # 2: checksums.json in every world
+BUILDER_VERSION = 3  # 2: checksums.json in every world; 3: the gold judge
 CHECKSUMS = "checksums.json"
 EOS = "<|endoftext|>"
 
@@ -87,11 +87,42 @@ class OfflineWorldConfig:
     """Fraction of training batches cut to short random windows (8-48 tokens), because the reward
     scores prompt + response texts of ~10-24 tokens, not whole reviews. Batches are all short or all
     full so that short ones are not padded to full length."""
+    clf_arch: str = "distilbert"
+    """Architecture of the reward classifier (lvwerra/distilbert-imdb's)."""
+    clf_seed_offset: int = 1
+    """Added to `seed` for the classifier's init and batch order."""
+    clf_truncation_side: str = "right"
+    """Which end of a long review the classifier keeps (the hub classifier keeps the start)."""
+    gold_arch: str = "bert"
+    """The gold judge of notebook 06 (the "human" who labels preferences): another architecture than the reward
+    classifier, another seed, trained on the *end* of reviews, where the verdict usually is."""
+    gold_layers: int = 1
+    """Transformer blocks of the gold judge."""
+    gold_dim: int = 128
+    """Hidden size of the gold judge."""
+    gold_heads: int = 4
+    """Attention heads of the gold judge."""
+    gold_max_len: int = 256
+    """Longest gold-judge input in tokens."""
+    gold_train_len: int = 128
+    """Training window of the gold judge, in tokens."""
+    gold_steps: int = 1200
+    """Fine-tuning steps of the gold judge."""
+    gold_batch: int = 32
+    """Reviews per gold-judge step."""
+    gold_lr: float = 1e-3
+    """Peak AdamW learning rate of the gold judge."""
+    gold_short_frac: float = 0.25
+    """Share of short-window batches (the judge scores 10-24-token texts in notebook 06)."""
+    gold_seed_offset: int = 11
+    """Added to `seed` for the gold judge's init and batch order (independent of the classifier's)."""
+    gold_truncation_side: str = "left"
+    """Keep the last `gold_max_len` tokens of a long review: measured 85.3 % vs 82.8 % keeping the first."""
     eval_reviews: int = 2000
-    """Test reviews used to report the classifier's accuracy."""
+    """Test reviews used to report the classifiers' accuracy."""
 
 
-FAST = OfflineWorldConfig(tokenizer_texts=1000, vocab_size=1024, policy_steps=20, clf_steps=20,
+FAST = OfflineWorldConfig(tokenizer_texts=1000, vocab_size=1024, policy_steps=20, clf_steps=20, gold_steps=20,
                           eval_reviews=200)
 """A seconds-long recipe for tests of the builder itself (caching, determinism)."""
 
@@ -105,6 +136,8 @@ class OfflineWorld:
     policy: Path
     classifier: Path
     info: dict
+    gold: Path | None = None
+    """The gold judge of notebook 06 (a second, independent classifier); None for the stand-ins."""
 
 
 def cache_root() -> Path:
@@ -198,32 +231,54 @@ def _classifier_tokenizer(tokenizer_dir: Path, config: OfflineWorldConfig):
     return clf_tok
 
 
-def _finetune_classifier(clf_tok, train: tuple, test: tuple, config: OfflineWorldConfig, out: Path,
-                         log) -> dict:
-    from transformers import DistilBertConfig, DistilBertForSequenceClassification
+def _recipe(config: OfflineWorldConfig, part: str) -> dict:
+    """The `clf_*` or `gold_*` fields of the config without their prefix (one training function serves both)."""
+    prefix = f"{part}_"
+    return {f.name[len(prefix):]: getattr(config, f.name) for f in dataclasses.fields(config)
+            if f.name.startswith(prefix)}
 
+
+def _classifier_model(recipe: dict, clf_tok):
+    from transformers import (BertConfig, BertForSequenceClassification, DistilBertConfig,
+                              DistilBertForSequenceClassification)
+
+    labels = {"id2label": {0: "NEGATIVE", 1: "POSITIVE"}, "label2id": {"NEGATIVE": 0, "POSITIVE": 1}}
+    if recipe["arch"] == "distilbert":
+        return DistilBertForSequenceClassification(DistilBertConfig(
+            vocab_size=len(clf_tok), max_position_embeddings=recipe["max_len"], dim=recipe["dim"],
+            n_layers=recipe["layers"], n_heads=recipe["heads"], hidden_dim=4 * recipe["dim"],
+            pad_token_id=clf_tok.pad_token_id, num_labels=2, **labels))
+    if recipe["arch"] == "bert":
+        return BertForSequenceClassification(BertConfig(
+            vocab_size=len(clf_tok), max_position_embeddings=recipe["max_len"], hidden_size=recipe["dim"],
+            num_hidden_layers=recipe["layers"], num_attention_heads=recipe["heads"],
+            intermediate_size=4 * recipe["dim"], pad_token_id=clf_tok.pad_token_id, num_labels=2, **labels))
+    raise ValueError(f"Unknown classifier architecture {recipe['arch']!r}; choose 'distilbert' or 'bert'.")
+
+
+def _finetune_classifier(clf_tok, train: tuple, test: tuple, config: OfflineWorldConfig, out: Path,
+                         log, part: str = "clf") -> dict:
+    recipe = _recipe(config, part)
     texts, labels = train
-    ids = clf_tok(texts, truncation=True, max_length=config.clf_max_len)["input_ids"]
+    clf_tok.truncation_side = recipe["truncation_side"]
+    ids = clf_tok(texts, truncation=True, max_length=recipe["max_len"])["input_ids"]
     labels = torch.tensor(labels)
-    torch.manual_seed(config.seed + 1)
-    model = DistilBertForSequenceClassification(DistilBertConfig(
-        vocab_size=len(clf_tok), max_position_embeddings=config.clf_max_len, dim=config.clf_dim,
-        n_layers=config.clf_layers, n_heads=config.clf_heads, hidden_dim=4 * config.clf_dim,
-        pad_token_id=clf_tok.pad_token_id, num_labels=2,
-        id2label={0: "NEGATIVE", 1: "POSITIVE"}, label2id={"NEGATIVE": 0, "POSITIVE": 1}))
-    opt = torch.optim.AdamW(model.parameters(), lr=config.clf_lr, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _schedule(s, config.clf_steps, 50))
-    rng = np.random.default_rng(config.seed + 2)
+    torch.manual_seed(config.seed + recipe["seed_offset"])
+    model = _classifier_model(recipe, clf_tok)
+    opt = torch.optim.AdamW(model.parameters(), lr=recipe["lr"], weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _schedule(s, recipe["steps"], 50))
+    rng = np.random.default_rng(config.seed + recipe["seed_offset"] + 1)
     bos, pad = clf_tok.bos_token_id, clf_tok.pad_token_id
+    name = "classifier" if part == "clf" else "gold judge"
     model.train()
-    for step in range(config.clf_steps):
-        rows = rng.integers(0, len(ids), size=config.clf_batch)
-        short = rng.random() < config.clf_short_frac
+    for step in range(recipe["steps"]):
+        rows = rng.integers(0, len(ids), size=recipe["batch"])
+        short = rng.random() < recipe["short_frac"]
         batch = []
         for r in rows:
             seq = ids[r]
             # Short windows starting anywhere in the review: the reward sees short texts.
-            width = int(rng.integers(8, 49)) if short else config.clf_train_len - 1
+            width = int(rng.integers(8, 49)) if short else recipe["train_len"] - 1
             if len(seq) > width + 1:
                 start = int(rng.integers(1, len(seq) - width))
                 seq = [bos] + seq[start:start + width]
@@ -237,10 +292,11 @@ def _finetune_classifier(clf_tok, train: tuple, test: tuple, config: OfflineWorl
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
-        if step % 100 == 0 or step == config.clf_steps - 1:
-            log(f"  classifier step {step + 1}/{config.clf_steps}: loss {loss.item():.3f}")
+        if step % 100 == 0 or step == recipe["steps"] - 1:
+            log(f"  {name} step {step + 1}/{recipe['steps']}: loss {loss.item():.3f}")
     model.eval()
     model.save_pretrained(out, safe_serialization=True)
+    clf_tok.model_max_length = recipe["max_len"]
     clf_tok.save_pretrained(out)
 
     test_texts, test_labels = test
@@ -252,8 +308,9 @@ def _finetune_classifier(clf_tok, train: tuple, test: tuple, config: OfflineWorl
             enc = clf_tok(chunk, truncation=True, padding=True, return_tensors="pt")
             pred = model(**enc).logits.argmax(-1)
             correct += (pred == torch.tensor([test_labels[j] for j in pick[i:i + 64]])).sum().item()
-    return {"classifier_params": sum(p.numel() for p in model.parameters()),
-            "classifier_test_accuracy": correct / len(pick), "classifier_eval_reviews": len(pick)}
+    key = "classifier" if part == "clf" else "gold"
+    return {f"{key}_params": sum(p.numel() for p in model.parameters()),
+            f"{key}_test_accuracy": correct / len(pick), f"{key}_eval_reviews": len(pick)}
 
 
 def _file_sha256(path: Path) -> str:
@@ -363,8 +420,9 @@ def _load_verified(root: Path, log, quiet: bool = False, tokenizer: str = "token
             log(f"The cached offline world is damaged ({problem}); rebuilding it. If this repeats, delete "
                 f"{root} by hand.")
         return None
+    gold = root / "gold"
     return OfflineWorld(root, root / tokenizer, root / "policy", root / "classifier",
-                        json.loads((root / "build_info.json").read_text()))
+                        json.loads((root / "build_info.json").read_text()), gold=gold if gold.is_dir() else None)
 
 
 def _publish(tmp: Path, root: Path, info: dict) -> None:
@@ -405,9 +463,14 @@ def _build(config: OfflineWorldConfig, source: str, root: Path, log) -> None:
         log(f"  classifier: {info['classifier_params']:,} parameters, test accuracy "
             f"{info['classifier_test_accuracy']:.3f} on {info['classifier_eval_reviews']} reviews "
             f"in {t_clf - t_pol:.1f} s")
+        info |= _finetune_classifier(clf_tok, (train_texts, train_labels), (test_texts, test_labels),
+                                     config, tmp / "gold", log, part="gold")
+        t_gold = time.perf_counter()
+        log(f"  gold judge: {info['gold_params']:,} parameters, test accuracy {info['gold_test_accuracy']:.3f} "
+            f"in {t_gold - t_clf:.1f} s")
         info |= {"config": dataclasses.asdict(config), "data_source": source, "torch_threads": threads,
                  "seconds": {"tokenizer": t_tok - t0, "policy": t_pol - t_tok, "classifier": t_clf - t_pol,
-                             "total": t_clf - t0}}
+                             "gold": t_gold - t_clf, "total": t_gold - t0}}
         _publish(tmp, root, info)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

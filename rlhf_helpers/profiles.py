@@ -87,6 +87,8 @@ class Profile:
     """Hub id of the sentiment classifier whose POSITIVE logit is the reward."""
     dataset: str
     """Hub id of the IMDB dataset (a local copy in `RLHF_IMDB_DIR` wins when set)."""
+    gold_model: str = "siebert/sentiment-roberta-large-english"
+    """The gold judge of notebook 06, standing in for human raters (the DPO paper's IMDB judge)."""
     offline: bool = False
     """True when the models come from the offline world the project builds itself."""
     min_review_chars: int = 200
@@ -134,7 +136,7 @@ PROFILES: dict[str, Profile] = {
     "smoke": Profile(
         name="smoke", offline=True,
         policy_model="offline-world/policy", reward_model="offline-world/classifier",
-        dataset="offline-world/imdb",
+        dataset="offline-world/imdb", gold_model="offline-world/gold",
         n_eval_prompts=128, eval_batch_size=128,
         # The tiny classifier's logits span about ±1 (the hub one's about ±3), so β is scaled down with them;
         # a tiny model also tolerates a far larger learning rate than GPT-2's 1.41e-5.
