@@ -12,8 +12,11 @@ minimising the Bradley–Terry loss
 
     L(θ) = mean over pairs of −log σ(r_θ(chosen) − r_θ(rejected)).
 
-The reward model is the policy's own network with a one-number head (`AutoModelForSequenceClassification`,
-`num_labels=1`), initialised from the supervised policy as in InstructGPT (Ouyang et al. 2022).
+The reward model is a pretrained network with a fresh one-number head (`AutoModelForSequenceClassification`,
+`num_labels=1`). InstructGPT (Ouyang et al. 2022) initialises it from the supervised policy. At the `smoke` scale
+that does not learn: from the 0.9M-parameter policy, 4,096 pairs (τ = 0.25) gave 52 % held-out agreement with the
+gold judge, a coin flip. Initialised from the reward classifier's backbone (its 2-way head replaced), the same pairs
+gave 78.5 % (measured on IMDB). Any folder saved with `save_pretrained` works as `init_dir`.
 """
 
 from __future__ import annotations
@@ -128,7 +131,8 @@ class RewardModelScorer:
 
 def train_reward_model(init_dir: str, pairs: PreferencePairs, output_dir: str, epochs: int = 2, batch_size: int = 32,
                        learning_rate: float = 1e-3, seed: int = 0, eval_pairs: PreferencePairs | None = None):
-    """Fit a scalar-head copy of `init_dir` (the supervised policy) to `pairs` with TRL's RewardTrainer.
+    """Fit a scalar-head copy of `init_dir` (a pretrained network; see the module docstring) to `pairs` with TRL's
+    RewardTrainer.
 
     Returns (trainer, scorer). The trainer's loss is `bradley_terry_loss` (see the correspondence test)."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
