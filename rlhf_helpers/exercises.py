@@ -40,6 +40,13 @@ def _close(a, b, tol=1e-5) -> bool:
     return torch.is_tensor(a) and a.shape == torch.as_tensor(b).shape and torch.allclose(a.float(), b, atol=tol)
 
 
+def _name_the_mistake(out, wrong: dict, tol: float = 1e-5) -> None:
+    """Raise with the hint of the first plausible wrong implementation whose value `out` reproduces."""
+    for hint, value in wrong.items():
+        if _close(out, value, tol):
+            raise AssertionError(f"Close, but: {hint}.")
+
+
 def check_clipped_policy_loss(fn: Callable) -> Callable:
     """fn(logprobs, old_logprobs, advantages, mask, clip_eps) -> (loss, stats) or loss."""
     mask, old, new, adv, _, _ = _inputs()
@@ -65,9 +72,7 @@ def check_clipped_policy_loss(fn: Callable) -> Callable:
             "no clipping at all: clamp the ratio to [1 - clip_eps, 1 + clip_eps] in the second term":
                 ppo.masked_mean(-adv * ratio, mask),
         }
-        for hint, value in wrong.items():
-            if _close(loss, value):
-                raise AssertionError(f"Close, but: {hint}.")
+        _name_the_mistake(loss, wrong)
         raise AssertionError(f"Loss {loss.item():.5f} != reference {want.item():.5f}. Build it in steps: "
                              "ratio = exp(logprobs - old_logprobs); two terms -A·ratio and -A·clip(ratio); "
                              "their elementwise max; masked mean.")
@@ -152,9 +157,7 @@ def check_bradley_terry_loss(fn: Callable) -> Callable:
             "the probability instead of its log: the loss is −log σ(margin), not 1 − σ(margin)":
                 (1 - torch.sigmoid(margin)).mean(),
         }
-        for hint, value in wrong.items():
-            if _close(out, value):
-                raise AssertionError(f"Close, but: {hint}.")
+        _name_the_mistake(out, wrong)
         raise AssertionError(f"Loss {out.item():.5f} != reference {want.item():.5f}. "
                              "loss = mean over pairs of −log σ(r_chosen − r_rejected).")
     extreme = fn(torch.tensor([-200.0]), torch.tensor([0.0]))
@@ -300,9 +303,7 @@ def check_per_token_rewards(fn: Callable) -> Callable:
             "the KL penalty is missing: every token pays −β·(logprobs − ref_logprobs)": want - kl,
             "padding got a KL penalty: multiply it by the mask": -0.1 * (new - old) + (want - kl),
         }
-        for hint, value in wrong.items():
-            if _close(out, value):
-                raise AssertionError(f"Close, but: {hint}.")
+        _name_the_mistake(out, wrong)
         raise AssertionError(f"Rewards differ, e.g. row 1: {out[1].tolist()} vs {want[1].tolist()}. Every response "
                              f"token: −β·(logprobs − ref_logprobs); the last one (index {last.tolist()}) also gets "
                              "the score; padding 0.")
@@ -334,9 +335,7 @@ def check_clipped_value_loss(fn: Callable) -> Callable:
             "padding counted in the mean: average over response tokens only": 0.5 * torch.maximum(a, b).mean(),
             "no clipping at all: add the clipped branch and take the max": 0.5 * ppo.masked_mean(a, mask),
         }
-        for hint, value in wrong.items():
-            if _close(loss, value):
-                raise AssertionError(f"Close, but: {hint}.")
+        _name_the_mistake(loss, wrong)
         raise AssertionError(f"Loss {loss.item():.5f} != reference {want.item():.5f}: "
                              "½·masked_mean(max((V − R)², (V_old + clip(V − V_old, ±ε) − R)²)).")
     print("✅ clipped_value_loss matches the reference.")
@@ -477,7 +476,8 @@ def check_ppo_update(fn: Callable, state, rollout) -> Callable:
     def restore(saved):
         state.policy.load_state_dict(saved[0])
         state.value_head.load_state_dict(saved[1])
-        state.optimizer.load_state_dict(saved[2])
+        # A fresh copy each time: load_state_dict keeps the given tensors, and the next update changes them in place.
+        state.optimizer.load_state_dict(copy.deepcopy(saved[2]))
         state.generator.set_state(saved[3])
 
     start = snapshot()
@@ -558,9 +558,7 @@ def check_group_relative_advantages(fn: Callable) -> Callable:
             "groups were taken as strided columns: the G completions of one prompt are adjacent, view(-1, G)":
                 ((rewards.view(4, 2) - rewards.view(4, 2).mean(0)) / (rewards.view(4, 2).std(0) + 1e-4)).reshape(-1),
         }
-        for hint, value in wrong.items():
-            if _close(out, value, 1e-4):
-                raise AssertionError(f"Close, but: {hint}.")
+        _name_the_mistake(out, wrong, 1e-4)
         raise AssertionError(f"Got {out.tolist()}, expected {[round(x, 4) for x in want.tolist()]}.")
     print("✅ group-relative advantages match GRPO's.")
     return fn
@@ -586,9 +584,7 @@ def check_leave_one_out_advantages(fn: Callable) -> Callable:
             "the whole batch was one group: use rewards.view(-1, group_size)":
                 rewards - (rewards.sum() - rewards) / (len(rewards) - 1),
         }
-        for hint, value in wrong.items():
-            if _close(out, value, 1e-5):
-                raise AssertionError(f"Close, but: {hint}.")
+        _name_the_mistake(out, wrong, 1e-5)
         raise AssertionError(f"Got {out.tolist()}, expected {[round(x, 4) for x in want.tolist()]}.")
     print("✅ leave-one-out advantages match RLOO's.")
     return fn
