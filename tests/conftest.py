@@ -11,3 +11,26 @@ def fast_world(tmp_path_factory):
 
     return build_offline_world(FAST, data_source=str(FIXTURE_DIR),
                                cache_dir=tmp_path_factory.mktemp("world"), verbose=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_ppo(fast_world):
+    """A PPO state on the FAST world's policy (batch 8, minibatches of 4, 2 epochs) and one rollout of it, for the
+    checkers that run a model. Checks may update it: they compare learner and reference from one snapshot."""
+    import dataclasses
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from rlhf_helpers import get_profile
+    from rlhf_helpers.models import prepare_tokenizer
+    from rlhf_helpers.ppo_loop import collect_rollout, make_state, next_prompts
+
+    tok = prepare_tokenizer(AutoTokenizer.from_pretrained(fast_world.policy))
+    policy = AutoModelForCausalLM.from_pretrained(fast_world.policy)
+    reference = AutoModelForCausalLM.from_pretrained(fast_world.policy)
+    config = dataclasses.replace(get_profile("smoke").ppo, batch_size=8, mini_batch_size=4, ppo_epochs=2,
+                                 gen_min_tokens=2, gen_max_tokens=4)
+    reward = lambda texts: torch.tensor([float(len(t) % 3) - 1 for t in texts])  # noqa: E731
+    state = make_state(config, policy, reference, tok, reward, [[10, 11, 12], [20, 21], [30, 31, 32, 33]])
+    return state, collect_rollout(state, next_prompts(state))

@@ -118,6 +118,11 @@ def _logit(page) -> float:
     return float(re.search(r"POSITIVE logit:\s*([+-][\d.]+)", text).group(1))
 
 
+def _assert_no_raw_repr(widget) -> None:
+    text = widget.text_content()
+    assert "array(" not in text and "Axes" not in text, f"a raw repr is printed under the slider: {text[:200]}"
+
+
 def test_notebook_01_in_a_browser(browser, lab):
     page, seconds = _open_and_run_all(browser, lab, "01_imdb_and_reward.ipynb")
     print(f"notebook 01 ran in the browser in {seconds:.0f} s")
@@ -153,8 +158,7 @@ def test_notebook_03_in_a_browser(browser, lab):
     images = interact.locator("img")
     assert images.count() == 1, "the clip explorer should show exactly one figure"
     first_src = images.first.get_attribute("src")
-    text = interact.text_content()
-    assert "array(" not in text and "Axes" not in text, f"a raw repr is printed under the slider: {text[:200]}"
+    _assert_no_raw_repr(interact)
 
     handle = interact.locator(".noUi-handle").first
     handle.focus()
@@ -164,8 +168,7 @@ def test_notebook_03_in_a_browser(browser, lab):
         """src => { const img = document.querySelector('.widget-interact img');
                     return img && img.getAttribute('src') !== src; }""", arg=first_src, timeout=30_000)
     assert interact.locator("img").count() == 1, "moving the slider must replace the figure, not add one"
-    text = interact.text_content()
-    assert "array(" not in text and "Axes" not in text
+    _assert_no_raw_repr(interact)
     assert interact.locator(".widget-readout").first.text_content().strip() == "0.30"  # 0.2 + two steps of 0.05
     assert _stderr_outputs(page) == []
     page.close()

@@ -41,28 +41,6 @@ def test_each_exercise_is_a_stub_with_a_checker_and_a_folded_solution(path):
             f"{path.name}: the cell after {name.group(1)} must be its folded solution"
 
 
-@pytest.fixture(scope="module")
-def loop_objects(fast_world):
-    """A tiny PPO state and rollout, and a packed batch, for the checkers that need a model."""
-    import dataclasses
-
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from rlhf_helpers import get_profile
-    from rlhf_helpers.models import prepare_tokenizer
-    from rlhf_helpers.ppo_loop import collect_rollout, make_state, next_prompts
-
-    tok = prepare_tokenizer(AutoTokenizer.from_pretrained(fast_world.policy))
-    policy = AutoModelForCausalLM.from_pretrained(fast_world.policy)
-    reference = AutoModelForCausalLM.from_pretrained(fast_world.policy)
-    config = dataclasses.replace(get_profile("smoke").ppo, batch_size=8, mini_batch_size=4, ppo_epochs=2,
-                                 gen_min_tokens=2, gen_max_tokens=4)
-    reward = lambda texts: torch.tensor([float(len(t) % 3) - 1 for t in texts])  # noqa: E731
-    state = make_state(config, policy, reference, tok, reward, [[10, 11, 12], [20, 21], [30, 31, 32, 33]])
-    rollout = collect_rollout(state, next_prompts(state))
-    return state, rollout
-
-
 def _solutions():
     for path in NOTEBOOKS:
         for stub, after in _exercises(path):
@@ -73,12 +51,12 @@ def _solutions():
 
 
 @pytest.mark.parametrize("name, checker, code", list(_solutions()))
-def test_the_shown_solution_passes_its_checker(name, checker, code, loop_objects, capsys):
+def test_the_shown_solution_passes_its_checker(name, checker, code, tiny_ppo, capsys):
     from rlhf_helpers.ppo_loop import _rows, forward_logprobs_values
 
     namespace = {"torch": torch, "ppo": ppo, "forward_logprobs_values": forward_logprobs_values, "_rows": _rows}
     exec(code, namespace)  # noqa: S102 - the notebook's own solution text
-    state, rollout = loop_objects
+    state, rollout = tiny_ppo
     extra = {"check_response_logits": (state.policy, rollout.batch), "check_ppo_update": (state, rollout)}
     with torch.no_grad() if checker == "check_response_logits" else torch.enable_grad():
         returned = getattr(exercises, checker)(namespace[name], *extra.get(checker, ()))
