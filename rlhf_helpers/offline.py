@@ -93,6 +93,10 @@ class OfflineWorldConfig:
     """Added to `seed` for the classifier's init and batch order."""
     clf_truncation_side: str = "right"
     """Which end of a long review the classifier keeps (the hub classifier keeps the start)."""
+    clf_logit_scale: float = 3.0
+    """Multiplies the trained head's weights and bias: the argmax (so the accuracy) is unchanged, and the POSITIVE
+    logit, the reward, spans about ±3 like lvwerra/distilbert-imdb's instead of ±1 (a tiny model trained briefly
+    stays unconfident: "Not bad at all." and a long rant both scored −1.05)."""
     gold_arch: str = "bert"
     """The gold judge of notebook 06 (the "human" who labels preferences): another architecture than the reward
     classifier, another seed, trained on the *end* of reviews, where the verdict usually is."""
@@ -295,6 +299,9 @@ def _finetune_classifier(clf_tok, train: tuple, test: tuple, config: OfflineWorl
         if step % 100 == 0 or step == recipe["steps"] - 1:
             log(f"  {name} step {step + 1}/{recipe['steps']}: loss {loss.item():.3f}")
     model.eval()
+    with torch.no_grad():  # the final layer is `classifier` in both DistilBERT and BERT
+        model.classifier.weight.mul_(recipe.get("logit_scale", 1.0))
+        model.classifier.bias.mul_(recipe.get("logit_scale", 1.0))
     model.save_pretrained(out, safe_serialization=True)
     clf_tok.model_max_length = recipe["max_len"]
     clf_tok.save_pretrained(out)
