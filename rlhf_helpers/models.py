@@ -6,7 +6,9 @@ folders. Both go through the same `from_pretrained` / `pipeline` calls.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import warnings
 
 import torch
 
@@ -20,6 +22,23 @@ def _quiet_loading() -> None:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
+
+@contextlib.contextmanager
+def quiet_transformers():
+    """Only transformers' errors inside the block, and none of its deprecation warnings: loading a classifier with a
+    fresh one-number head prints a "LOAD REPORT" of the replaced 2-way head (which is what we asked for), and TRL 1.16
+    touches transformers' deprecated `gradient_checkpointing` field. Neither is something a learner can act on."""
+    from transformers.utils import logging as hf_logging
+
+    before = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*", category=FutureWarning)
+            yield
+    finally:
+        hf_logging.set_verbosity(before)
+
 
 POLICY_ENV = "RLHF_POLICY_MODEL"
 REWARD_ENV = "RLHF_REWARD_MODEL"

@@ -66,6 +66,11 @@ class PreferencePairs:
         """Share of pairs whose (noisy) label matches the noiseless gold preference."""
         return sum(c > r for c, r in zip(self.gold_chosen, self.gold_rejected)) / max(1, len(self))
 
+    def subset(self, n: int) -> PreferencePairs:
+        """The first `n` pairs (they come in prompt order, so this is a random subset of the prompts)."""
+        return PreferencePairs(self.prompt[:n], self.chosen[:n], self.rejected[:n], self.gold_chosen[:n],
+                               self.gold_rejected[:n])
+
     def to_dataset(self):
         """A `datasets.Dataset` in TRL's preference format (explicit prompt)."""
         from datasets import Dataset
@@ -135,28 +140,31 @@ def train_reward_model(init_dir: str, pairs: PreferencePairs, output_dir: str, e
     RewardTrainer.
 
     Returns (trainer, scorer). The trainer's loss is `bradley_terry_loss` (see the correspondence test)."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_seed
+    from transformers.trainer_callback import PrinterCallback
     from trl import RewardConfig, RewardTrainer
 
     from .device import trl_precision
+    from .models import quiet_transformers
 
     tokenizer = AutoTokenizer.from_pretrained(init_dir)
     tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
     tokenizer.padding_side = "right"
-    # A fresh one-number head on the initial network (a classifier's 2-way head is replaced, not reused).
-    model = AutoModelForSequenceClassification.from_pretrained(init_dir, num_labels=1, use_safetensors=True,
-                                                               ignore_mismatched_sizes=True)
-    model.config.pad_token_id = tokenizer.pad_token_id
-    args = RewardConfig(output_dir=output_dir, num_train_epochs=epochs, per_device_train_batch_size=batch_size,
-                        learning_rate=learning_rate, lr_scheduler_type="linear", warmup_steps=10, seed=seed,
-                        data_seed=seed, report_to="none", save_strategy="no", disable_tqdm=True, logging_steps=10,
-                        max_length=64, center_rewards_coefficient=None, **trl_precision(model.device))
-    trainer = RewardTrainer(model=model, args=args, train_dataset=pairs.to_dataset(), processing_class=tokenizer,
-                            eval_dataset=eval_pairs.to_dataset() if eval_pairs is not None else None)
-    from transformers.trainer_callback import PrinterCallback
-
-    trainer.remove_callback(PrinterCallback)
-    trainer.train()
+    set_seed(seed)  # the fresh head is drawn from the global generator: seed it, or the head depends on call order
+    with quiet_transformers():
+        # A fresh one-number head on the initial network (a classifier's 2-way head is replaced, not reused).
+        model = AutoModelForSequenceClassification.from_pretrained(init_dir, num_labels=1, use_safetensors=True,
+                                                                   ignore_mismatched_sizes=True)
+        model.config.pad_token_id = tokenizer.pad_token_id
+        args = RewardConfig(output_dir=output_dir, num_train_epochs=epochs, per_device_train_batch_size=batch_size,
+                            learning_rate=learning_rate, lr_scheduler_type="linear", warmup_steps=10, seed=seed,
+                            data_seed=seed, report_to="none", save_strategy="no", disable_tqdm=True,
+                            logging_steps=10, max_length=64, center_rewards_coefficient=None,
+                            **trl_precision(model.device))
+        trainer = RewardTrainer(model=model, args=args, train_dataset=pairs.to_dataset(), processing_class=tokenizer,
+                                eval_dataset=eval_pairs.to_dataset() if eval_pairs is not None else None)
+        trainer.remove_callback(PrinterCallback)
+        trainer.train()
     return trainer, RewardModelScorer(trainer.model, tokenizer)
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from rlhf_helpers.overoptimization import bon_kl, fit_gao
-from rlhf_helpers.reward_model import PreferencePairs, bradley_terry_labels, bradley_terry_loss
+from rlhf_helpers.reward_model import PreferencePairs, bradley_terry_labels, bradley_terry_loss, train_reward_model
 
 
 def test_bradley_terry_loss_by_hand():
@@ -130,3 +130,19 @@ def test_reward_model_learns_the_gold_judges_preferences(tmp_path):
     _, scorer = train_reward_model(model_ids(profile)[1], pairs, str(tmp_path / "rm"), epochs=2, learning_rate=3e-4)
     accuracy = pair_accuracy(scorer, test)
     assert accuracy["vs_gold"] >= 0.75, accuracy
+
+
+def test_reward_model_training_is_seeded_whatever_ran_before(fast_world, tmp_path):
+    """The fresh one-number head is drawn from the global generator: `train_reward_model` seeds it, so two calls with
+    the same seed give the same model even when other code drew random numbers in between (it used not to)."""
+    pairs = PreferencePairs(prompt=["A film", "The plot"] * 4, chosen=[" I loved.", " is great"] * 4,
+                            rejected=[" bored me.", " is a mess"] * 4, gold_chosen=[1.0] * 8, gold_rejected=[0.0] * 8)
+    texts = ["A film I loved.", "The plot is a mess"]
+    torch.manual_seed(123)
+    _, first = train_reward_model(str(fast_world.classifier), pairs, str(tmp_path / "a"), epochs=1, batch_size=4)
+    torch.rand(1000)  # anything else that draws from the global generator
+    _, second = train_reward_model(str(fast_world.classifier), pairs, str(tmp_path / "b"), epochs=1, batch_size=4)
+    assert torch.equal(first(texts), second(texts))
+    _, other = train_reward_model(str(fast_world.classifier), pairs, str(tmp_path / "c"), epochs=1, batch_size=4,
+                                  seed=1)
+    assert not torch.equal(first(texts), other(texts))
