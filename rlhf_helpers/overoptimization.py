@@ -1,4 +1,6 @@
-"""Reward-model over-optimization: the measuring tools (best-of-n, Gao et al.'s fits, PPO against a proxy).
+"""Reward-model over-optimization, measured: best-of-n and PPO against a learned proxy, scored by a gold judge.
+
+    python -m rlhf_helpers.overoptimization --profile smoke --out runs/overopt
 
 Gao, Schulman & Hilton (2022) found that as a policy is optimized against a learned reward model, the proxy reward
 keeps rising while the true ("gold") reward rises, peaks and falls, and that with d = √KL(π‖π_init):
@@ -6,35 +8,124 @@ keeps rising while the true ("gold") reward rises, peaks and falls, and that wit
     best-of-n:  R_gold(d) = d (α − β d)             KL_bon = log n − (n − 1) / n
     RL:         R_gold(d) = d (α − β log d)
 
-(R measured from its value at d = 0.) This module holds the tested pieces of that study so far: the analytic
-best-of-n KL, best-of-n over many samples per prompt, and the least-squares fits. The study itself (PPO against the
-proxy, notebook 06, `python -m rlhf_helpers.overoptimization`) needs the offline world's gold judge and is to come.
+(R measured from its value at d = 0.) The study, with the course's own machinery:
+1. preferences  two completions of the initial policy per training prompt, labelled by a noisy Bradley–Terry rater
+                over the gold judge (`reward_model.make_preference_pairs`);
+2. proxies      two reward models trained on them with TRL's RewardTrainer (`reward_model.train_reward_model`): the
+                *main* one on all pairs, and a *weak* one fit harder to a quarter of them (fewer data, overfit);
+3. best-of-n    `bon_max_n` samples per held-out prompt; for n = 1, 2, 4, … each proxy's favourite of each n;
+4. RL           the hand-built PPO loop (`ppo_loop`) with a proxy as its reward at a fixed β (0 and > 0),
+                evaluating proxy, gold and KL on the held-out prompts every few steps;
+5. fits         Gao et al.'s two forms, least squares, one per curve.
+Writes summary.json, curves.png and samples.csv to --out. Notebook 06 calls the same functions step by step.
 """
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import json
 import math
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 
 
+@dataclass(frozen=True)
+class OveroptConfig:
+    """Settings of the over-optimization study (the defaults are the smoke profile's, on 2 CPU cores)."""
+
+    seed: int = 0
+    """Seeds sampling, labels, reward-model training and PPO."""
+    n_pairs: int = 4096
+    """Training pairs of the main reward model: one per training prompt, two completions of the initial policy."""
+    n_heldout_pairs: int = 256
+    """Held-out pairs (from held-out test prompts) for the reward models' accuracy."""
+    label_noise: float = 0.25
+    """τ of the simulated rater: P(a ≻ b) = σ((g_a − g_b)/τ), g the gold judge's score. Larger τ, noisier labels."""
+    rm_epochs: int = 2
+    """Passes of RewardTrainer over the pairs (main reward model)."""
+    rm_learning_rate: float = 3e-4
+    """Learning rate of the main reward model."""
+    weak_rm_pairs: int = 1024
+    """Pairs of the *weak* reward model (the first ones of the same pairs), which is fit harder to less data."""
+    weak_rm_epochs: int = 6
+    """Passes over its pairs."""
+    weak_rm_learning_rate: float = 1e-3
+    """Its learning rate."""
+    bon_prompts: int = 64
+    """Held-out prompts for best-of-n."""
+    bon_max_n: int = 64
+    """Samples per prompt; n runs over the powers of two up to this."""
+    rl_runs: tuple[tuple[str, float], ...] = (("main", 0.0), ("weak", 0.0), ("weak", 0.06))
+    """PPO runs against a proxy: (reward model, fixed KL coefficient β). β = 0: nothing holds the policy back."""
+    rl_steps: int = 50
+    """PPO steps per run."""
+    rl_eval_every: int = 10
+    """Held-out evaluation (proxy, gold, KL) every this many steps."""
+    n_eval_prompts: int = 128
+    """Held-out prompts of each RL evaluation."""
+
+    def __post_init__(self):
+        for name in ("n_pairs", "n_heldout_pairs", "rm_epochs", "weak_rm_pairs", "weak_rm_epochs", "bon_prompts",
+                     "bon_max_n", "rl_steps", "rl_eval_every", "n_eval_prompts"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) <= 0:
+                raise ValueError(f"OveroptConfig.{name} must be a positive integer, got {getattr(self, name)!r}.")
+        if self.bon_max_n & (self.bon_max_n - 1):
+            raise ValueError(f"bon_max_n must be a power of two (n runs over 1, 2, 4, ...), got {self.bon_max_n}.")
+        if self.label_noise < 0:
+            raise ValueError(f"label_noise must be >= 0, got {self.label_noise}.")
+        if self.weak_rm_pairs > self.n_pairs:
+            raise ValueError(f"weak_rm_pairs ({self.weak_rm_pairs}) must not exceed n_pairs ({self.n_pairs}).")
+        if not self.rl_runs or any(rm not in ("main", "weak") or beta < 0 for rm, beta in self.rl_runs):
+            raise ValueError(f"rl_runs must be non-empty (reward model, β) pairs with reward model 'main' or 'weak' "
+                             f"and β >= 0, got {self.rl_runs!r}.")
+
+
+SMOKE = OveroptConfig()
+HUB = OveroptConfig(n_pairs=8192, n_heldout_pairs=512, rm_epochs=1, rm_learning_rate=1e-5, weak_rm_pairs=1024,
+                    weak_rm_epochs=4, weak_rm_learning_rate=5e-5, bon_prompts=128,
+                    rl_runs=(("main", 0.0), ("weak", 0.0), ("weak", 0.2)), rl_steps=100, rl_eval_every=10,
+                    n_eval_prompts=256)
+"""gpu/cpu: the DPO paper's IMDB setting (GPT-2 policy, siebert/sentiment-roberta-large-english as the judge),
+a reward model from lvwerra/distilbert-imdb's backbone at a GPT-2-scale learning rate. Not yet run: no GPU here."""
+
+
 def bon_kl(n: int) -> float:
     """Analytic KL of best-of-n to the base policy: log n − (n − 1)/n (Stiennon et al. 2020, appendix G.3)."""
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}.")
     return math.log(n) - (n - 1) / n
 
 
-def fit_gao(d: np.ndarray, r: np.ndarray, form: str) -> dict:
-    """Least-squares fit of Gao et al.'s forms to gold reward gains r (relative to d = 0) at d = √KL.
+def gao_design(d: np.ndarray, form: str) -> np.ndarray:
+    """Columns [d, −d²] (best-of-n) or [d, −d·log d] (RL), so that R = design @ [α, β]; d·log d → 0 at d = 0."""
+    d = np.asarray(d, float)
+    if form == "bon":
+        second = d**2
+    elif form == "rl":
+        second = np.where(d > 0, d * np.log(np.maximum(d, 1e-300)), 0.0)
+    else:
+        raise ValueError(f"form must be 'bon' or 'rl', got {form!r}.")
+    return np.stack([d, -second], axis=-1)
 
-    form "bon": r = d(α − βd) = α·d − β·d²;  form "rl": r = d(α − β log d) = α·d − β·d·log d.  Returns α, β, r²."""
+
+def fit_gao(d: np.ndarray, r: np.ndarray, form: str) -> dict:
+    """Least-squares fit of Gao et al.'s forms to gold-reward gains r (relative to d = 0) at d = √KL.
+
+    form "bon": r = d(α − βd);  form "rl": r = d(α − β log d). Points at d <= 0 carry no information (both forms are
+    0 there) and are dropped. Returns α, β, r² and the number of points; NaNs with fewer than 3 points."""
     d, r = np.asarray(d, float), np.asarray(r, float)
     keep = d > 0
     d, r = d[keep], r[keep]
     if len(d) < 3:
         return {"alpha": float("nan"), "beta": float("nan"), "r2": float("nan"), "points": int(len(d))}
-    second = d**2 if form == "bon" else d * np.log(d)
-    design = np.stack([d, -second], axis=1)
+    design = gao_design(d, form)
     (alpha, beta), *_ = np.linalg.lstsq(design, r, rcond=None)
     pred = design @ np.array([alpha, beta])
     ss_res, ss_tot = float(((r - pred) ** 2).sum()), float(((r - r.mean()) ** 2).sum())
@@ -42,13 +133,30 @@ def fit_gao(d: np.ndarray, r: np.ndarray, form: str) -> dict:
             "points": int(len(d))}
 
 
+def best_of_n_rows(proxy_scores: torch.Tensor, gold_scores: torch.Tensor) -> list[dict]:
+    """(prompts, max_n) scores -> one row per n = 1, 2, 4, …: the mean proxy and gold score of the proxy's pick.
+
+    A prompt's max_n samples form max_n / n disjoint groups of n, so every sample is used at every n."""
+    prompts, max_n = proxy_scores.shape
+    rows, n = [], 1
+    while n <= max_n:
+        groups = max_n // n
+        p = proxy_scores[:, : groups * n].reshape(prompts, groups, n)
+        g = gold_scores[:, : groups * n].reshape(prompts, groups, n)
+        pick = p.argmax(-1, keepdim=True)
+        rows.append({"n": n, "kl": bon_kl(n), "proxy": p.gather(-1, pick).mean().item(),
+                     "gold": g.gather(-1, pick).mean().item()})
+        n *= 2
+    return rows
+
+
 @torch.no_grad()
 def best_of_n(policy, tokenizer, proxy, gold, query_ids, max_n: int = 64, gen_min: int = 4, gen_max: int = 16,
               temperature: float = 1.0, seed: int = 0) -> tuple[list[dict], dict]:
-    """Sample `max_n` completions per prompt; for n = 1, 2, 4, … pick the proxy's favourite among each group of n.
+    """Sample `max_n` completions per prompt; for n = 1, 2, 4, … pick the proxy's favourite in each group of n.
 
-    Every sample is used: the max_n samples of a prompt form max_n / n disjoint groups of n. Returns one row per n
-    (n, kl, proxy, gold) and the raw scores."""
+    Returns one row per n (n, kl, proxy, gold) and the raw samples and scores ((prompts, max_n) each), so that
+    another reward model can pick from the same samples: `best_of_n_rows(other(raw["texts"]).view(...), ...)`."""
     from .sampling import sample_responses
 
     repeated = [q for q in query_ids for _ in range(max_n)]
@@ -56,13 +164,270 @@ def best_of_n(policy, tokenizer, proxy, gold, query_ids, max_n: int = 64, gen_mi
                                batch_size=512, seed=seed)
     proxy_scores = proxy(samples.texts).float().cpu().view(len(query_ids), max_n)
     gold_scores = gold(samples.texts).float().cpu().view(len(query_ids), max_n)
-    rows, n = [], 1
-    while n <= max_n:
-        groups = max_n // n
-        p = proxy_scores[:, : groups * n].reshape(len(query_ids), groups, n)
-        g = gold_scores[:, : groups * n].reshape(len(query_ids), groups, n)
-        pick = p.argmax(-1, keepdim=True)
-        rows.append({"n": n, "kl": bon_kl(n), "proxy": p.gather(-1, pick).mean().item(),
-                     "gold": g.gather(-1, pick).mean().item()})
-        n *= 2
-    return rows, {"proxy": proxy_scores, "gold": gold_scores, "texts": samples.texts}
+    return best_of_n_rows(proxy_scores, gold_scores), {"proxy": proxy_scores, "gold": gold_scores,
+                                                       "texts": samples.texts}
+
+
+def best_of_n_per_model(policy, tokenizer, proxies: dict, gold, query_ids, max_n: int = 64, gen_min: int = 4,
+                        gen_max: int = 16, temperature: float = 1.0, seed: int = 0) -> list[dict]:
+    """`best_of_n` for several reward models on the **same** samples: rows (rm, n, kl, proxy, gold), by model."""
+    names = list(proxies)
+    first, raw = best_of_n(policy, tokenizer, proxies[names[0]], gold, query_ids, max_n, gen_min, gen_max,
+                           temperature, seed)
+    rows = [{"rm": names[0], **r} for r in first]
+    for name in names[1:]:
+        scores = proxies[name](raw["texts"]).float().cpu().view(len(query_ids), max_n)
+        rows += [{"rm": name, **r} for r in best_of_n_rows(scores, raw["gold"])]
+    return rows
+
+
+@dataclass
+class RLRun:
+    """Held-out evaluations of one PPO run against a proxy."""
+
+    rm: str
+    """Which reward model was the reward ("main" or "weak")."""
+    beta: float
+    rows: list = field(default_factory=list)
+    """One dict per evaluation: run, rm, beta, step, kl, proxy, gold."""
+    samples: dict = field(default_factory=dict)
+    """step -> DataFrame of the held-out samples (prompt, response, proxy, gold)."""
+
+    @property
+    def name(self) -> str:
+        return f"{self.rm} RM, β={self.beta:g}"
+
+
+def rl_against_proxy(profile, tokenizer, proxy, gold, train_prompts, heldout, beta: float, config: OveroptConfig,
+                     rm: str = "main", progress: bool = False) -> RLRun:
+    """The course's hand-built PPO with a reward model as reward and a fixed β; proxy, gold and KL on the held-out
+    prompts before training and every `rl_eval_every` steps (same sampling seed each time)."""
+    from .evaluation import evaluate
+    from .models import load_policy
+    from .ppo_loop import make_state, train
+
+    ppo_config = dataclasses.replace(profile.ppo, seed=config.seed, steps=config.rl_steps, init_kl_coef=beta,
+                                     kl_target=None)
+    policy, reference = load_policy(profile, proxy.device), load_policy(profile, proxy.device)
+    state = make_state(ppo_config, policy, reference, tokenizer, proxy, train_prompts)
+    run = RLRun(rm, beta)
+
+    def record(step: int) -> None:
+        ev = evaluate(policy, reference, tokenizer, proxy, heldout, ppo_config.gen_min_tokens,
+                      ppo_config.gen_max_tokens, ppo_config.temperature, profile.eval_batch_size)
+        gold_scores = gold((ev.samples["prompt"] + ev.samples["response"]).tolist()).float().cpu()
+        run.rows.append({"run": run.name, "rm": rm, "beta": beta, "step": step, "kl": ev.metrics["kl"],
+                         "proxy": ev.metrics["mean_reward"], "gold": gold_scores.mean().item()})
+        run.samples[step] = ev.samples.rename(columns={"reward": "proxy"}).assign(gold=gold_scores.numpy())
+
+    record(0)
+    train(state, on_step=lambda rec: record(state.step) if state.step % config.rl_eval_every == 0 else None,
+          progress=progress)
+    if run.rows[-1]["step"] != state.step:
+        record(state.step)
+    return run
+
+
+def gold_peak_and_end(rows: list[dict]) -> dict:
+    """Where the gold reward peaked, and whether it then fell while the proxy stayed above its value at the peak
+    (Gao et al.'s signature of over-optimization)."""
+    peak = max(rows, key=lambda r: r["gold"])
+    end = rows[-1]
+    return {"peak_step": peak["step"], "peak_gold": peak["gold"], "peak_proxy": peak["proxy"], "peak_kl": peak["kl"],
+            "end_step": end["step"], "end_gold": end["gold"], "end_proxy": end["proxy"], "end_kl": end["kl"],
+            "overoptimized": bool(end["gold"] < peak["gold"] and end["proxy"] > peak["proxy"])}
+
+
+def _gain_fit(rows: list[dict], form: str) -> dict:
+    start = rows[0]["gold"]  # the gold reward at d = 0 (n = 1, or step 0)
+    return fit_gao(np.sqrt(np.maximum([r["kl"] for r in rows], 0)), np.array([r["gold"] for r in rows]) - start,
+                   form)
+
+
+def fit_all(bon: list[dict], rl_rows: list[dict]) -> dict:
+    """Gao et al.'s fits of the gold-reward gain against d = √KL, one per curve: `by_curve` holds every best-of-n
+    curve (one per reward model) and every PPO run. `bon` and `rl` name the headline ones: best-of-n on the main
+    reward model, and the PPO run whose gold reward fell furthest from its peak (the first run when none fell)."""
+    by_curve = {}
+    for rm in dict.fromkeys(r.get("rm", "main") for r in bon):
+        by_curve[f"best-of-n, {rm} RM"] = _gain_fit([r for r in bon if r.get("rm", "main") == rm], "bon")
+    runs = {}
+    for row in rl_rows:
+        runs.setdefault(row["run"], []).append(row)
+    for name, rows in runs.items():
+        by_curve[f"PPO, {name}"] = _gain_fit(rows, "rl")
+    first_rm = next(iter(dict.fromkeys(r.get("rm", "main") for r in bon)))
+    fall = {name: max(r["gold"] for r in rows) - rows[-1]["gold"] for name, rows in runs.items()}
+    headline = max(runs, key=lambda name: fall[name]) if any(v > 0 for v in fall.values()) else next(iter(runs))
+    return {"bon": {**by_curve[f"best-of-n, {first_rm} RM"], "curve": f"best-of-n, {first_rm} RM"},
+            "rl": {**by_curve[f"PPO, {headline}"], "curve": f"PPO, {headline}"}, "by_curve": by_curve}
+
+
+COLORS = ("tab:blue", "tab:red", "tab:green", "tab:purple", "tab:brown", "tab:olive")
+
+
+def plot_overoptimization(bon: list[dict], rl_rows: list[dict], fits: dict):
+    """Proxy (top) and gold (bottom) reward against d = √KL, best-of-n (left) and the PPO runs (right); each gold
+    curve with its Gao et al. fit (dotted). One colour per reward model or run."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(13, 7.5), sharex="col")
+    curves = [(0, f"{rm} RM", [r for r in bon if r.get("rm", "main") == rm], f"best-of-n, {rm} RM", "bon")
+              for rm in dict.fromkeys(r.get("rm", "main") for r in bon)]
+    curves += [(1, name, [r for r in rl_rows if r["run"] == name], f"PPO, {name}", "rl")
+               for name in dict.fromkeys(r["run"] for r in rl_rows)]
+    for i, (col, label, rows, key, form) in enumerate(curves):
+        color = COLORS[i % len(COLORS)]
+        d = np.sqrt(np.maximum([r["kl"] for r in rows], 0))
+        axes[0, col].plot(d, [r["proxy"] for r in rows], "s-", color=color, label=label)
+        axes[1, col].plot(d, [r["gold"] for r in rows], "o-", color=color, label=label)
+        fit = fits["by_curve"][key]
+        if np.isfinite(fit["alpha"]):
+            grid = np.linspace(0, d.max(), 100)
+            axes[1, col].plot(grid, rows[0]["gold"] + gao_design(grid, form) @ [fit["alpha"], fit["beta"]], ":",
+                              color=color, label=f"fit: α={fit['alpha']:.2f}, β={fit['beta']:.2f}, r²={fit['r2']:.2f}")
+    axes[0, 0].set(title="Best-of-n (n = 1, 2, 4, …, 64) against each reward model", ylabel="proxy reward (the RM)")
+    axes[0, 1].set(title="PPO against each reward model (fixed β)")
+    axes[1, 0].set(ylabel="gold reward (the judge)")
+    for ax in axes.flat:
+        ax.legend(fontsize=7)
+    for ax in axes[1]:
+        ax.set_xlabel("d = √KL to the initial policy (nats$^{1/2}$)")
+    fig.tight_layout()
+    return fig
+
+
+def hacking_samples(run: RLRun, peak: dict, rows: int = 16):
+    """The same held-out prompts at the gold peak and at the end of `run`, side by side."""
+    import pandas as pd
+
+    at_peak, at_end = run.samples[peak["peak_step"]], run.samples[peak["end_step"]]
+    return pd.DataFrame({"prompt": at_peak["prompt"],
+                         "response_at_gold_peak": at_peak["response"], "gold_at_peak": at_peak["gold"].round(3),
+                         "proxy_at_peak": at_peak["proxy"].round(3),
+                         "response_at_end": at_end["response"], "gold_at_end": at_end["gold"].round(3),
+                         "proxy_at_end": at_end["proxy"].round(3)}).head(rows)
+
+
+def run_study(profile, out: Path | str, config: OveroptConfig | None = None, progress: bool = False,
+              log=print) -> dict:
+    """The whole study (see the module docstring); writes summary.json, curves.png, samples.csv to `out`."""
+    from transformers import set_seed
+
+    from .data import build_prompt_dataset, heldout_prompts
+    from .models import gold_model_id, load_gold, load_policy, load_tokenizer, model_ids
+    from .reward_model import make_preference_pairs, pair_accuracy, train_reward_model
+
+    start = time.perf_counter()
+    config = config or (SMOKE if profile.offline else HUB)
+    out = Path(out)
+    if (out / "summary.json").exists():
+        raise FileExistsError(f"{out} already holds a finished study (summary.json); choose another --out.")
+    set_seed(config.seed)
+    _, classifier_id = model_ids(profile)
+    tokenizer = load_tokenizer(profile)
+    policy = load_policy(profile)
+    gold = load_gold(profile)
+    train_prompts = build_prompt_dataset(profile, tokenizer, split="train", seed=config.seed)["input_ids"]
+    if config.n_pairs > len(train_prompts):
+        raise ValueError(f"n_pairs={config.n_pairs} but only {len(train_prompts)} training prompts; lower n_pairs.")
+    heldout = heldout_prompts(profile, tokenizer, n=config.n_eval_prompts)
+    pair_prompts = heldout_prompts(profile, tokenizer, n=config.n_heldout_pairs, seed=99)
+    gen = (profile.ppo.gen_min_tokens, profile.ppo.gen_max_tokens)
+    seconds = {}
+
+    t = time.perf_counter()
+    pairs = make_preference_pairs(policy, tokenizer, gold, train_prompts[: config.n_pairs], config.label_noise, *gen,
+                                  seed=config.seed)
+    test_pairs = make_preference_pairs(policy, tokenizer, gold, pair_prompts.input_ids, config.label_noise, *gen,
+                                       seed=config.seed + 7)
+    seconds["preferences"] = time.perf_counter() - t
+    log(f"1. {len(pairs):,} training pairs; their noisy labels agree with the gold judge's noiseless preference on "
+        f"{pairs.label_agrees_with_gold:.1%} (τ = {config.label_noise}) [{seconds['preferences']:.0f} s]")
+
+    t = time.perf_counter()
+    proxies, accuracy = {}, {}
+    recipes = {"main": (pairs, config.rm_epochs, config.rm_learning_rate),
+               "weak": (pairs.subset(config.weak_rm_pairs), config.weak_rm_epochs, config.weak_rm_learning_rate)}
+    for rm, (rm_pairs, epochs, lr) in recipes.items():
+        with tempfile.TemporaryDirectory(prefix="reward-model-") as scratch:
+            _, proxies[rm] = train_reward_model(classifier_id, rm_pairs, scratch, epochs=epochs, learning_rate=lr,
+                                                seed=config.seed)
+        accuracy[rm] = {**pair_accuracy(proxies[rm], test_pairs), "n_pairs": len(rm_pairs), "epochs": epochs,
+                        "learning_rate": lr}
+    seconds["reward_models"] = time.perf_counter() - t
+    log(f"2. reward models: held-out pair accuracy against the gold judge {accuracy['main']['vs_gold']:.3f} (main, "
+        f"{len(pairs):,} pairs), {accuracy['weak']['vs_gold']:.3f} (weak, {config.weak_rm_pairs:,} pairs) "
+        f"[{seconds['reward_models']:.0f} s]")
+
+    t = time.perf_counter()
+    bon = best_of_n_per_model(policy, tokenizer, proxies, gold, heldout.input_ids[: config.bon_prompts],
+                              config.bon_max_n, *gen, seed=config.seed)
+    main_rows = [r for r in bon if r["rm"] == "main"]
+    seconds["best_of_n"] = time.perf_counter() - t
+    log(f"3. best-of-{config.bon_max_n} on the main RM: proxy {main_rows[0]['proxy']:+.2f} → "
+        f"{main_rows[-1]['proxy']:+.2f}, gold {main_rows[0]['gold']:+.2f} → {main_rows[-1]['gold']:+.2f} "
+        f"[{seconds['best_of_n']:.0f} s]")
+
+    t = time.perf_counter()
+    runs = []
+    for rm, beta in config.rl_runs:
+        runs.append(rl_against_proxy(profile, tokenizer, proxies[rm], gold, train_prompts, heldout, beta, config,
+                                     rm=rm, progress=progress))
+        peak = gold_peak_and_end(runs[-1].rows)
+        log(f"4. PPO, {runs[-1].name}: proxy {runs[-1].rows[0]['proxy']:+.2f} → {peak['end_proxy']:+.2f}; gold "
+            f"{runs[-1].rows[0]['gold']:+.2f} → peak {peak['peak_gold']:+.2f} (step {peak['peak_step']}) → "
+            f"{peak['end_gold']:+.2f}; KL {peak['end_kl']:.1f}")
+    seconds["rl"] = time.perf_counter() - t
+    rl_rows = [row for run in runs for row in run.rows]
+
+    fits = fit_all(bon, rl_rows)
+    peaks = {run.name: gold_peak_and_end(run.rows) for run in runs}
+    shown = max(runs, key=lambda run: peaks[run.name]["peak_gold"] - peaks[run.name]["end_gold"])
+    samples = hacking_samples(shown, peaks[shown.name], rows=len(heldout))
+    seconds["total"] = time.perf_counter() - start
+    summary = {"profile": profile.name, "config": asdict(config), "gold_model": gold_model_id(profile),
+               "rm": {"heldout_pair_accuracy": accuracy["main"]["vs_gold"], "n_pairs": len(pairs),
+                      "n_heldout_pairs": len(test_pairs), "label_agreement_with_gold": pairs.label_agrees_with_gold,
+                      "init": classifier_id, "by_model": accuracy},
+               "bon": bon, "rl": rl_rows, "fits": fits, "gold_peaks": peaks, "samples_from": shown.name,
+               "overoptimized": any(p["overoptimized"] for p in peaks.values()), "seconds": seconds}
+    out.mkdir(parents=True, exist_ok=True)
+    samples.to_csv(out / "samples.csv", index=False)
+    import matplotlib.pyplot as plt
+
+    fig = plot_overoptimization(bon, rl_rows, fits)
+    fig.savefig(out / "curves.png", dpi=100)
+    plt.close(fig)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))  # last: its presence marks a finished study
+    return summary
+
+
+def main(argv: list[str] | None = None) -> dict:
+    from .profiles import PROFILE_NAMES, get_profile
+
+    parser = argparse.ArgumentParser(prog="python -m rlhf_helpers.overoptimization",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("--profile", choices=PROFILE_NAMES, default=None,
+                        help="gpu, cpu or smoke (default: $RLHF_PROFILE, else gpu with CUDA, cpu without)")
+    parser.add_argument("--out", required=True, type=Path, help="folder for summary.json, curves.png, samples.csv")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rl-steps", type=int, default=None, help="PPO steps per run (default: the profile's)")
+    args = parser.parse_args(argv)
+    if (args.out / "summary.json").exists():
+        parser.error(f"{args.out} already holds a finished study (summary.json); choose another --out.")
+    if args.seed < 0:
+        parser.error(f"--seed must be >= 0, got {args.seed}.")
+    if args.rl_steps is not None and args.rl_steps <= 0:
+        parser.error(f"--rl-steps must be a positive integer, got {args.rl_steps}.")
+    profile = get_profile(args.profile)
+    base = SMOKE if profile.offline else HUB
+    config = dataclasses.replace(base, seed=args.seed, **({"rl_steps": args.rl_steps} if args.rl_steps else {}))
+    print(profile.describe(), flush=True)
+    summary = run_study(profile, args.out, config, progress=sys.stderr.isatty(), log=lambda m: print(m, flush=True))
+    print(json.dumps({k: summary[k] for k in ("rm", "fits", "gold_peaks", "overoptimized", "seconds")}, indent=1))
+    return summary
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
