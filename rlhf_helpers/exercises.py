@@ -588,3 +588,71 @@ def check_leave_one_out_advantages(fn: Callable) -> Callable:
         raise AssertionError(f"Got {out.tolist()}, expected {[round(x, 4) for x in want.tolist()]}.")
     print("✅ leave-one-out advantages match RLOO's.")
     return fn
+
+
+# ---------------------------------------------------------------------------------------------- notebook 07
+
+
+def _dpo_inputs():
+    g = torch.Generator().manual_seed(7)
+    lengths_c, lengths_r = [5, 2, 3, 1], [1, 4, 5, 2]
+    mask_c = torch.tensor([[1.0] * n + [0.0] * (5 - n) for n in lengths_c])
+    mask_r = torch.tensor([[1.0] * n + [0.0] * (5 - n) for n in lengths_r])
+    logps = [-3 * torch.rand(4, 5, generator=g) for _ in range(4)]
+    return logps, mask_c, mask_r
+
+
+def check_dpo_loss(fn: Callable) -> Callable:
+    """fn(policy_chosen, policy_rejected, ref_chosen, ref_rejected, chosen_mask, rejected_mask, beta), per-token
+    log-probs and masks (B, T) each -> (losses (B,), chosen_rewards (B,), rejected_rewards (B,)), as `dpo.dpo_loss`
+    computes them from the sequence sums."""
+    import torch.nn.functional as F
+
+    from .dpo import dpo_loss
+
+    def reference(pc, pr, rc, rr, mc, mr, beta):
+        return dpo_loss((pc * mc).sum(-1), (pr * mr).sum(-1), (rc * mc).sum(-1), (rr * mr).sum(-1), beta)
+
+    (pc, pr, rc, rr), mc, mr = _dpo_inputs()
+    beta = 0.5
+    leaves = [t.clone().requires_grad_() for t in (pc, pr, rc, rr)]
+    out, attempted = _attempt("dpo_loss", fn, *leaves, mc, mr, beta, module="rlhf_helpers.dpo")
+    if not attempted:
+        return reference
+    assert isinstance(out, tuple) and len(out) == 3, "Return (losses, chosen_rewards, rejected_rewards)."
+    losses, chosen_rewards, rejected_rewards = out
+    want = reference(pc, pr, rc, rr, mc, mr, beta)
+    assert torch.is_tensor(losses) and losses.shape == (4,), \
+        f"Return one loss per pair, shape (B,) = (4,) (got {getattr(losses, 'shape', type(losses))}): no mean yet."
+    if not _close(losses, want[0]):
+        def seq(x, m, mean=False):
+            return (x * m).sum(-1) / (m.sum(-1) if mean else 1)
+
+        delta = (seq(pc, mc) - seq(rc, mc)) - (seq(pr, mr) - seq(rr, mr))
+        delta_mean = (seq(pc, mc, True) - seq(rc, mc, True)) - (seq(pr, mr, True) - seq(rr, mr, True))
+        wrong = {
+            "a per-token mean instead of the sum: log π(y|x) is the sum of the response's token log-probs "
+            "(a mean would make long and short responses weigh the same)": -F.logsigmoid(beta * delta_mean),
+            "the padding was summed too: multiply by the mask before summing":
+                -F.logsigmoid(beta * ((pc.sum(-1) - rc.sum(-1)) - (pr.sum(-1) - rr.sum(-1)))),
+            "chosen and rejected are swapped: the loss must fall as the chosen log-ratio rises": -F.logsigmoid(
+                -beta * delta),
+            "β outside the log-sigmoid: it scales the margin, −log σ(β·Δ), not the loss":
+                -beta * F.logsigmoid(delta),
+            "a missing minus sign: minimise −log σ(β·Δ)": F.logsigmoid(beta * delta),
+            "the reference log-ratios are missing: Δ = (π_c − ref_c) − (π_r − ref_r)":
+                -F.logsigmoid(beta * (seq(pc, mc) - seq(pr, mr))),
+        }
+        _name_the_mistake(losses, wrong)
+        raise AssertionError(f"Losses {losses.tolist()} != reference {want[0].tolist()}. "
+                             "loss = −log σ(β·[(π_c − ref_c) − (π_r − ref_r)]) with π = summed log-probs.")
+    assert _close(chosen_rewards, want[1]) and _close(rejected_rewards, want[2]), \
+        "The losses match, but the implicit rewards do not: chosen_rewards = β·(π_c − ref_c), likewise rejected."
+    losses.sum().backward()
+    for name, leaf in (("ref_chosen", leaves[2]), ("ref_rejected", leaves[3])):
+        assert leaf.grad is None or not leaf.grad.abs().any(), \
+            f"Values match, but gradient reaches {name}: the reference is frozen, so .detach() its log-probs."
+    assert leaves[0].grad is not None and leaves[0].grad.abs().any(), \
+        "Values match, but no gradient reaches the policy's log-probs: do not detach the policy side."
+    print("✅ dpo_loss matches the reference, with the reference detached.")
+    return fn
