@@ -26,18 +26,29 @@ def _quiet_loading() -> None:
 @contextlib.contextmanager
 def quiet_transformers():
     """Only transformers' errors inside the block, and none of its deprecation warnings: loading a classifier with a
-    fresh one-number head prints a "LOAD REPORT" of the replaced 2-way head (which is what we asked for), and TRL 1.16
-    touches transformers' deprecated `gradient_checkpointing` field. Neither is something a learner can act on."""
+    fresh one-number head prints a "LOAD REPORT" of the replaced 2-way head (which is what we asked for), TRL 1.16
+    touches transformers' deprecated `gradient_checkpointing` field, and DPOTrainer warns when a prompt cut mid-word
+    re-tokenizes into its completion (the course's prompts are token prefixes of reviews; TRL then starts the
+    completion at the merged token, see `dpo.dpo_pairs`). None is something a learner can act on."""
+    import logging
+
+    from datasets.utils import logging as datasets_logging
     from transformers.utils import logging as hf_logging
 
-    before = hf_logging.get_verbosity()
+    before, trl_logger = hf_logging.get_verbosity(), logging.getLogger("trl")
+    trl_before, bars = trl_logger.level, datasets_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
+    trl_logger.setLevel(logging.ERROR)
+    datasets_logging.disable_progress_bar()  # TRL's dataset passes over a few thousand pairs take under a second
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*", category=FutureWarning)
             yield
     finally:
         hf_logging.set_verbosity(before)
+        trl_logger.setLevel(trl_before)
+        if bars:
+            datasets_logging.enable_progress_bar()
 
 
 POLICY_ENV = "RLHF_POLICY_MODEL"

@@ -109,3 +109,37 @@ def plot_comparison(evals: dict[str, list[dict]], title: str = ""):
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def plot_dpo_curves(history: list[dict], evals: list[dict], title: str = ""):
+    """1x3 figure of a DPO run: the loss (log 2 at the start: the policy is its reference); the implicit rewards
+    β·log π/π_ref of chosen and rejected; held-out reward and KL from the evaluations."""
+    import matplotlib.pyplot as plt
+
+    episodes = [h["episodes"] for h in history]
+    fig, ax = plt.subplots(1, 3, figsize=(14, 3.8))
+    ax[0].plot(episodes, [h["loss"] for h in history], marker="o", label="DPO loss")
+    ax[0].axhline(np.log(2), color="grey", ls=":", label="log 2 (policy = reference)")
+    ax0b = ax[0].twinx()
+    ax0b.plot(episodes, [h["reward_accuracy"] for h in history], color="tab:green", marker=".",
+              label="pairs ranked right")
+    ax0b.set(ylim=(0, 1), ylabel="share of training pairs")
+    ax[0].set(title="Loss and preference accuracy", xlabel="episodes")
+    ax[0].legend(fontsize=7, loc="lower left")
+    ax0b.legend(fontsize=7, loc="lower right")
+    ax[1].plot(episodes, [h["reward_chosen"] for h in history], label="chosen: β·log π/π_ref")
+    ax[1].plot(episodes, [h["reward_rejected"] for h in history], label="rejected")
+    ax[1].plot(episodes, [h["reward_margin"] for h in history], ls="--", label="margin")
+    ax[1].axhline(0, color="k", lw=0.6)
+    ax[1].set(title="Implicit rewards (training batches)", xlabel="episodes")
+    ax[1].legend(fontsize=7)
+    ax[2].plot([e["kl"] for e in evals], [e["mean_reward"] for e in evals], marker="o")
+    for e in evals:
+        ax[2].annotate(f"{e['positive_rate']:.0%}", (e["kl"], e["mean_reward"]), fontsize=7, xytext=(3, -9),
+                       textcoords="offset points")
+    ax[2].set(title="Held-out reward vs KL (labels: positive rate)", xlabel="KL to the reference (nats/response)",
+              ylabel="mean reward")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -57,9 +57,16 @@ class PPOConfig:
     """Weight of the value loss."""
     max_grad_norm: float = 1.0
     """Gradient-norm clip."""
+    dpo_beta: float = 0.1
+    """DPO's β (`--algo dpo`): the strength of its implicit KL-to-reference, like PPO's β but inside the loss
+    (TRL's default; the DPO paper's IMDB sweep spans 0.05 to 5)."""
+    dpo_samples_per_prompt: int = 4
+    """DPO pairs: completions per prompt, the reward's best against its worst (`steps × batch_size / 2` pairs)."""
+    dpo_epochs: int = 2
+    """DPO: passes over the pairs."""
 
     def __post_init__(self):
-        for name in ("steps", "batch_size", "mini_batch_size", "ppo_epochs", "kl_horizon"):
+        for name in ("steps", "batch_size", "mini_batch_size", "ppo_epochs", "kl_horizon", "dpo_epochs"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f"PPOConfig.{name} must be a positive integer, got {value!r}.")
@@ -73,6 +80,11 @@ class PPOConfig:
                              f"{self.gen_max_tokens}.")
         if self.temperature <= 0:
             raise ValueError(f"PPOConfig.temperature must be positive, got {self.temperature}.")
+        if self.dpo_beta <= 0:
+            raise ValueError(f"PPOConfig.dpo_beta must be positive, got {self.dpo_beta}.")
+        if not isinstance(self.dpo_samples_per_prompt, int) or self.dpo_samples_per_prompt < 2:
+            raise ValueError(f"PPOConfig.dpo_samples_per_prompt must be an integer >= 2 (a pair needs two "
+                             f"completions), got {self.dpo_samples_per_prompt!r}.")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -140,7 +140,6 @@ def train_reward_model(init_dir: str, pairs: PreferencePairs, output_dir: str, e
     RewardTrainer.
 
     Returns (trainer, scorer). The trainer's loss is `bradley_terry_loss` (see the correspondence test)."""
-    from datasets.utils import logging as datasets_logging
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_seed
     from transformers.trainer_callback import PrinterCallback
     from trl import RewardConfig, RewardTrainer
@@ -152,8 +151,6 @@ def train_reward_model(init_dir: str, pairs: PreferencePairs, output_dir: str, e
     tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
     tokenizer.padding_side = "right"
     set_seed(seed)  # the fresh head is drawn from the global generator: seed it, or the head depends on call order
-    bars = datasets_logging.is_progress_bar_enabled()
-    datasets_logging.disable_progress_bar()  # RewardTrainer's three dataset passes take well under a second here
     with quiet_transformers():
         # A fresh one-number head on the initial network (a classifier's 2-way head is replaced, not reused).
         model = AutoModelForSequenceClassification.from_pretrained(init_dir, num_labels=1, use_safetensors=True,
@@ -168,8 +165,6 @@ def train_reward_model(init_dir: str, pairs: PreferencePairs, output_dir: str, e
                                 eval_dataset=eval_pairs.to_dataset() if eval_pairs is not None else None)
         trainer.remove_callback(PrinterCallback)
         trainer.train()
-    if bars:
-        datasets_logging.enable_progress_bar()
     return trainer, RewardModelScorer(trainer.model, tokenizer)
 
 

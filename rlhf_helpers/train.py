@@ -4,6 +4,7 @@
     python -m rlhf_helpers.train --algo ppo --profile gpu --out runs/ppo-gpu --save-every 20
     python -m rlhf_helpers.train --algo ppo --profile gpu --out runs/ppo-gpu --save-every 20 --resume
     python -m rlhf_helpers.train --algo grpo --profile smoke --out runs/grpo-smoke      # or --algo rloo
+    python -m rlhf_helpers.train --algo dpo --profile smoke --out runs/dpo-smoke
 
 Writes to --out: metrics.jsonl (one JSON object per step), summary.json (before/after evaluation on the fixed
 held-out prompts, episodes, wall_seconds), samples.csv (prompt, response and reward before and after),
@@ -23,7 +24,7 @@ from pathlib import Path
 
 from .profiles import PROFILE_NAMES, Profile
 
-ALGOS = ("ppo", "grpo", "rloo")
+ALGOS = ("ppo", "grpo", "rloo", "dpo")
 OUTPUT_FILES = ("metrics.jsonl", "summary.json", "checkpoints", "samples.csv", "eval.jsonl", "curves.png")
 """Files a run writes; any of them in --out means the folder holds (part of) a run."""
 
@@ -97,7 +98,10 @@ def check_run_arguments(algo: str, profile: Profile, seed: int = 0, steps: int |
                          f"python, not torchrun or accelerate launch. --algo grpo|rloo scale out over processes.")
     if mini % world:
         raise ValueError(f"--mini-batch-size {mini} must split evenly over the {world} processes.")
-    if algo != "ppo":
+    if algo == "dpo" and mini % 2:
+        raise ValueError(f"--algo dpo trains on pairs, two completions each: the mini-batch size ({mini}) must be "
+                         f"even.")
+    if algo in ("grpo", "rloo"):
         from .trl_runs import NUM_GENERATIONS
 
         if mini % NUM_GENERATIONS[algo]:
@@ -107,7 +111,8 @@ def check_run_arguments(algo: str, profile: Profile, seed: int = 0, steps: int |
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m rlhf_helpers.train", description=__doc__.split("\n")[0])
-    parser.add_argument("--algo", required=True, choices=ALGOS, help="ppo (hand-built), grpo or rloo (TRL)")
+    parser.add_argument("--algo", required=True, choices=ALGOS,
+                        help="ppo (hand-built), grpo or rloo (TRL), dpo (TRL, on preference pairs)")
     parser.add_argument("--profile", choices=PROFILE_NAMES, default=None,
                         help="course profile (default: $RLHF_PROFILE, else gpu with CUDA, else cpu)")
     parser.add_argument("--out", required=True, type=Path, help="output folder")
@@ -228,6 +233,10 @@ def run(algo: str, profile: Profile, out: Path | str, seed: int = 0, steps: int 
             config, out, policy, reference, tokenizer, reward, prompts["input_ids"], evaluate_fn, eval_every,
             save_every, resume, progress, start)
         model = policy
+    elif algo == "dpo":
+        history, evals, before, before_samples, model = _train_dpo(
+            profile, config, out, policy, reference, tokenizer, reward, prompts["input_ids"], evaluate_fn, eval_every)
+        wall_before = 0.0
     else:
         history, evals, before, before_samples, model = _train_trl(
             algo, profile, config, out, policy, tokenizer, reward, prompts["query"], evaluate_fn, eval_every)
@@ -250,8 +259,13 @@ def run(algo: str, profile: Profile, out: Path | str, seed: int = 0, steps: int 
                             "response_after": after_eval.samples["response"],
                             "reward_after": after_eval.samples["reward"]})
     samples.to_csv(out / "samples.csv", index=False)
-    fig = plot_training_curves(history, f"{algo} · {profile.name}", before, after,
-                               kl_target=config.kl_target if algo == "ppo" else None)
+    if algo == "dpo":
+        from .plots import plot_dpo_curves
+
+        fig = plot_dpo_curves(history, evals, f"{algo} · {profile.name}")
+    else:
+        fig = plot_training_curves(history, f"{algo} · {profile.name}", before, after,
+                                   kl_target=config.kl_target if algo == "ppo" else None)
     fig.savefig(out / "curves.png", dpi=100)
     import matplotlib.pyplot as plt
 
@@ -330,6 +344,37 @@ def _train_trl_in(algo, profile, config, out, policy, tokenizer, reward, prompt_
     with warnings.catch_warnings():  # TRL 1.16 calls transformers' deprecated is_gradient_checkpointing
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
         trainer.train()
+    return callback.history, callback.evals, callback.before.metrics, callback.before.samples, trainer.model
+
+
+def _train_dpo(profile, config, out, policy, reference, tokenizer, reward, prompt_ids, evaluate_fn, eval_every):
+    """DPO on `steps × batch_size / 2` pairs from the initial policy (best against worst of
+    `dpo_samples_per_prompt` completions per prompt, by the reward: see `dpo.dpo_pairs`), sampled once, up front."""
+    import math
+    import tempfile
+
+    from .dpo import DPOCallback, dpo_config, dpo_pairs, make_dpo_trainer
+    from .models import quiet_transformers
+
+    pairs = dpo_pairs(policy, tokenizer, reward, prompt_ids, max(1, config.steps * config.batch_size // 2),
+                      config.dpo_samples_per_prompt, config.gen_min_tokens, config.gen_max_tokens, config.temperature,
+                      seed=config.seed)
+    main_process = is_main_process()
+    if main_process:
+        (out / "metrics.jsonl").write_text("")
+    with tempfile.TemporaryDirectory(prefix="dpo-") as scratch:
+        args = dpo_config(profile, scratch, seed=config.seed, batch_size=config.batch_size,
+                          mini_batch_size=config.mini_batch_size, beta=config.dpo_beta)
+        # A "round" is 1/steps of the run, so that metrics.jsonl has `steps` records; episodes count the completions
+        # the pairs consumed so far were built from, and end at all that were sampled.
+        total = math.ceil(len(pairs) / args.per_device_train_batch_size) * args.num_train_epochs
+        args.logging_steps = max(1, total // config.steps)
+        sampled = len(pairs) * config.dpo_samples_per_prompt  # completions, all drawn before training starts
+        callback = DPOCallback(evaluate_fn, args.logging_steps, sampled // config.steps, eval_every,
+                               on_record=(lambda r: _append(out / "metrics.jsonl", r)) if main_process else None)
+        trainer = make_dpo_trainer(policy, reference, tokenizer, pairs, args, [callback])
+        with quiet_transformers():
+            trainer.train()
     return callback.history, callback.evals, callback.before.metrics, callback.before.samples, trainer.model
 
 

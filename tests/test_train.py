@@ -26,7 +26,8 @@ def no_model_loads(monkeypatch):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--algo", "dpo"], "invalid choice: 'dpo'"),
+    (["--algo", "kto"], "invalid choice: 'kto'"),
+    (["--algo", "dpo", "--mini-batch-size", "7", "--batch-size", "63"], "must be even"),
     (["--algo", "ppo", "--profile", "tpu"], "invalid choice: 'tpu'"),
     (["--algo", "ppo", "--steps", "0"], "--steps: must be a positive integer"),
     (["--algo", "ppo", "--steps", "-3"], "--steps: must be a positive integer"),
@@ -118,7 +119,7 @@ def test_killed_run_resumes_to_the_same_result_and_seeds_repeat(tmp_path):
         assert (tmp_path / "c" / name).stat().st_size > 0
 
 
-@pytest.mark.parametrize("algo", ["ppo", "grpo"])
+@pytest.mark.parametrize("algo", ["ppo", "grpo", "dpo"])
 def test_smoke_bar(tmp_path, algo):
     """The full smoke profile: <= 3 min on 2 cores, positive rate >= 0.8 and >= before + 0.3, KL reported."""
     start = time.perf_counter()
@@ -134,10 +135,16 @@ def test_smoke_bar(tmp_path, algo):
     assert wall <= 180, f"smoke PPO took {wall:.0f} s"
     assert set(summary) >= {"before", "after", "episodes", "wall_seconds"}
     assert set(before) >= {"mean_reward", "positive_rate", "kl", "ref_perplexity"} and set(after) == set(before)
-    assert summary["episodes"] == get_profile("smoke").ppo.batch_size * get_profile("smoke").ppo.steps
+    cfg = get_profile("smoke").ppo
+    # DPO samples its pairs up front: dpo_samples_per_prompt completions for each of steps × batch / 2 pairs.
+    per_episode = cfg.dpo_samples_per_prompt / 2 if algo == "dpo" else 1
+    assert summary["episodes"] == cfg.batch_size * cfg.steps * per_episode
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == summary["steps"]
     keys = ["reward_mean", "reward_std", "clipfrac", "entropy", "response_length"]
+    if algo == "dpo":
+        keys = ["loss", "reward_chosen", "reward_rejected", "reward_accuracy", "reward_margin"]
+        assert json.loads(lines[-1])["reward_accuracy"] > 0.6  # the policy ranks its training pairs
     if algo == "ppo":
         keys += ["kl", "kl_coef", "policy_loss", "value_loss", "approxkl", "explained_variance", "time_generate",
                  "time_score", "time_forward", "time_update"]
