@@ -133,3 +133,37 @@ def test_dpo_checker_accepts_the_reference_and_names_mistakes(capsys):
 
     fallback = check_dpo_loss(stub)
     assert "not attempted" in capsys.readouterr().out and fallback is not stub
+
+
+def test_the_shipped_frontier_has_three_points_per_method_from_one_evaluation():
+    """Notebook 07 draws the measured sweep: at least 3 runs per method, each with reward, KL and gold reward from
+    the same held-out evaluation (same starting point for every run)."""
+    from rlhf_helpers.frontier import measured_frontier
+
+    frontier = measured_frontier("smoke")
+    assert frontier is not None and measured_frontier("gpu") is None
+    for algo in ("ppo", "grpo", "dpo"):
+        points = [p for p in frontier["points"] if p["algo"] == algo]
+        assert len(points) >= 3, algo
+        assert len({p["beta"] for p in points}) == len(points)
+    assert len({round(p["reward_before"], 6) for p in frontier["points"]}) == 1
+    assert all(p["kl"] > 0 and set(p) >= {"mean_reward", "gold", "positive_rate"} for p in frontier["points"])
+
+
+def test_plot_frontier_draws_one_line_per_method():
+    from rlhf_helpers.frontier import plot_frontier
+
+    points = [{"algo": a, "beta": b, "kl": k, "mean_reward": r, "gold": g, "reward_before": -0.4, "gold_before": 0.0}
+              for a, b, k, r, g in [("ppo", 0.1, 5, 1, 0.5), ("ppo", 0.2, 3, 0.5, 0.3), ("dpo", 0.1, 4, 0.8, 0.4)]]
+    fig = plot_frontier(points)
+    labels = [line.get_label() for line in fig.axes[0].get_lines()]
+    assert "PPO" in labels and "DPO" in labels and "GRPO" not in labels
+
+
+def test_dpo_run_refuses_an_odd_mini_batch():
+    from rlhf_helpers import get_profile
+    from rlhf_helpers.train import check_run_arguments
+
+    with pytest.raises(ValueError, match="must be even"):
+        check_run_arguments("dpo", get_profile("smoke"), batch_size=63, mini_batch_size=21)
+    check_run_arguments("dpo", get_profile("smoke"))  # the profile's own sizes are fine
