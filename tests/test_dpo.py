@@ -61,6 +61,7 @@ def test_our_loss_equals_trl_dpo_trainer_loss(fast_world, tmp_path):
     from trl import DPOConfig, DPOTrainer
 
     from rlhf_helpers.device import trl_precision
+    from rlhf_helpers.models import quiet_transformers
 
     tok, policy = _tiny(fast_world)
     torch.manual_seed(0)
@@ -73,13 +74,14 @@ def test_our_loss_equals_trl_dpo_trainer_loss(fast_world, tmp_path):
                               "rejected": [" that bored me.", " is a mess", " it is dull and long", " awful"]})
     # bf16=False: TRL's configs default to bf16 where the CPU has it, and the reference forward would then run under
     # bf16 autocast (log-probs off by ~1e-2), which is `trl_precision`'s job to prevent in the course's own runs.
-    args = DPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, report_to="none", beta=0.1,
-                     loss_type=["sigmoid"], **trl_precision("cpu"))
-    trainer = DPOTrainer(model=policy, ref_model=reference, args=args, train_dataset=data, processing_class=tok)
-    batch = next(iter(trainer.get_train_dataloader()))
-    policy.eval()
-    with torch.no_grad():
-        trl_loss = trainer.compute_loss(policy, dict(batch)).item()
+    with quiet_transformers():  # TRL's own deprecation warnings, nothing this test can act on
+        args = DPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, report_to="none", beta=0.1,
+                         loss_type=["sigmoid"], **trl_precision("cpu"))
+        trainer = DPOTrainer(model=policy, ref_model=reference, args=args, train_dataset=data, processing_class=tok)
+        batch = next(iter(trainer.get_train_dataloader()))
+        policy.eval()
+        with torch.no_grad():
+            trl_loss = trainer.compute_loss(policy, dict(batch)).item()
     # The same rows, read back from TRL's batch: [chosen..., rejected...], prompt then completion, right-padded.
     queries, responses = [], []
     for ids, attention, completion in zip(batch["input_ids"], batch["attention_mask"], batch["completion_mask"]):

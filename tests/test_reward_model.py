@@ -37,6 +37,8 @@ def test_reward_trainer_loss_equals_ours(fast_world, tmp_path):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from trl import RewardConfig, RewardTrainer
 
+    from rlhf_helpers.models import quiet_transformers
+
     tok = AutoTokenizer.from_pretrained(fast_world.policy)
     tok.pad_token = tok.eos_token
     model = AutoModelForSequenceClassification.from_pretrained(fast_world.policy, num_labels=1)
@@ -45,9 +47,10 @@ def test_reward_trainer_loss_equals_ours(fast_world, tmp_path):
                             chosen=[" that I loved.", " is great fun", " it is wonderful", " a gem of a movie"],
                             rejected=[" that bored me.", " is a mess", " it is dull and long", " awful"],
                             gold_chosen=[1.0] * 4, gold_rejected=[0.0] * 4)
-    args = RewardConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, report_to="none", use_cpu=True,
-                        center_rewards_coefficient=None)
-    trainer = RewardTrainer(model=model, args=args, train_dataset=pairs.to_dataset(), processing_class=tok)
+    with quiet_transformers():  # TRL's own deprecation warnings, nothing this test can act on
+        args = RewardConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, report_to="none", use_cpu=True,
+                            center_rewards_coefficient=None)
+        trainer = RewardTrainer(model=model, args=args, train_dataset=pairs.to_dataset(), processing_class=tok)
     batch = next(iter(trainer.get_train_dataloader()))
     model.eval()  # no dropout: both losses see the same forward pass
     with torch.no_grad():
