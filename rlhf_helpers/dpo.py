@@ -14,15 +14,14 @@ with log π(y|x) the **sum** of the response tokens' log-probs. β · (log π �
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-from transformers import TrainerCallback
 
 from .ppo import logprobs_from_logits
 from .sampling import pack, response_logits
+from .trl_runs import CourseCallback
 
 
 def dpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor, ref_chosen_logps: torch.Tensor,
@@ -68,28 +67,14 @@ def dpo_pairs(policy, tokenizer, reward, prompt_ids: list[list[int]], n_prompts:
     2-8-token prefixes of reviews) can merge with its completion's first token; TRL then starts the completion at
     the merged token, so that pair's log-ratios include the prompt's last piece. TRL warns about it; the course
     silences that warning (`models.quiet_transformers`)."""
-    from .reward_model import PreferencePairs
-    from .sampling import sample_responses
+    from .reward_model import make_preference_pairs
 
     if n_prompts > len(prompt_ids):
         raise ValueError(f"{n_prompts} pairs need as many training prompts, but there are {len(prompt_ids)}.")
-    if samples_per_prompt < 2:
-        raise ValueError(f"samples_per_prompt must be >= 2 (a pair needs two completions), got {samples_per_prompt}.")
     order = torch.randperm(len(prompt_ids), generator=torch.Generator().manual_seed(seed))[:n_prompts].tolist()
-    repeated = [prompt_ids[i] for i in order for _ in range(samples_per_prompt)]
-    samples = sample_responses(policy, tokenizer, repeated, gen_min, gen_max, temperature=temperature,
-                               batch_size=512, seed=seed)
-    scores = reward(samples.texts).float().cpu().view(n_prompts, samples_per_prompt)
-    best, worst = scores.argmax(1), scores.argmin(1)
-    pairs = PreferencePairs([], [], [], [], [])
-    for row, (b, w) in enumerate(zip(best.tolist(), worst.tolist())):
-        first = row * samples_per_prompt
-        pairs.prompt.append(samples.queries[first])
-        pairs.chosen.append(samples.responses[first + b])
-        pairs.rejected.append(samples.responses[first + w])
-        pairs.gold_chosen.append(scores[row, b].item())
-        pairs.gold_rejected.append(scores[row, w].item())
-    return pairs
+    return make_preference_pairs(policy, tokenizer, reward, [prompt_ids[i] for i in order], noise=0.0,
+                                 gen_min=gen_min, gen_max=gen_max, temperature=temperature, seed=seed, batch_size=512,
+                                 samples_per_prompt=samples_per_prompt)
 
 
 def dpo_config(profile, output_dir: str, seed: int = 0, batch_size: int | None = None,
@@ -116,42 +101,24 @@ def dpo_config(profile, output_dir: str, seed: int = 0, batch_size: int | None =
         return DPOConfig(**{**settings, **overrides})
 
 
-class DPOCallback(TrainerCallback):
-    """The course's `evaluate()` before training and every `eval_every` rounds (the caller evaluates at the end),
-    and one record per round from TRL's logs: loss, implicit rewards, preference accuracy and margin. A round is
-    `steps_per_round` gradient steps; `episodes` counts the completions behind the pairs trained on so far
-    (`episodes_per_round` per round), so that the runs' curves share an x-axis with PPO's."""
+class DPOCallback(CourseCallback):
+    """`trl_runs.CourseCallback` (evaluations before, every `eval_every` rounds; training seconds) for a DPO run: a
+    round is `steps_per_round` gradient steps, `episodes` counts the completions behind the pairs trained on so far
+    (`episodes_per_round` per round), and each round's record holds the DPO loss, implicit rewards, preference
+    accuracy and margin."""
 
     def __init__(self, evaluate_fn: Callable, steps_per_round: int, episodes_per_round: int, eval_every: int = 0,
                  on_record: Callable | None = None):
-        self.evaluate_fn, self.steps_per_round = evaluate_fn, steps_per_round
-        self.batch_size, self.eval_every, self.on_record = episodes_per_round, eval_every, on_record
-        self.history, self.evals, self.train_seconds = [], [], 0.0  # train_seconds excludes the evaluations
-        self._last = None
+        super().__init__(evaluate_fn, None, steps_per_round, episodes_per_round, eval_every, on_record)
 
-    def _evaluate(self, model, round_: int):
-        evaluation = self.evaluate_fn(model)
-        self.evals.append({"round": round_, "episodes": round_ * self.batch_size,
-                           "train_seconds": self.train_seconds, **evaluation.metrics})
-        self._last = time.perf_counter()
-        return evaluation
-
-    def on_train_begin(self, args, state, control, model=None, **kwargs):
-        self.before = self._evaluate(model, 0)
-
-    def on_step_end(self, args, state, control, model=None, **kwargs):
-        now = time.perf_counter()
-        self.train_seconds += now - self._last
-        self._last = now
-        round_, rem = divmod(state.global_step, self.steps_per_round)
-        if self.eval_every and rem == 0 and round_ % self.eval_every == 0 and state.global_step < state.max_steps:
-            self._evaluate(model, round_)
+    def _episodes(self, round_: int) -> int:
+        return round_ * self.batch_size
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not logs or "rewards/chosen" not in logs:
             return
         round_ = state.global_step // self.steps_per_round
-        record = {"step": round_, "episodes": round_ * self.batch_size, "loss": logs["loss"],
+        record = {"step": round_, "episodes": self._episodes(round_), "loss": logs["loss"],
                   "reward_chosen": logs["rewards/chosen"], "reward_rejected": logs["rewards/rejected"],
                   "reward_accuracy": logs["rewards/accuracies"], "reward_margin": logs["rewards/margins"],
                   "train_seconds": self.train_seconds}

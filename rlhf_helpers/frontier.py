@@ -30,8 +30,9 @@ def run_point(algo: str, beta: float, profile_name: str, out: Path, seed: int = 
     summary = json.loads((folder / "summary.json").read_text()) if (folder / "summary.json").exists() else \
         run(algo, profile, folder, seed=seed, progress=False)
     samples = pd.read_csv(folder / "samples.csv", keep_default_na=False)
-    gold = load_gold(profile)((samples["prompt"] + samples["response_after"]).tolist()).float().mean().item()
-    gold_before = load_gold(profile)((samples["prompt"] + samples["response_before"]).tolist()).float().mean().item()
+    judge = load_gold(profile)
+    gold = judge((samples["prompt"] + samples["response_after"]).tolist()).float().mean().item()
+    gold_before = judge((samples["prompt"] + samples["response_before"]).tolist()).float().mean().item()
     return {"algo": algo, "beta": beta, **{k: summary["after"][k] for k in ("mean_reward", "positive_rate", "kl",
                                                                           "ref_perplexity")},
             "gold": gold, "gold_before": gold_before, "reward_before": summary["before"]["mean_reward"],

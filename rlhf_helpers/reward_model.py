@@ -50,7 +50,8 @@ def bradley_terry_labels(gold_a: torch.Tensor, gold_b: torch.Tensor, noise: floa
 
 @dataclass
 class PreferencePairs:
-    """Labelled pairs: prompt, chosen and rejected completion, and the gold scores behind the label."""
+    """Labelled pairs: prompt, chosen and rejected completion, and the judge's scores behind the label (the gold
+    judge's in notebook 06, the reward classifier's for DPO's pairs in notebook 07)."""
 
     prompt: list[str]
     chosen: list[str]
@@ -79,25 +80,36 @@ class PreferencePairs:
 
 
 def make_preference_pairs(policy, tokenizer, gold, query_ids: list[list[int]], noise: float, gen_min: int = 4,
-                          gen_max: int = 16, temperature: float = 1.0, seed: int = 0,
-                          batch_size: int = 128) -> PreferencePairs:
-    """Two completions per prompt from `policy`, scored by `gold`, labelled by a Bradley–Terry rater of noise τ."""
+                          gen_max: int = 16, temperature: float = 1.0, seed: int = 0, batch_size: int = 128,
+                          samples_per_prompt: int = 2) -> PreferencePairs:
+    """One pair per prompt: completions from `policy`, scored by `gold`, labelled by a Bradley–Terry rater of noise τ.
+
+    With 2 completions per prompt the pair is those two; with more, it is `gold`'s best against its worst (DPO's
+    pairs in notebook 07, where `gold` is the reward classifier and noise is 0)."""
     from .sampling import sample_responses
 
-    doubled = [q for q in query_ids for _ in range(2)]
-    samples = sample_responses(policy, tokenizer, doubled, gen_min, gen_max, temperature=temperature,
+    if samples_per_prompt < 2:
+        raise ValueError(f"samples_per_prompt must be >= 2 (a pair needs two completions), got {samples_per_prompt}.")
+    k = samples_per_prompt
+    repeated = [q for q in query_ids for _ in range(k)]
+    samples = sample_responses(policy, tokenizer, repeated, gen_min, gen_max, temperature=temperature,
                                batch_size=batch_size, seed=seed)
-    scores = gold(samples.texts).float().cpu()
-    a, b = scores[0::2], scores[1::2]
-    a_wins = bradley_terry_labels(a, b, noise, torch.Generator().manual_seed(seed + 1))
+    scores = gold(samples.texts).float().cpu().view(len(query_ids), k)
+    if k == 2:
+        first, second = torch.zeros(len(query_ids), dtype=torch.long), torch.ones(len(query_ids), dtype=torch.long)
+    else:
+        first, second = scores.argmax(1), scores.argmin(1)
+    rows = torch.arange(len(query_ids))
+    a_wins = bradley_terry_labels(scores[rows, first], scores[rows, second], noise,
+                                  torch.Generator().manual_seed(seed + 1))
     pairs = PreferencePairs([], [], [], [], [])
-    for i, win in enumerate(a_wins.tolist()):
-        first, second = (2 * i, 2 * i + 1) if win else (2 * i + 1, 2 * i)
-        pairs.prompt.append(samples.queries[2 * i])
-        pairs.chosen.append(samples.responses[first])
-        pairs.rejected.append(samples.responses[second])
-        pairs.gold_chosen.append(scores[first].item())
-        pairs.gold_rejected.append(scores[second].item())
+    for i, (a, b, win) in enumerate(zip(first.tolist(), second.tolist(), a_wins.tolist())):
+        chosen, rejected = (a, b) if win else (b, a)
+        pairs.prompt.append(samples.queries[i * k])
+        pairs.chosen.append(samples.responses[i * k + chosen])
+        pairs.rejected.append(samples.responses[i * k + rejected])
+        pairs.gold_chosen.append(scores[i, chosen].item())
+        pairs.gold_rejected.append(scores[i, rejected].item())
     return pairs
 
 

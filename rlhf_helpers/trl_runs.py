@@ -129,10 +129,14 @@ class CourseCallback(TrainerCallback):
         self.train_seconds = 0.0  # excludes the evaluations, like the PPO runs' wall clock
         self._last = None
 
+    def _episodes(self, round_: int) -> int:
+        """Completions sampled so far (every process scores its share of a round)."""
+        return self.reward_func.calls * self.processes
+
     def _evaluate(self, model, round_: int):
         t = time.perf_counter()
         evaluation = self.evaluate_fn(model)
-        self.evals.append({"round": round_, "episodes": self.reward_func.calls * self.processes,
+        self.evals.append({"round": round_, "episodes": self._episodes(round_),
                            "train_seconds": self.train_seconds, **evaluation.metrics})
         self._last = time.perf_counter()
         return evaluation, time.perf_counter() - t
