@@ -11,10 +11,16 @@ import json
 import time
 from pathlib import Path
 
+from rlhf_helpers.faults import OutputBusyError, busy_message, hold_output, output_holder, run_cli, write_text_atomic
 from rlhf_helpers.frontier import SWEEP, plot_frontier, run_point
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
+    """Expected faults (a busy --out, Ctrl-C, a full disk) print a few lines and exit 2 or 130, no traceback."""
+    return run_cli(lambda: _main(argv))
+
+
+def _main(argv: list[str] | None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--profile", default="smoke")
     parser.add_argument("--out", type=Path, required=True, help="run folders, frontier.json, frontier.png")
@@ -24,20 +30,27 @@ def main(argv: list[str] | None = None) -> list[dict]:
     unknown = sorted(set(algos) - set(SWEEP))
     if unknown:
         parser.error(f"unknown --algos {unknown}; choose from {sorted(SWEEP)}")
-    start, points = time.perf_counter(), []
-    for algo in algos:
-        for beta in SWEEP[algo]:
-            points.append(run_point(algo, beta, args.profile, args.out))
-            p = points[-1]
-            print(f"{algo} β={beta:g}: reward {p['mean_reward']:+.2f}, positive {p['positive_rate']:.2f}, KL "
-                  f"{p['kl']:.1f}, gold {p['gold']:+.2f}, ref ppl {p['ref_perplexity']:.0f}", flush=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "frontier.json").write_text(json.dumps({"profile": args.profile, "sweep": SWEEP, "points": points,
-                                                        "seconds": time.perf_counter() - start}, indent=1))
-    import matplotlib
+    holder = output_holder(args.out)
+    if holder:
+        raise OutputBusyError(busy_message(args.out, holder, "frontier sweep"))  # a fault, not a usage error
+    # One sweep per --out: each point's run also locks its own folder, and a finished point is reused, so an
+    # interrupted sweep continues where it stopped when the same command is run again.
+    with hold_output(args.out, "frontier sweep"):
+        start, points = time.perf_counter(), []
+        for algo in algos:
+            for beta in SWEEP[algo]:
+                points.append(run_point(algo, beta, args.profile, args.out))
+                p = points[-1]
+                print(f"{algo} β={beta:g}: reward {p['mean_reward']:+.2f}, positive {p['positive_rate']:.2f}, KL "
+                      f"{p['kl']:.1f}, gold {p['gold']:+.2f}, ref ppl {p['ref_perplexity']:.0f}", flush=True)
+        write_text_atomic(args.out / "frontier.json", json.dumps(
+            {"profile": args.profile, "sweep": SWEEP, "points": points, "seconds": time.perf_counter() - start},
+            indent=1))
+        import matplotlib
 
-    matplotlib.use("Agg")
-    plot_frontier(points, f"Reward–KL frontier · {args.profile} profile").savefig(args.out / "frontier.png", dpi=100)
+        matplotlib.use("Agg")
+        fig = plot_frontier(points, f"Reward–KL frontier · {args.profile} profile")
+        fig.savefig(args.out / "frontier.png", dpi=100)
     return points
 
 

@@ -12,15 +12,23 @@ previous checkpoint intact.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
+from .faults import write_bytes
 from .ppo_loop import TrainState
+
+
+def _save_tensors(tensors: dict, path: Path) -> None:
+    # Serialized to bytes, then written by Python: a full disk is then an OSError (ENOSPC) naming the file, where
+    # safetensors' own writer raises an opaque SafetensorError and torch.save a "[enforce fail] unexpected pos".
+    write_bytes(path, save(tensors))
 
 
 def checkpoint_dirs(out: Path) -> list[Path]:
@@ -34,19 +42,25 @@ def save_checkpoint(state: TrainState, out: Path, extra: dict | None = None, kee
     tmp = root / f".tmp-step-{state.step:06d}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    # Tied weights (GPT-2's lm_head is wte) are stored once; load_state_dict(strict=False) re-ties them.
-    policy_state = {k: v.detach().contiguous().cpu() for k, v in state.policy.state_dict().items()
-                    if k != "lm_head.weight"}
-    save_file(policy_state, tmp / "policy.safetensors")
-    save_file({k: v.contiguous().cpu() for k, v in state.value_head.state_dict().items()},
-              tmp / "value_head.safetensors")
-    torch.save(state.optimizer.state_dict(), tmp / "optimizer.pt")
-    rng = {"torch": torch.get_rng_state(), "generator": state.generator.get_state()}
-    if torch.cuda.is_available():
-        rng["cuda"] = torch.cuda.get_rng_state()
-    save_file(rng, tmp / "rng.safetensors")
-    (tmp / "state.json").write_text(json.dumps({"step": state.step, "kl_ctl": state.kl_ctl.state_dict(),
-                                                "history": state.history, "extra": extra or {}}))
+    try:
+        # Tied weights (GPT-2's lm_head is wte) are stored once; load_state_dict(strict=False) re-ties them.
+        policy_state = {k: v.detach().contiguous().cpu() for k, v in state.policy.state_dict().items()
+                        if k != "lm_head.weight"}
+        _save_tensors(policy_state, tmp / "policy.safetensors")
+        _save_tensors({k: v.contiguous().cpu() for k, v in state.value_head.state_dict().items()},
+                      tmp / "value_head.safetensors")
+        buffer = io.BytesIO()
+        torch.save(state.optimizer.state_dict(), buffer)
+        write_bytes(tmp / "optimizer.pt", buffer.getvalue())
+        rng = {"torch": torch.get_rng_state(), "generator": state.generator.get_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state()
+        _save_tensors(rng, tmp / "rng.safetensors")
+        (tmp / "state.json").write_text(json.dumps({"step": state.step, "kl_ctl": state.kl_ctl.state_dict(),
+                                                    "history": state.history, "extra": extra or {}}))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # a full disk or Ctrl-C mid-save: free the space, keep the last one
+        raise
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     for old in checkpoint_dirs(out)[:-keep]:

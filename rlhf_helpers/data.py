@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .faults import DataFileError, MissingPathError
 from .fixture import FIXTURE_DIR
 from .profiles import Profile
 
@@ -41,6 +42,47 @@ def _features():
     return Features({"text": Value("string"), "label": ClassLabel(names=["neg", "pos"])})
 
 
+def check_parquet_split(path: Path, split: str, folder: str) -> None:
+    """Raise a message naming the file and the fix unless `path` is a readable parquet file with rows and the
+    columns text and label. Reads only the file's footer (milliseconds), so it runs before anything slow."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    where = f"{IMDB_DIR_ENV}={folder}" if os.environ.get(IMDB_DIR_ENV) == folder else f"the IMDB folder {folder}"
+    if not path.is_file():
+        present = sorted(p.name for p in Path(folder).glob("*.parquet"))
+        raise MissingPathError(
+            f"IMDB folder {folder} has no {split}.parquet (found: {present or 'no parquet files'}). "
+            f"Expected the hub's layout: {', '.join(s + '.parquet' for s in SPLITS)}. "
+            f"Fix {IMDB_DIR_ENV} or unset it to use the hub (or the fixture in the smoke profile).")
+    try:
+        meta = pq.read_metadata(path)
+    except (pa.ArrowInvalid, OSError) as error:
+        raise DataFileError(
+            f"{path} ({where}) is not a readable parquet file ({error}). It may be truncated by an interrupted "
+            f"download or copy: replace it with IMDB's {split} split in the hub's parquet layout, or unset "
+            f"{IMDB_DIR_ENV}.") from None
+    missing = {"text", "label"} - set(meta.schema.names)
+    if missing:
+        raise DataFileError(f"{path} ({where}) lacks column(s) {sorted(missing)} (it has {meta.schema.names}); "
+                            f"IMDB parquet has text and label.")
+    if meta.num_rows == 0:
+        raise DataFileError(f"{path} has no rows. Replace it with the IMDB {split} split ({IMDB_DIR_ENV}).")
+
+
+def check_imdb_source(profile: Profile | None = None, splits: tuple[str, ...] = ("train", "test")) -> None:
+    """Before a run loads anything: a local IMDB folder (RLHF_IMDB_DIR) holds readable `splits`."""
+    source = imdb_source(profile)
+    from_env = os.environ.get(IMDB_DIR_ENV)
+    if from_env and source == from_env and not os.path.isdir(source):
+        raise MissingPathError(
+            f"{IMDB_DIR_ENV}={from_env!r} is not a folder (resolved to {os.path.abspath(from_env)}). Point it at a "
+            f"folder holding train.parquet and test.parquet, or unset it to use the hub (or the fixture in smoke).")
+    if os.path.isdir(source):
+        for split in splits:
+            check_parquet_split(Path(source) / f"{split}.parquet", split, source)
+
+
 def load_imdb(split: str = "train", profile: Profile | None = None, source: str | None = None):
     """Load one IMDB split as a `datasets.Dataset` with features text / label(neg, pos).
 
@@ -53,34 +95,22 @@ def load_imdb(split: str = "train", profile: Profile | None = None, source: str 
     source = source or imdb_source(profile)
     from_env = os.environ.get(IMDB_DIR_ENV)
     if from_env and source == from_env and not os.path.isdir(source):
-        raise FileNotFoundError(
+        raise MissingPathError(
             f"{IMDB_DIR_ENV}={from_env!r} is not a folder (resolved to {os.path.abspath(from_env)}). Point it at a "
             f"folder holding train.parquet and test.parquet, or unset it to use the hub (or the fixture in smoke).")
     if os.path.isdir(source):
         path = Path(source) / f"{split}.parquet"
-        if not path.is_file():
-            present = sorted(p.name for p in Path(source).glob("*.parquet"))
-            raise FileNotFoundError(
-                f"IMDB folder {source} has no {split}.parquet (found: {present or 'no parquet files'}). "
-                f"Expected the hub's layout: {', '.join(s + '.parquet' for s in SPLITS)}. "
-                f"Fix {IMDB_DIR_ENV} or unset it to use the hub (or the fixture in the smoke profile).")
-        import pyarrow.parquet as pq
-
-        if pq.read_metadata(path).num_rows == 0:
-            raise ValueError(f"{path} has no rows. Replace it with the IMDB {split} split ({IMDB_DIR_ENV}).")
+        check_parquet_split(path, split, source)
         ds = load_dataset("parquet", data_files={split: str(path)}, split=split)
-        missing = {"text", "label"} - set(ds.column_names)
-        if missing:
-            raise ValueError(f"{path} lacks column(s) {sorted(missing)}; IMDB parquet has text and label.")
         nulls = sum(t is None for t in ds["text"])
         if nulls:
-            raise ValueError(f"{path} has {nulls} row(s) whose text is null; IMDB has none. Drop them (e.g. "
+            raise DataFileError(f"{path} has {nulls} row(s) whose text is null; IMDB has none. Drop them (e.g. "
                              f"pandas: df.dropna(subset=['text'])) or re-export the split.")
         if split != "unsupervised":
             ds = ds.select_columns(["text", "label"]).cast(_features())
         return ds
     if os.sep in source and not source.count("/") == 1:
-        raise FileNotFoundError(f"IMDB folder {source!r} does not exist. Fix {IMDB_DIR_ENV}.")
+        raise MissingPathError(f"IMDB folder {source!r} does not exist. Fix {IMDB_DIR_ENV}.")
     from .hub import ensure_available
 
     ensure_available(source, repo_type="dataset")

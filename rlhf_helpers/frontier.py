@@ -28,7 +28,7 @@ def run_point(algo: str, beta: float, profile_name: str, out: Path, seed: int = 
     profile = get_profile(profile_name, **field)
     folder = out / f"{algo}-beta{beta:g}"
     summary = json.loads((folder / "summary.json").read_text()) if (folder / "summary.json").exists() else \
-        run(algo, profile, folder, seed=seed, progress=False)
+        run(algo, profile, folder, seed=seed, progress=False, resume=True)  # an unfinished point starts again
     samples = pd.read_csv(folder / "samples.csv", keep_default_na=False)
     judge = load_gold(profile)
     gold = judge((samples["prompt"] + samples["response_after"]).tolist()).float().mean().item()

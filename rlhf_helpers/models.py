@@ -58,18 +58,98 @@ __all__ = ["GOLD_ENV", "POLICY_ENV", "REWARD_ENV", "default_device", "gold_model
            "load_policy", "load_reward", "load_tokenizer", "model_ids", "prepare_tokenizer"]
 
 
+ROLES = {POLICY_ENV: "policy", REWARD_ENV: "reward", GOLD_ENV: "gold"}
+_TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "vocab.txt", "tokenizer.model", "spiece.model")
+_PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+def _architecture_kind(architectures: list[str]) -> str | None:
+    """"causal-lm", "classifier" or None (unknown) for a config.json's `architectures`."""
+    from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+                                                        MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES)
+
+    def names(mapping):
+        return {n for v in mapping.values() for n in ((v,) if isinstance(v, str) else v)}
+
+    for arch in architectures:
+        if arch in names(MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES) or arch.endswith("ForSequenceClassification"):
+            return "classifier"
+        if arch in names(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES) or arch.endswith(("ForCausalLM", "LMHeadModel")):
+            return "causal-lm"
+    return None
+
+
+def check_model_folder(folder: str | os.PathLike, role: str, env: str | None = None) -> None:
+    """Refuse, before anything loads, a folder that is not a model for `role` ("policy": a causal LM; "reward" or
+    "gold": a sequence classifier): no config.json, no safetensors weights, no tokenizer, the wrong architecture.
+    Reads config.json and the weights' header only (milliseconds)."""
+    from pathlib import Path
+
+    from .faults import ModelFolderError
+
+    folder = Path(folder)
+    where = f"{env}={str(folder)!r}" if env else f"the {role} model folder {str(folder)!r}"
+    unset = f", or unset {env}" if env else ""
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        raise ModelFolderError(f"{where} is not a model folder: it has no config.json. Point it at a folder saved with "
+                               f"save_pretrained (config.json, model.safetensors, tokenizer files){unset}.")
+    try:
+        import json
+
+        config = json.loads(config_path.read_text())
+    except ValueError as error:
+        raise ModelFolderError(f"{config_path} is not valid JSON ({error}). Save the model again with "
+                               f"save_pretrained{unset}.") from None
+    weights = [folder / name for name in ("model.safetensors", "model.safetensors.index.json")
+               if (folder / name).is_file()]
+    if not weights:
+        pickled = [name for name in _PICKLE_WEIGHTS if (folder / name).is_file()]
+        if pickled:
+            raise ModelFolderError(f"{where} holds only pickle weights ({pickled[0]}); the course loads safetensors "
+                                   f"only (no code runs on load). Save the model again with save_pretrained, whose "
+                                   f"default is safetensors{unset}.")
+        raise ModelFolderError(f"{where} has config.json but no weights (model.safetensors). Save the model there with "
+                               f"save_pretrained, or copy its model.safetensors beside config.json{unset}.")
+    if weights[0].name == "model.safetensors":
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(weights[0]), framework="pt") as handle:
+                handle.keys()
+        except Exception as error:  # noqa: BLE001 - safetensors raises its own error types for a damaged header
+            raise ModelFolderError(f"{weights[0]} is not a readable safetensors file ({error}); it may be truncated. "
+                                   f"Save or copy the model again{unset}.") from None
+    kind = _architecture_kind(config.get("architectures") or [])
+    arch = ", ".join(config.get("architectures") or []) or config.get("model_type", "?")
+    swap = (f" Did you swap {POLICY_ENV} and {REWARD_ENV}?" if env in (POLICY_ENV, REWARD_ENV) else "")
+    if role == "policy" and kind == "classifier":
+        raise ModelFolderError(f"{where} is a {arch}, a sequence classifier; the policy must be a causal language "
+                               f"model (...ForCausalLM or ...LMHeadModel, e.g. GPT2LMHeadModel).{swap}")
+    if role in ("reward", "gold") and kind == "causal-lm":
+        raise ModelFolderError(f"{where} is a {arch}, a causal language model; the {role} model must be a sentiment "
+                               f"classifier (...ForSequenceClassification with a POSITIVE label).{swap}")
+    if not any((folder / name).is_file() for name in _TOKENIZER_FILES):
+        raise ModelFolderError(f"{where} has no tokenizer (tokenizer.json, or vocab.json + merges.txt). Save it beside "
+                               f"the weights with tokenizer.save_pretrained({str(folder)!r}){unset}.")
+
+
 def _override(env: str) -> str | None:
-    """A local folder (or hub id) from `env`; a path that does not exist is an error that names the variable."""
+    """A local folder (or hub id) from `env`; a path that does not exist is an error that names the variable, and a
+    folder that is not a model for its role is refused before anything loads (`check_model_folder`)."""
+    from .faults import MissingPathError
+
     value = os.environ.get(env, "").strip()
     if not value:
         return None
     path = os.path.expanduser(value)
     if os.path.isdir(path):
+        check_model_folder(path, ROLES[env], env)
         return path
     looks_like_a_path = value.startswith(("/", ".", "~")) or value.count("/") > 1 or os.path.exists(path)
     if looks_like_a_path:  # hub ids are "name" or "owner/name"
-        raise FileNotFoundError(f"{env}={value!r} is not a folder (resolved to {os.path.abspath(path)}). Point it at "
-                                f"a folder saved with save_pretrained (config.json + weights), or unset it.")
+        raise MissingPathError(f"{env}={value!r} is not a folder (resolved to {os.path.abspath(path)}). Point it at "
+                               f"a folder saved with save_pretrained (config.json + weights), or unset it.")
     return value  # a hub id such as "gpt2-large": checked below like the profile's own ids
 
 

@@ -23,6 +23,7 @@ Writes summary.json, curves.png and samples.csv to --out. Notebook 06 calls the 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
@@ -311,20 +312,61 @@ def hacking_samples(run: RLRun, peak: dict, rows: int = 16):
 
 def run_study(profile, out: Path | str, config: OveroptConfig | None = None, progress: bool = False,
               log=print) -> dict:
-    """The whole study (see the module docstring); writes summary.json, curves.png, samples.csv to `out`."""
+    """The whole study (see the module docstring); writes summary.json, curves.png, samples.csv to `out`.
+
+    Holds `out`'s lock while it runs (a second study into it is refused at once); Ctrl-C, a full disk and CUDA out
+    of memory are raised as `faults.CourseError`s that say where the study was and what to do."""
+    from .data import check_imdb_source
+    from .faults import OutputExistsError, hold_output
+
+    config = config or (SMOKE if profile.offline else HUB)
+    out = Path(out)
+    if (out / "summary.json").exists():
+        raise OutputExistsError(f"{out} already holds a finished study (summary.json); choose another --out.")
+    check_imdb_source(profile)
+    phase = {"now": "loading the models"}
+    with hold_output(out, "over-optimization study"), _study_faults(out, phase):
+        if (out / "summary.json").exists():  # another process finished it while we waited
+            raise OutputExistsError(f"{out} already holds a finished study (summary.json); choose another --out.")
+        return _study(profile, out, config, progress, log, phase)
+
+
+@contextlib.contextmanager
+def _study_faults(out: Path, phase: dict):
+    """Ctrl-C, a full disk and CUDA out of memory, explained: where the study was and what to do."""
+    from .faults import (OutOfMemoryError, OutputWriteError, RunInterrupted, disk_full_message, is_disk_full,
+                         is_out_of_memory)
+
+    again = (f"The study keeps no checkpoints and writes its results only at the end, so nothing finished is in {out} "
+             f"and nothing can be resumed: run the same command again (the same --out is fine).")
+    try:
+        yield
+    except RunInterrupted:
+        raise
+    except KeyboardInterrupt:
+        raise RunInterrupted(f"Interrupted while {phase['now']}. {again}") from None
+    except Exception as error:
+        if is_disk_full(error):
+            raise OutputWriteError(f"{disk_full_message(out, error)} The study was {phase['now']}. {again}") from error
+        if is_out_of_memory(error):
+            raise OutOfMemoryError(f"CUDA ran out of memory while {phase['now']}. The study's batch sizes are its "
+                                   f"profile's: run a smaller profile (--profile cpu or smoke) or on a GPU with more "
+                                   f"memory. {again}") from error
+        raise
+
+
+def _study(profile, out: Path, config: OveroptConfig, progress: bool, log, phase: dict) -> dict:
     from transformers import set_seed
 
     from .data import build_prompt_dataset, heldout_prompts
+    from .faults import atomic_write, write_text_atomic
     from .models import gold_model_id, load_gold, load_policy, load_tokenizer, model_ids
     from .reward_model import make_preference_pairs, pair_accuracy, train_reward_model
 
     start = time.perf_counter()
-    config = config or (SMOKE if profile.offline else HUB)
-    out = Path(out)
-    if (out / "summary.json").exists():
-        raise FileExistsError(f"{out} already holds a finished study (summary.json); choose another --out.")
     set_seed(config.seed)
     _, classifier_id = model_ids(profile)
+    gold_model_id(profile)  # a missing or broken gold-judge folder is named before anything loads
     tokenizer = load_tokenizer(profile)
     policy = load_policy(profile)
     gold = load_gold(profile)
@@ -337,6 +379,7 @@ def run_study(profile, out: Path | str, config: OveroptConfig | None = None, pro
     seconds = {}
 
     t = time.perf_counter()
+    phase["now"] = "sampling the preference pairs"
     pairs = make_preference_pairs(policy, tokenizer, gold, train_prompts[: config.n_pairs], config.label_noise, *gen,
                                   seed=config.seed)
     test_pairs = make_preference_pairs(policy, tokenizer, gold, pair_prompts.input_ids, config.label_noise, *gen,
@@ -346,6 +389,7 @@ def run_study(profile, out: Path | str, config: OveroptConfig | None = None, pro
         f"{pairs.label_agrees_with_gold:.1%} (τ = {config.label_noise}) [{seconds['preferences']:.0f} s]")
 
     t = time.perf_counter()
+    phase["now"] = "training the reward models"
     proxies, accuracy = {}, {}
     recipes = {"main": (pairs, config.rm_epochs, config.rm_learning_rate),
                "weak": (pairs.subset(config.weak_rm_pairs), config.weak_rm_epochs, config.weak_rm_learning_rate)}
@@ -361,6 +405,7 @@ def run_study(profile, out: Path | str, config: OveroptConfig | None = None, pro
         f"[{seconds['reward_models']:.0f} s]")
 
     t = time.perf_counter()
+    phase["now"] = "running best-of-n"
     bon = best_of_n_per_model(policy, tokenizer, proxies, gold, heldout.input_ids[: config.bon_prompts],
                               config.bon_max_n, *gen, seed=config.seed)
     main_rows = [r for r in bon if r["rm"] == "main"]
@@ -371,7 +416,8 @@ def run_study(profile, out: Path | str, config: OveroptConfig | None = None, pro
 
     t = time.perf_counter()
     runs = []
-    for rm, beta in config.rl_runs:
+    for i, (rm, beta) in enumerate(config.rl_runs, 1):
+        phase["now"] = f"running PPO against the {rm} reward model (β = {beta:g}, run {i} of {len(config.rl_runs)})"
         runs.append(rl_against_proxy(profile, tokenizer, proxies[rm], gold, train_prompts, heldout, beta, config,
                                      rm=rm, progress=progress))
         peak = gold_peak_and_end(runs[-1].rows)
@@ -392,18 +438,31 @@ def run_study(profile, out: Path | str, config: OveroptConfig | None = None, pro
                       "init": classifier_id, "by_model": accuracy},
                "bon": bon, "rl": rl_rows, "fits": fits, "gold_peaks": peaks, "samples_from": shown.name,
                "overoptimized": any(p["overoptimized"] for p in peaks.values()), "seconds": seconds}
-    out.mkdir(parents=True, exist_ok=True)
-    samples.to_csv(out / "samples.csv", index=False)
+    phase["now"] = "writing its results"
+    with atomic_write(out / "samples.csv") as tmp:
+        samples.to_csv(tmp, index=False)
     import matplotlib.pyplot as plt
 
     fig = plot_overoptimization(bon, rl_rows, fits)
-    fig.savefig(out / "curves.png", dpi=100)
-    plt.close(fig)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))  # last: its presence marks a finished study
+    try:
+        with atomic_write(out / "curves.png") as tmp:
+            fig.savefig(tmp, dpi=100, format="png")
+    finally:
+        plt.close(fig)
+    write_text_atomic(out / "summary.json", json.dumps(summary, indent=2))  # last: it marks a finished study
     return summary
 
 
 def main(argv: list[str] | None = None) -> dict:
+    """The CLI: expected faults print a few lines and exit 2 (130 for Ctrl-C); RLHF_DEBUG=1 shows tracebacks."""
+    from .faults import run_cli
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    return run_cli(lambda: _main(argv))
+
+
+def _main(argv: list[str]) -> dict:
+    from .faults import OutputBusyError, busy_message, output_holder
     from .profiles import PROFILE_NAMES, get_profile
 
     parser = argparse.ArgumentParser(prog="python -m rlhf_helpers.overoptimization",
@@ -416,6 +475,9 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     if (args.out / "summary.json").exists():
         parser.error(f"{args.out} already holds a finished study (summary.json); choose another --out.")
+    holder = output_holder(args.out)
+    if holder:
+        raise OutputBusyError(busy_message(args.out, holder, "study"))  # a fault, not a usage error
     if args.seed < 0:
         parser.error(f"--seed must be >= 0, got {args.seed}.")
     if args.rl_steps is not None and args.rl_steps <= 0:
@@ -430,4 +492,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

@@ -15,17 +15,23 @@ curves.png, eval.jsonl (held-out evaluations every --eval-every steps), and chec
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import errno
 import json
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
 
+from .faults import (OutOfMemoryError, OutputBusyError, OutputWriteError, RunInterrupted, SettingError, atomic_write,
+                     busy_message, disk_full_message, hold_output, is_disk_full, is_out_of_memory, is_under,
+                     output_holder, run_cli, unwritable_message, write_text_atomic)
 from .profiles import PROFILE_NAMES, Profile
 
 ALGOS = ("ppo", "grpo", "rloo", "dpo")
-OUTPUT_FILES = ("metrics.jsonl", "summary.json", "checkpoints", "samples.csv", "eval.jsonl", "curves.png")
+OUTPUT_FILES = ("metrics.jsonl", "summary.json", "checkpoints", "samples.csv", "eval.jsonl", "curves.png", "policy")
 """Files a run writes; any of them in --out means the folder holds (part of) a run."""
 
 
@@ -140,6 +146,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         check_run_arguments(args.algo, profile, args.seed, args.steps, args.batch_size, args.mini_batch_size)
     except ValueError as error:
         parser.error(str(error))
+    holder = output_holder(args.out)
+    if holder:
+        raise OutputBusyError(busy_message(args.out, holder, "training run"))  # a fault, not a usage error
     status = run_status(args.out)
     if status == "finished" and not args.resume:
         parser.error(f"{args.out} holds a finished run (summary.json). Choose another --out; nothing was changed.")
@@ -154,7 +163,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-class RunError(ValueError):
+class RunError(SettingError):
     """A run that must not start as asked (it would overwrite or misread what --out holds)."""
 
 
@@ -175,10 +184,167 @@ def _append(path: Path, record: dict) -> None:
         f.write(json.dumps(record) + "\n")
 
 
+def _recorder(out: Path, reached: dict):
+    """Append each step's record to metrics.jsonl and note the step reached (for the message of a fault)."""
+
+    def record(r: dict) -> None:
+        reached["step"] = r.get("step", reached["step"])
+        _append(out / "metrics.jsonl", r)
+
+    return record
+
+
+POLICY_DIR = "policy"
+"""Where a run saves its final policy, inside --out."""
+
+
+def save_policy(folder: Path, model, tokenizer, value_head=None, card: str | None = None) -> Path:
+    """The trained policy as a plain transformers folder: `save_pretrained` weights (safetensors) and tokenizer, the
+    PPO value head beside them (`value_head.safetensors`, which transformers ignores), and a model card. Loads with
+    `AutoModelForCausalLM.from_pretrained(folder)` or `pipeline("text-generation", model=folder)`, no course code.
+    Written to a temporary folder and renamed, so a half-written policy never sits where a finished one would."""
+    from .faults import write_bytes
+
+    with atomic_write(folder) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if value_head is not None:
+            from safetensors.torch import save
+
+            write_bytes(tmp / "value_head.safetensors",
+                        save({k: v.detach().contiguous().cpu() for k, v in value_head.state_dict().items()}))
+        if card:
+            (tmp / "README.md").write_text(card)
+    return folder
+
+
+def _model_card(algo: str, profile: Profile, config, run_info: dict, before: dict, after: dict,
+                command: list[str] | None) -> str:
+    """A short model card: what was trained, on what, how, with what result, and the command that made it."""
+    method = {"ppo": "PPO (the course's hand-built loop)", "grpo": "GRPO (TRL)", "rloo": "RLOO (TRL)",
+              "dpo": "DPO (TRL), on preference pairs sampled from the initial policy"}[algo]
+    rows = "\n".join(f"| {key} | {before[key]:.4g} | {after[key]:.4g} |" for key in
+                      ("mean_reward", "positive_rate", "kl", "ref_perplexity"))
+    made_by = shlex.join(command) if command else f"rlhf_helpers.train.run({algo!r}, profile={profile.name!r}, ...)"
+    return f"""---
+library_name: transformers
+pipeline_tag: text-generation
+tags: [rlhf, {algo}, imdb, sentiment]
+---
+# {algo.upper()} policy from the RLHF course ({profile.name} profile)
+
+{method}, trained to continue IMDB review prompts ({profile.prompt_min_tokens}-{profile.prompt_max_tokens} tokens)
+positively. Reward: the POSITIVE logit of `{run_info['models']['reward']}`.
+Initial policy and KL reference: `{run_info['models']['policy']}`.
+Data: IMDB (`{run_info['data']}`). {config.steps} steps of {config.batch_size} episodes, seed {config.seed}; every
+setting is in the run's `run.json`, one folder up.
+
+Held-out evaluation, measured by the run that saved this folder, on its machine: {after.get('n_prompts', '?')} fixed
+IMDB test prompts, the same sampling seed before and after.
+
+| metric | before | after |
+| --- | --- | --- |
+{rows}
+
+- Made with: `{made_by}`
+- Evaluate it again, or beside another run: `python -m rlhf_helpers.evaluate --policy THIS_FOLDER`
+- Load it: `AutoModelForCausalLM.from_pretrained("THIS_FOLDER")` or `pipeline("text-generation", model="THIS_FOLDER")`
+- Share it: `model.push_to_hub("you/name")` and `tokenizer.push_to_hub("you/name")` (needs a Hugging Face token;
+  not tested by the course, whose machines cannot reach the hub)
+"""
+
+
 def run(algo: str, profile: Profile, out: Path | str, seed: int = 0, steps: int | None = None,
         batch_size: int | None = None, mini_batch_size: int | None = None, eval_every: int = 0,
-        save_every: int = 0, resume: bool = False, progress: bool = True) -> dict:
-    """Train with `algo` on `profile` and write the run's files to `out`. Returns the summary."""
+        save_every: int = 0, resume: bool = False, progress: bool = True, command: list[str] | None = None) -> dict:
+    """Train with `algo` on `profile` and write the run's files to `out`. Returns the summary.
+
+    One writer per `out`: the run holds `out`'s lock for its lifetime, so a second run into it (another kernel, a
+    terminal) is refused at once (`faults.OutputBusyError`). A fault on the way (Ctrl-C, a full disk, CUDA out of
+    memory) is raised as a `faults.CourseError` whose message says what is intact and how to continue; `command` is
+    the command line that started the run, quoted in that message (the CLI passes it)."""
+    from .data import check_imdb_source
+
+    check_run_arguments(algo, profile, seed, steps, batch_size, mini_batch_size)
+    out = Path(out)
+    if run_status(out) == "finished":  # before the lock: a finished run is not touched at all
+        return _finished(out, resume)
+    check_imdb_source(profile)  # a damaged data file is named now, not after the models have loaded
+    reached = {"step": 0, "of": steps or profile.ppo.steps}
+    faults = _explain_faults(algo, out, reached, save_every, command,
+                             mini_batch_size or profile.ppo.mini_batch_size, batch_size or profile.ppo.batch_size)
+    if not is_main_process():  # under torchrun only the first process writes, and so only it holds the lock
+        with faults:
+            return _run(algo, profile, out, seed, steps, batch_size, mini_batch_size, eval_every, save_every, resume,
+                        progress, reached, command)
+    with hold_output(out, "training run"), faults:
+        if run_status(out) == "finished":  # another process finished it while we waited to start
+            return _finished(out, resume)
+        return _run(algo, profile, out, seed, steps, batch_size, mini_batch_size, eval_every, save_every, resume,
+                    progress, reached, command)
+
+
+def _finished(out: Path, resume: bool) -> dict:
+    if resume:
+        print(f"{out} holds a finished run (summary.json): nothing to resume, nothing was changed.", flush=True)
+        return json.loads((out / "summary.json").read_text())
+    raise RunError(f"{out} holds a finished run (summary.json). Choose another --out; nothing was changed.")
+
+
+def _continue_hint(algo: str, out: Path, save_every: int, command: list[str] | None) -> str:
+    """What is intact in `out` and the command that continues it, for a run that stopped on a fault."""
+    from .checkpoint import checkpoint_dirs
+
+    if algo != "ppo":
+        return (f"TRL runs keep no checkpoints, so nothing can be resumed: run the command again into another --out "
+                f"(and delete {out} once you no longer need it).")
+    if command:
+        resume = shlex.join([*command, *([] if "--resume" in command else ["--resume"])])
+    else:
+        resume = "run(...) with the same arguments and resume=True"
+    checkpoints = checkpoint_dirs(out)
+    if checkpoints:
+        step = json.loads((checkpoints[-1] / "state.json").read_text())["step"]
+        return f"The last checkpoint, step {step}, is intact in {checkpoints[-1]}. Continue from it with: {resume}"
+    if save_every:
+        return (f"No checkpoint had been written yet (the first comes at step {save_every}). Start again with: "
+                f"{resume} (with no checkpoint it starts from step 0).")
+    return (f"This run writes no checkpoints (--save-every 0), so nothing can be resumed. Start again with: {resume} "
+            f"(it starts from step 0); add --save-every N to make a long run resumable.")
+
+
+@contextlib.contextmanager
+def _explain_faults(algo, out: Path, reached: dict, save_every: int, command, mini_batch_size: int,
+                    batch_size: int):
+    """Turn Ctrl-C, a full disk, an unwritable --out and CUDA running out of memory into messages that say where the
+    run stopped, what is intact and what to do."""
+    try:
+        yield
+    except RunInterrupted:
+        raise
+    except KeyboardInterrupt:
+        where = f"at step {reached['step']} of {reached['of']}" if reached["step"] else "before the first step"
+        raise RunInterrupted(f"Interrupted {where} ({out}). "
+                             f"{_continue_hint(algo, out, save_every, command)}") from None
+    except Exception as error:
+        if is_disk_full(error):
+            raise OutputWriteError(f"{disk_full_message(out, error)} The run stopped at step {reached['step']} of "
+                                   f"{reached['of']}. {_continue_hint(algo, out, save_every, command)}") from error
+        if is_out_of_memory(error):
+            raise OutOfMemoryError(
+                f"CUDA ran out of memory at step {reached['step']} of {reached['of']} (--algo {algo}, --batch-size "
+                f"{batch_size}, --mini-batch-size {mini_batch_size}). Lower --mini-batch-size (try "
+                f"{max(1, mini_batch_size // 2)}: the update's memory grows with it), or --batch-size for the "
+                f"rollout. {_continue_hint(algo, out, save_every, command)}") from error
+        cannot_write = isinstance(error, (PermissionError, NotADirectoryError, IsADirectoryError)) or (
+            isinstance(error, OSError) and error.errno == errno.EROFS)
+        if cannot_write and is_under(error.filename, out):
+            raise OutputWriteError(unwritable_message(out, error)) from error
+        raise
+
+
+def _run(algo, profile, out, seed, steps, batch_size, mini_batch_size, eval_every, save_every, resume, progress,
+         reached, command) -> dict:
     import pandas as pd
     from transformers import set_seed
 
@@ -187,15 +353,8 @@ def run(algo: str, profile: Profile, out: Path | str, seed: int = 0, steps: int 
     from .models import load_policy, load_reward, load_tokenizer, model_ids
     from .plots import plot_training_curves
 
-    check_run_arguments(algo, profile, seed, steps, batch_size, mini_batch_size)
     start = time.perf_counter()
-    out = Path(out)
     status = run_status(out)
-    if status == "finished":
-        if resume:
-            print(f"{out} holds a finished run (summary.json): nothing to resume, nothing was changed.", flush=True)
-            return json.loads((out / "summary.json").read_text())
-        raise RunError(f"{out} holds a finished run (summary.json). Choose another --out; nothing was changed.")
     if status == "partial" and not resume:
         raise RunError(f"{out} already holds a run. Pass --resume to continue it, or choose another --out.")
     overrides = {k: v for k, v in {"steps": steps, "batch_size": batch_size,
@@ -222,25 +381,28 @@ def run(algo: str, profile: Profile, out: Path | str, seed: int = 0, steps: int 
     main_process = is_main_process()
     if main_process:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "run.json").write_text(json.dumps(run_info, indent=2))
+        write_text_atomic(out / "run.json", json.dumps(run_info, indent=2))
 
     def evaluate_fn(model):
         return evaluate(model, reference, tokenizer, reward, heldout, config.gen_min_tokens, config.gen_max_tokens,
                         config.temperature, profile.eval_batch_size)
 
     if algo == "ppo":
-        history, evals, before, before_samples, wall_before = _train_ppo(
+        history, evals, before, before_samples, wall_before, value_head = _train_ppo(
             config, out, policy, reference, tokenizer, reward, prompts["input_ids"], evaluate_fn, eval_every,
-            save_every, resume, progress, start)
+            save_every, resume, progress, start, reached)
         model = policy
     elif algo == "dpo":
         history, evals, before, before_samples, model = _train_dpo(
-            profile, config, out, policy, reference, tokenizer, reward, prompts["input_ids"], evaluate_fn, eval_every)
+            profile, config, out, policy, reference, tokenizer, reward, prompts["input_ids"], evaluate_fn, eval_every,
+            reached)
         wall_before = 0.0
     else:
         history, evals, before, before_samples, model = _train_trl(
-            algo, profile, config, out, policy, tokenizer, reward, prompts["query"], evaluate_fn, eval_every)
+            algo, profile, config, out, policy, tokenizer, reward, prompts["query"], evaluate_fn, eval_every, reached)
         wall_before = 0.0
+    if algo != "ppo":
+        value_head = None
     after_eval = evaluate_fn(model)
     after = after_eval.metrics
     train_seconds = (history[-1]["train_seconds"] if history else 0.0)
@@ -248,17 +410,22 @@ def run(algo: str, profile: Profile, out: Path | str, seed: int = 0, steps: int 
                   **after})
     summary = {"algo": algo, "profile": profile.name, "seed": config.seed, "steps": config.steps,
                "episodes": history[-1]["episodes"], "before": before, "after": after,
-               "train_seconds": train_seconds, "wall_seconds": wall_before + time.perf_counter() - start}
+               "train_seconds": train_seconds, "wall_seconds": wall_before + time.perf_counter() - start,
+               "policy": POLICY_DIR}
     if not main_process:
         return summary
-    with open(out / "eval.jsonl", "w") as f:
-        f.writelines(json.dumps(e) + "\n" for e in evals)
+    save_policy(out / POLICY_DIR, model, tokenizer, value_head, card=_model_card(algo, profile, config, run_info,
+                                                                                 before, after, command))
+    # Each result is written under a temporary name and renamed; summary.json comes last, so a run that dies while
+    # writing its results is "partial", never "finished".
+    write_text_atomic(out / "eval.jsonl", "".join(json.dumps(e) + "\n" for e in evals))
 
     samples = pd.DataFrame({"prompt": before_samples["prompt"],
                             "response_before": before_samples["response"], "reward_before": before_samples["reward"],
                             "response_after": after_eval.samples["response"],
                             "reward_after": after_eval.samples["reward"]})
-    samples.to_csv(out / "samples.csv", index=False)
+    with atomic_write(out / "samples.csv") as tmp:
+        samples.to_csv(tmp, index=False)
     if algo == "dpo":
         from .plots import plot_dpo_curves
 
@@ -266,16 +433,19 @@ def run(algo: str, profile: Profile, out: Path | str, seed: int = 0, steps: int 
     else:
         fig = plot_training_curves(history, f"{algo} · {profile.name}", before, after,
                                    kl_target=config.kl_target if algo == "ppo" else None)
-    fig.savefig(out / "curves.png", dpi=100)
     import matplotlib.pyplot as plt
 
-    plt.close(fig)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    try:
+        with atomic_write(out / "curves.png") as tmp:
+            fig.savefig(tmp, dpi=100, format="png")
+    finally:
+        plt.close(fig)
+    write_text_atomic(out / "summary.json", json.dumps(summary, indent=2))
     return summary
 
 
 def _train_ppo(config, out, policy, reference, tokenizer, reward, prompt_ids, evaluate_fn, eval_every, save_every,
-               resume, progress, start):
+               resume, progress, start, reached):
     import pandas as pd
 
     from .checkpoint import checkpoint_dirs, load_checkpoint, save_checkpoint
@@ -295,10 +465,11 @@ def _train_ppo(config, out, policy, reference, tokenizer, reward, prompt_ids, ev
         before, before_samples, wall_before = evaluation.metrics, evaluation.samples, 0.0
         evals = [{"round": 0, "episodes": 0, "train_seconds": 0.0, **before}]
     # Rewrite the metrics log from the checkpoint, dropping steps after it that a killed run had logged.
-    with open(out / "metrics.jsonl", "w") as log:
-        log.writelines(json.dumps(h) + "\n" for h in state.history)
+    write_text_atomic(out / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in state.history))
+    reached["step"] = state.step
 
     def on_step(record: dict) -> None:
+        reached["step"] = record["step"]
         previous = state.history[-2]["train_seconds"] if len(state.history) > 1 else 0.0
         record["train_seconds"] = previous + record["time_step"]
         _append(out / "metrics.jsonl", record)
@@ -310,10 +481,10 @@ def _train_ppo(config, out, policy, reference, tokenizer, reward, prompt_ids, ev
                                                "evals": evals, "wall": wall_before + time.perf_counter() - start})
 
     history = train(state, on_step=on_step, progress=progress)
-    return history, evals, before, before_samples, wall_before
+    return history, evals, before, before_samples, wall_before, state.value_head
 
 
-def _train_trl(algo, profile, config, out, policy, tokenizer, reward, prompt_texts, evaluate_fn, eval_every):
+def _train_trl(algo, profile, config, out, policy, tokenizer, reward, prompt_texts, evaluate_fn, eval_every, reached):
     import tempfile
 
     from .trl_runs import trl_config
@@ -321,14 +492,14 @@ def _train_trl(algo, profile, config, out, policy, tokenizer, reward, prompt_tex
     # TRL wants an output_dir; the course saves nothing there (save_strategy="no"), so a scratch folder that is
     # removed afterwards.
     with tempfile.TemporaryDirectory(prefix=f"{algo}-") as scratch:
+        args = trl_config(algo, profile, scratch, seed=config.seed, rounds=config.steps, batch_size=config.batch_size,
+                          mini_batch_size=config.mini_batch_size)
         return _train_trl_in(algo, profile, config, out, policy, tokenizer, reward, prompt_texts, evaluate_fn,
-                             eval_every, trl_config(algo, profile, scratch, seed=config.seed, rounds=config.steps,
-                                                    batch_size=config.batch_size,
-                                                    mini_batch_size=config.mini_batch_size))
+                             eval_every, reached, args)
 
 
 def _train_trl_in(algo, profile, config, out, policy, tokenizer, reward, prompt_texts, evaluate_fn, eval_every,
-                  args):
+                  reached, args):
     from .trl_runs import CourseCallback, make_trl_trainer, sentiment_reward_func
 
     steps_per_round = args.steps_per_generation * args.num_iterations
@@ -337,7 +508,7 @@ def _train_trl_in(algo, profile, config, out, policy, tokenizer, reward, prompt_
     if main_process:
         (out / "metrics.jsonl").write_text("")
     callback = CourseCallback(evaluate_fn, reward_func, steps_per_round, config.batch_size, eval_every,
-                              on_record=(lambda r: _append(out / "metrics.jsonl", r)) if main_process else None)
+                              on_record=_recorder(out, reached) if main_process else None)
     trainer = make_trl_trainer(algo, policy, tokenizer, reward_func, prompt_texts, args, [callback])
     import warnings
 
@@ -347,7 +518,8 @@ def _train_trl_in(algo, profile, config, out, policy, tokenizer, reward, prompt_
     return callback.history, callback.evals, callback.before.metrics, callback.before.samples, trainer.model
 
 
-def _train_dpo(profile, config, out, policy, reference, tokenizer, reward, prompt_ids, evaluate_fn, eval_every):
+def _train_dpo(profile, config, out, policy, reference, tokenizer, reward, prompt_ids, evaluate_fn, eval_every,
+               reached):
     """DPO on `steps × batch_size / 2` pairs from the initial policy (best against worst of
     `dpo_samples_per_prompt` completions per prompt, by the reward: see `dpo.dpo_pairs`), sampled once, up front."""
     import math
@@ -371,7 +543,7 @@ def _train_dpo(profile, config, out, policy, reference, tokenizer, reward, promp
         args.logging_steps = max(1, total // config.steps)
         sampled = len(pairs) * config.dpo_samples_per_prompt  # completions, all drawn before training starts
         callback = DPOCallback(evaluate_fn, args.logging_steps, sampled // config.steps, eval_every,
-                               on_record=(lambda r: _append(out / "metrics.jsonl", r)) if main_process else None)
+                               on_record=_recorder(out, reached) if main_process else None)
         trainer = make_dpo_trainer(policy, reference, tokenizer, pairs, args, [callback])
         with quiet_transformers():
             trainer.train()
@@ -379,13 +551,18 @@ def _train_dpo(profile, config, out, policy, reference, tokenizer, reward, promp
 
 
 def main(argv: list[str] | None = None) -> dict:
+    """The CLI: expected faults print a few lines naming the file or setting and the fix, exit 2 (130 for Ctrl-C);
+    RLHF_DEBUG=1 shows tracebacks."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    return run_cli(lambda: _main(argv))
+
+
+def _main(argv: list[str]) -> dict:
     args = parse_args(argv)
-    try:
-        summary = run(args.algo, args.profile_obj, args.out, seed=args.seed, steps=args.steps,
-                      batch_size=args.batch_size, mini_batch_size=args.mini_batch_size, eval_every=args.eval_every,
-                      save_every=args.save_every, resume=args.resume, progress=not args.no_progress)
-    except RunError as error:
-        raise SystemExit(f"error: {error}") from None
+    summary = run(args.algo, args.profile_obj, args.out, seed=args.seed, steps=args.steps,
+                  batch_size=args.batch_size, mini_batch_size=args.mini_batch_size, eval_every=args.eval_every,
+                  save_every=args.save_every, resume=args.resume, progress=not args.no_progress,
+                  command=["python", "-m", "rlhf_helpers.train", *argv])
     b, a = summary["before"], summary["after"]
     print(f"{args.algo}: positive {b['positive_rate']:.2f} -> {a['positive_rate']:.2f}, reward "
           f"{b['mean_reward']:+.3f} -> {a['mean_reward']:+.3f}, KL {a['kl']:.2f}, ref ppl {a['ref_perplexity']:.0f} "
@@ -395,4 +572,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

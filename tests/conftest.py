@@ -34,3 +34,23 @@ def tiny_ppo(fast_world):
     reward = lambda texts: torch.tensor([float(len(t) % 3) - 1 for t in texts])  # noqa: E731
     state = make_state(config, policy, reference, tok, reward, [[10, 11, 12], [20, 21], [30, 31, 32, 33]])
     return state, collect_rollout(state, next_prompts(state))
+
+
+REFERENCE_RUN = ["--algo", "ppo", "--profile", "smoke", "--steps", "6", "--batch-size", "16", "--mini-batch-size", "8",
+                 "--no-progress"]
+"""The short PPO run that the kill, Ctrl-C and full-disk tests each resume and compare against."""
+
+
+@pytest.fixture(scope="session")
+def reference_run(tmp_path_factory):
+    """REFERENCE_RUN, uninterrupted, once per test process: (its folder, its summary, its arguments)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path_factory.mktemp("reference") / "run"
+    done = subprocess.run([sys.executable, "-m", "rlhf_helpers.train", *REFERENCE_RUN, "--out", str(out)],
+                          capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out, json.loads((out / "summary.json").read_text()), list(REFERENCE_RUN)

@@ -99,8 +99,9 @@ def _metrics(out: Path) -> list[dict]:
     return [{k: v for k, v in row.items() if not k.startswith("time_") and k != "train_seconds"} for row in rows]
 
 
-def test_killed_run_resumes_to_the_same_result_and_seeds_repeat(tmp_path):
-    reference = _run(tmp_path / "a")
+def test_killed_run_resumes_to_the_same_result_and_seeds_repeat(tmp_path, reference_run):
+    assert SMALL == reference_run[2]
+    reference_dir, reference, _ = reference_run
     assert _comparable(_run(tmp_path / "b")) == _comparable(reference), "same seed, same summary"
 
     proc = _run(tmp_path / "c", "--save-every", "2", wait=False)
@@ -112,9 +113,10 @@ def test_killed_run_resumes_to_the_same_result_and_seeds_repeat(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (tmp_path / "c" / "summary.json").exists(), "the process was killed before finishing"
-    resumed = _run(tmp_path / "c", "--save-every", "2", "--resume")
+    assert f'"pid": {proc.pid}' in (tmp_path / "c" / ".lock").read_text(), "the killed run's lock file is left ..."
+    resumed = _run(tmp_path / "c", "--save-every", "2", "--resume")  # ... and blocks nobody
     assert _comparable(resumed) == _comparable(reference)
-    assert _metrics(tmp_path / "c") == _metrics(tmp_path / "a")
+    assert _metrics(tmp_path / "c") == _metrics(reference_dir)
     for name in ("samples.csv", "curves.png"):
         assert (tmp_path / "c" / name).stat().st_size > 0
 
@@ -223,3 +225,9 @@ def test_trl_runs_leave_no_temp_folder(tmp_path, monkeypatch):
     train.main(["--algo", "grpo", "--profile", "smoke", "--out", str(tmp_path / "run"), "--steps", "1",
                 "--batch-size", "16", "--mini-batch-size", "8", "--no-progress"])
     assert [p.name for p in scratch.iterdir() if p.name.startswith("grpo-")] == []
+    # TRL runs save their policy too (no value head: GRPO has none), loadable with transformers alone
+    from transformers import AutoModelForCausalLM
+
+    saved = tmp_path / "run" / "policy"
+    assert (saved / "model.safetensors").is_file() and not (saved / "value_head.safetensors").exists()
+    assert type(AutoModelForCausalLM.from_pretrained(saved)).__name__ == "GPT2LMHeadModel"
