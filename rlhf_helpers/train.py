@@ -29,6 +29,7 @@ from .faults import (OutOfMemoryError, OutputBusyError, OutputWriteError, RunInt
                      busy_message, disk_full_message, hold_output, is_disk_full, is_out_of_memory, is_under,
                      output_holder, run_cli, unwritable_message, write_text_atomic)
 from .profiles import PROFILE_NAMES, Profile
+from .tracking import TRACKERS, MetricLogger, check_tracker, trl_logging
 
 ALGOS = ("ppo", "grpo", "rloo", "dpo")
 OUTPUT_FILES = ("metrics.jsonl", "summary.json", "checkpoints", "samples.csv", "eval.jsonl", "curves.png", "policy")
@@ -134,6 +135,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --out from its last checkpoint (ppo); a finished run is left as is")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--report-to", choices=TRACKERS, default="none",
+                        help="experiment tracker (TRL's report_to; the hand-built loop logs through the same library)")
     args = parser.parse_args(argv)
 
     # Every check that needs no model happens here, before anything loads.
@@ -144,9 +147,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     profile = get_profile(args.profile)
     try:
         check_run_arguments(args.algo, profile, args.seed, args.steps, args.batch_size, args.mini_batch_size)
+        check_tracker(args.report_to)
     except ValueError as error:
         parser.error(str(error))
-    holder = output_holder(args.out)
+    holder = output_holder(args.out) if is_main_process() else None  # under torchrun, rank 0 holds it for all
     if holder:
         raise OutputBusyError(busy_message(args.out, holder, "training run"))  # a fault, not a usage error
     status = run_status(args.out)
@@ -256,16 +260,19 @@ IMDB test prompts, the same sampling seed before and after.
 
 def run(algo: str, profile: Profile, out: Path | str, seed: int = 0, steps: int | None = None,
         batch_size: int | None = None, mini_batch_size: int | None = None, eval_every: int = 0,
-        save_every: int = 0, resume: bool = False, progress: bool = True, command: list[str] | None = None) -> dict:
+        save_every: int = 0, resume: bool = False, progress: bool = True, command: list[str] | None = None,
+        report_to: str = "none") -> dict:
     """Train with `algo` on `profile` and write the run's files to `out`. Returns the summary.
 
     One writer per `out`: the run holds `out`'s lock for its lifetime, so a second run into it (another kernel, a
     terminal) is refused at once (`faults.OutputBusyError`). A fault on the way (Ctrl-C, a full disk, CUDA out of
     memory) is raised as a `faults.CourseError` whose message says what is intact and how to continue; `command` is
-    the command line that started the run, quoted in that message (the CLI passes it)."""
+    the command line that started the run, quoted in that message (the CLI passes it). `report_to` names an
+    experiment tracker (`rlhf_helpers.tracking`)."""
     from .data import check_imdb_source
 
     check_run_arguments(algo, profile, seed, steps, batch_size, mini_batch_size)
+    check_tracker(report_to)
     out = Path(out)
     if run_status(out) == "finished":  # before the lock: a finished run is not touched at all
         return _finished(out, resume)
@@ -276,12 +283,12 @@ def run(algo: str, profile: Profile, out: Path | str, seed: int = 0, steps: int 
     if not is_main_process():  # under torchrun only the first process writes, and so only it holds the lock
         with faults:
             return _run(algo, profile, out, seed, steps, batch_size, mini_batch_size, eval_every, save_every, resume,
-                        progress, reached, command)
+                        progress, reached, command, report_to)
     with hold_output(out, "training run"), faults:
         if run_status(out) == "finished":  # another process finished it while we waited to start
             return _finished(out, resume)
         return _run(algo, profile, out, seed, steps, batch_size, mini_batch_size, eval_every, save_every, resume,
-                    progress, reached, command)
+                    progress, reached, command, report_to)
 
 
 def _finished(out: Path, resume: bool) -> dict:
@@ -344,7 +351,7 @@ def _explain_faults(algo, out: Path, reached: dict, save_every: int, command, mi
 
 
 def _run(algo, profile, out, seed, steps, batch_size, mini_batch_size, eval_every, save_every, resume, progress,
-         reached, command) -> dict:
+         reached, command, report_to) -> dict:
     import pandas as pd
     from transformers import set_seed
 
@@ -390,16 +397,18 @@ def _run(algo, profile, out, seed, steps, batch_size, mini_batch_size, eval_ever
     if algo == "ppo":
         history, evals, before, before_samples, wall_before, value_head = _train_ppo(
             config, out, policy, reference, tokenizer, reward, prompts["input_ids"], evaluate_fn, eval_every,
-            save_every, resume, progress, start, reached)
+            save_every, resume, progress, start, reached, MetricLogger(report_to if main_process else "none", out,
+                                                                        run_info))
         model = policy
     elif algo == "dpo":
         history, evals, before, before_samples, model = _train_dpo(
             profile, config, out, policy, reference, tokenizer, reward, prompts["input_ids"], evaluate_fn, eval_every,
-            reached)
+            reached, report_to)
         wall_before = 0.0
     else:
         history, evals, before, before_samples, model = _train_trl(
-            algo, profile, config, out, policy, tokenizer, reward, prompts["query"], evaluate_fn, eval_every, reached)
+            algo, profile, config, out, policy, tokenizer, reward, prompts["query"], evaluate_fn, eval_every, reached,
+            report_to)
         wall_before = 0.0
     if algo != "ppo":
         value_head = None
@@ -445,7 +454,7 @@ def _run(algo, profile, out, seed, steps, batch_size, mini_batch_size, eval_ever
 
 
 def _train_ppo(config, out, policy, reference, tokenizer, reward, prompt_ids, evaluate_fn, eval_every, save_every,
-               resume, progress, start, reached):
+               resume, progress, start, reached, tracker):
     import pandas as pd
 
     from .checkpoint import checkpoint_dirs, load_checkpoint, save_checkpoint
@@ -464,6 +473,7 @@ def _train_ppo(config, out, policy, reference, tokenizer, reward, prompt_ids, ev
         evaluation = evaluate_fn(policy)
         before, before_samples, wall_before = evaluation.metrics, evaluation.samples, 0.0
         evals = [{"round": 0, "episodes": 0, "train_seconds": 0.0, **before}]
+        tracker.log(evals[0], 0, "eval")
     # Rewrite the metrics log from the checkpoint, dropping steps after it that a killed run had logged.
     write_text_atomic(out / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in state.history))
     reached["step"] = state.step
@@ -473,18 +483,24 @@ def _train_ppo(config, out, policy, reference, tokenizer, reward, prompt_ids, ev
         previous = state.history[-2]["train_seconds"] if len(state.history) > 1 else 0.0
         record["train_seconds"] = previous + record["time_step"]
         _append(out / "metrics.jsonl", record)
+        tracker.log(record, state.step)
         if eval_every and state.step % eval_every == 0 and state.step < config.steps:
             evals.append({"round": state.step, "episodes": record["episodes"],
                           "train_seconds": record["train_seconds"], **evaluate_fn(policy).metrics})
+            tracker.log(evals[-1], state.step, "eval")
         if save_every and state.step % save_every == 0 and state.step < config.steps:
             save_checkpoint(state, out, extra={"before": before, "before_samples": before_samples.to_dict("list"),
                                                "evals": evals, "wall": wall_before + time.perf_counter() - start})
 
-    history = train(state, on_step=on_step, progress=progress)
+    try:
+        history = train(state, on_step=on_step, progress=progress)
+    finally:
+        tracker.close()
     return history, evals, before, before_samples, wall_before, state.value_head
 
 
-def _train_trl(algo, profile, config, out, policy, tokenizer, reward, prompt_texts, evaluate_fn, eval_every, reached):
+def _train_trl(algo, profile, config, out, policy, tokenizer, reward, prompt_texts, evaluate_fn, eval_every, reached,
+               report_to):
     import tempfile
 
     from .trl_runs import trl_config
@@ -493,7 +509,8 @@ def _train_trl(algo, profile, config, out, policy, tokenizer, reward, prompt_tex
     # removed afterwards.
     with tempfile.TemporaryDirectory(prefix=f"{algo}-") as scratch:
         args = trl_config(algo, profile, scratch, seed=config.seed, rounds=config.steps, batch_size=config.batch_size,
-                          mini_batch_size=config.mini_batch_size)
+                          mini_batch_size=config.mini_batch_size,
+                          report_to=report_to if is_main_process() else "none")
         return _train_trl_in(algo, profile, config, out, policy, tokenizer, reward, prompt_texts, evaluate_fn,
                              eval_every, reached, args)
 
@@ -509,17 +526,18 @@ def _train_trl_in(algo, profile, config, out, policy, tokenizer, reward, prompt_
         (out / "metrics.jsonl").write_text("")
     callback = CourseCallback(evaluate_fn, reward_func, steps_per_round, config.batch_size, eval_every,
                               on_record=_recorder(out, reached) if main_process else None)
-    trainer = make_trl_trainer(algo, policy, tokenizer, reward_func, prompt_texts, args, [callback])
     import warnings
 
-    with warnings.catch_warnings():  # TRL 1.16 calls transformers' deprecated is_gradient_checkpointing
+    with trl_logging(args.report_to[0] if args.report_to else "none", out), warnings.catch_warnings():
+        trainer = make_trl_trainer(algo, policy, tokenizer, reward_func, prompt_texts, args, [callback])
+        # TRL 1.16 calls transformers' deprecated is_gradient_checkpointing
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
         trainer.train()
     return callback.history, callback.evals, callback.before.metrics, callback.before.samples, trainer.model
 
 
 def _train_dpo(profile, config, out, policy, reference, tokenizer, reward, prompt_ids, evaluate_fn, eval_every,
-               reached):
+               reached, report_to):
     """DPO on `steps × batch_size / 2` pairs from the initial policy (best against worst of
     `dpo_samples_per_prompt` completions per prompt, by the reward: see `dpo.dpo_pairs`), sampled once, up front."""
     import math
@@ -536,7 +554,8 @@ def _train_dpo(profile, config, out, policy, reference, tokenizer, reward, promp
         (out / "metrics.jsonl").write_text("")
     with tempfile.TemporaryDirectory(prefix="dpo-") as scratch:
         args = dpo_config(profile, scratch, seed=config.seed, batch_size=config.batch_size,
-                          mini_batch_size=config.mini_batch_size, beta=config.dpo_beta)
+                          mini_batch_size=config.mini_batch_size, beta=config.dpo_beta,
+                          report_to=report_to if is_main_process() else "none")
         # A "round" is 1/steps of the run, so that metrics.jsonl has `steps` records; episodes count the completions
         # the pairs consumed so far were built from, and end at all that were sampled.
         total = math.ceil(len(pairs) / args.per_device_train_batch_size) * args.num_train_epochs
@@ -544,9 +563,10 @@ def _train_dpo(profile, config, out, policy, reference, tokenizer, reward, promp
         sampled = len(pairs) * config.dpo_samples_per_prompt  # completions, all drawn before training starts
         callback = DPOCallback(evaluate_fn, args.logging_steps, sampled // config.steps, eval_every,
                                on_record=_recorder(out, reached) if main_process else None)
-        trainer = make_dpo_trainer(policy, reference, tokenizer, pairs, args, [callback])
-        with quiet_transformers():
-            trainer.train()
+        with trl_logging(report_to if is_main_process() else "none", out):
+            trainer = make_dpo_trainer(policy, reference, tokenizer, pairs, args, [callback])
+            with quiet_transformers():
+                trainer.train()
     return callback.history, callback.evals, callback.before.metrics, callback.before.samples, trainer.model
 
 
@@ -562,7 +582,7 @@ def _main(argv: list[str]) -> dict:
     summary = run(args.algo, args.profile_obj, args.out, seed=args.seed, steps=args.steps,
                   batch_size=args.batch_size, mini_batch_size=args.mini_batch_size, eval_every=args.eval_every,
                   save_every=args.save_every, resume=args.resume, progress=not args.no_progress,
-                  command=["python", "-m", "rlhf_helpers.train", *argv])
+                  command=["python", "-m", "rlhf_helpers.train", *argv], report_to=args.report_to)
     b, a = summary["before"], summary["after"]
     print(f"{args.algo}: positive {b['positive_rate']:.2f} -> {a['positive_rate']:.2f}, reward "
           f"{b['mean_reward']:+.3f} -> {a['mean_reward']:+.3f}, KL {a['kl']:.2f}, ref ppl {a['ref_perplexity']:.0f} "

@@ -223,7 +223,7 @@ def test_trl_runs_leave_no_temp_folder(tmp_path, monkeypatch):
     scratch.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     train.main(["--algo", "grpo", "--profile", "smoke", "--out", str(tmp_path / "run"), "--steps", "1",
-                "--batch-size", "16", "--mini-batch-size", "8", "--no-progress"])
+                "--batch-size", "16", "--mini-batch-size", "8", "--no-progress", "--report-to", "tensorboard"])
     assert [p.name for p in scratch.iterdir() if p.name.startswith("grpo-")] == []
     # TRL runs save their policy too (no value head: GRPO has none), loadable with transformers alone
     from transformers import AutoModelForCausalLM
@@ -231,3 +231,9 @@ def test_trl_runs_leave_no_temp_folder(tmp_path, monkeypatch):
     saved = tmp_path / "run" / "policy"
     assert (saved / "model.safetensors").is_file() and not (saved / "value_head.safetensors").exists()
     assert type(AutoModelForCausalLM.from_pretrained(saved)).__name__ == "GPT2LMHeadModel"
+    # --report-to tensorboard reaches TRL's own integration, whose events land in OUT/tensorboard
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    events.Reload()
+    assert {"train/loss", "train/reward"} <= set(events.Tags()["scalars"]), events.Tags()["scalars"]

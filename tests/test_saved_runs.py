@@ -1,5 +1,5 @@
-"""What a run leaves behind: the saved policy loads with plain transformers and reproduces the run's numbers, and
-`python -m rlhf_helpers.evaluate` compares saved policies on the same prompts."""
+"""What a run leaves behind: the saved policy loads with plain transformers and reproduces the run's numbers,
+`python -m rlhf_helpers.evaluate` compares saved policies on the same prompts, and a tracker's events read back."""
 
 import json
 import os
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 RUN = ["--algo", "ppo", "--profile", "smoke", "--steps", "3", "--batch-size", "16", "--mini-batch-size", "8",
-       "--no-progress"]
+       "--no-progress", "--report-to", "tensorboard", "--eval-every", "2"]
 
 
 def _env():
@@ -89,3 +89,40 @@ def test_distinct_token_share():
     from rlhf_helpers.evaluate import distinct_token_share
 
     assert distinct_token_share([[1, 2, 3], [5, 5, 5, 5]]) == pytest.approx((1 + 0.25) / 2)
+
+
+def _scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(folder))
+    events.Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def test_the_hand_built_loop_logs_its_metrics_to_tensorboard(finished_run):
+    """--report-to tensorboard: every metrics.jsonl field per step as train/<name>, held-out evaluations as
+    eval/<name>, read back with TensorBoard's own reader."""
+    scalars = _scalars(finished_run / "tensorboard")
+    metrics = [json.loads(line) for line in (finished_run / "metrics.jsonl").read_text().splitlines()]
+    for key in ("reward_mean", "kl", "kl_coef", "policy_loss", "value_loss", "clipfrac", "explained_variance"):
+        logged = scalars[f"train/{key}"]
+        assert [step for step, _ in logged] == [m["step"] for m in metrics], key
+        assert [value for _, value in logged] == pytest.approx([m[key] for m in metrics], rel=1e-6), key
+    evals = [json.loads(line) for line in (finished_run / "eval.jsonl").read_text().splitlines()]
+    assert [step for step, _ in scalars["eval/mean_reward"]] == [e["round"] for e in evals[:-1]]  # 0 and 2
+    assert scalars["eval/mean_reward"][0][1] == pytest.approx(evals[0]["mean_reward"], rel=1e-6)
+
+
+def test_a_tracker_that_is_not_installed_is_refused_before_loading(monkeypatch, tmp_path, capsys):
+    import importlib.util
+
+    from rlhf_helpers import tracking, train
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
+    with pytest.raises(SystemExit) as refused:
+        train.main(["--algo", "ppo", "--profile", "smoke", "--out", str(tmp_path / "run"), "--report-to", "wandb"])
+    assert refused.value.code == 2
+    assert "--report-to wandb needs the wandb package" in capsys.readouterr().err
+    with pytest.raises(tracking.SettingError, match="must be one of"):
+        tracking.check_tracker("mlflow")
