@@ -10,6 +10,7 @@ Each path gives the same features: ``text`` (string) and ``label`` (ClassLabel `
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from dataclasses import dataclass
@@ -34,6 +35,21 @@ def imdb_source(profile: Profile | None = None) -> str:
     if profile is not None and profile.offline:
         return str(FIXTURE_DIR)
     return profile.dataset if profile is not None else "stanfordnlp/imdb"
+
+
+@contextlib.contextmanager
+def _no_progress_bars():
+    """datasets draws a bar for every split it generates, casts, filters and maps: seconds of work on IMDB, and
+    four lines of noise in a notebook. Off inside the block, as it was afterwards."""
+    from datasets.utils import logging as datasets_logging
+
+    enabled = datasets_logging.is_progress_bar_enabled()
+    datasets_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            datasets_logging.enable_progress_bar()
 
 
 def _features():
@@ -101,20 +117,23 @@ def load_imdb(split: str = "train", profile: Profile | None = None, source: str 
     if os.path.isdir(source):
         path = Path(source) / f"{split}.parquet"
         check_parquet_split(path, split, source)
-        ds = load_dataset("parquet", data_files={split: str(path)}, split=split)
+        with _no_progress_bars():
+            ds = load_dataset("parquet", data_files={split: str(path)}, split=split)
         nulls = sum(t is None for t in ds["text"])
         if nulls:
             raise DataFileError(f"{path} has {nulls} row(s) whose text is null; IMDB has none. Drop them (e.g. "
                              f"pandas: df.dropna(subset=['text'])) or re-export the split.")
         if split != "unsupervised":
-            ds = ds.select_columns(["text", "label"]).cast(_features())
+            with _no_progress_bars():
+                ds = ds.select_columns(["text", "label"]).cast(_features())
         return ds
     if os.sep in source and not source.count("/") == 1:
         raise MissingPathError(f"IMDB folder {source!r} does not exist. Fix {IMDB_DIR_ENV}.")
     from .hub import ensure_available
 
     ensure_available(source, repo_type="dataset")
-    return load_dataset(source, split=split)
+    with _no_progress_bars():
+        return load_dataset(source, split=split)
 
 
 _BR = re.compile(r"<br\s*/?>", flags=re.IGNORECASE)
@@ -128,8 +147,9 @@ def clean_review(text: str) -> str:
 
 def filter_and_clean(ds, min_chars: int = 200):
     """The classic notebook's filter (reviews longer than `min_chars`), then `clean_review`."""
-    ds = ds.filter(lambda t: len(t) > min_chars, input_columns="text")
-    return ds.map(lambda t: {"text": clean_review(t)}, input_columns="text")
+    with _no_progress_bars():
+        ds = ds.filter(lambda t: len(t) > min_chars, input_columns="text")
+        return ds.map(lambda t: {"text": clean_review(t)}, input_columns="text")
 
 
 def prompt_lengths(n: int, min_tokens: int, max_tokens: int, seed: int) -> np.ndarray:

@@ -166,6 +166,7 @@ def atomic_write(path: Path | str) -> Iterator[Path]:
     import shutil
 
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     if tmp.is_dir():
         shutil.rmtree(tmp)

@@ -158,6 +158,7 @@ def model_ids(profile: Profile) -> tuple[str, str]:
     RLHF_POLICY_MODEL / RLHF_REWARD_MODEL when set (pre-downloaded weights, air-gapped clusters, the rehearsal)."""
     from .hub import ensure_available
 
+    _quiet_loading()  # a notebook that loads these ids itself (01's pipeline cell) gets no loading bars either
     policy, reward = _override(POLICY_ENV), _override(REWARD_ENV)
     if profile.offline and not (policy and reward):
         from .offline import build_offline_world

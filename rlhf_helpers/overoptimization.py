@@ -17,7 +17,8 @@ keeps rising while the true ("gold") reward rises, peaks and falls, and that wit
 4. RL           the hand-built PPO loop (`ppo_loop`) with a proxy as its reward at a fixed β (0 and > 0),
                 evaluating proxy, gold and KL on the held-out prompts every few steps;
 5. fits         Gao et al.'s two forms, least squares, one per curve.
-Writes summary.json, curves.png and samples.csv to --out. Notebook 06 calls the same functions step by step.
+Writes summary.json, curves.png, samples.csv and the two reward models (reward_models/main, reward_models/weak,
+`save_pretrained` folders) to --out. Notebook 06 calls the same functions step by step.
 """
 
 from __future__ import annotations
@@ -439,6 +440,11 @@ def _study(profile, out: Path, config: OveroptConfig, progress: bool, log, phase
                "bon": bon, "rl": rl_rows, "fits": fits, "gold_peaks": peaks, "samples_from": shown.name,
                "overoptimized": any(p["overoptimized"] for p in peaks.values()), "seconds": seconds}
     phase["now"] = "writing its results"
+    for rm, scorer in proxies.items():  # the learned rewards, loadable with AutoModelForSequenceClassification
+        with atomic_write(out / "reward_models" / rm) as tmp:
+            scorer.model.save_pretrained(tmp)
+            scorer.tokenizer.save_pretrained(tmp)
+    summary["reward_models"] = {rm: f"reward_models/{rm}" for rm in proxies}
     with atomic_write(out / "samples.csv") as tmp:
         samples.to_csv(tmp, index=False)
     import matplotlib.pyplot as plt

@@ -168,6 +168,9 @@ def train_reward_model(init_dir: str, pairs: PreferencePairs, output_dir: str, e
         model = AutoModelForSequenceClassification.from_pretrained(init_dir, num_labels=1, use_safetensors=True,
                                                                    ignore_mismatched_sizes=True)
         model.config.pad_token_id = tokenizer.pad_token_id
+        # One score, not a 1-class classifier: transformers refuses to load a saved num_labels=1 model whose config
+        # still says single_label_classification (RewardTrainer computes its own loss, so training is unchanged).
+        model.config.problem_type = "regression"
         args = RewardConfig(output_dir=output_dir, num_train_epochs=epochs, per_device_train_batch_size=batch_size,
                             learning_rate=learning_rate, lr_scheduler_type="linear", warmup_steps=10, seed=seed,
                             data_seed=seed, report_to="none", save_strategy="no", disable_tqdm=True,

@@ -26,6 +26,18 @@ def interactive_available() -> bool:
     return True
 
 
+def show_widget(widget, fallback: str) -> None:
+    """Display `widget` with a readable text fallback: where no widget frontend renders it (nbconvert's stored
+    outputs, GitHub's viewer, a terminal), a reader sees one sentence instead of its repr (`VBox(children=...`)."""
+    from IPython.display import display
+
+    bundle = widget._repr_mimebundle_() if hasattr(widget, "_repr_mimebundle_") else None  # ipywidgets 8
+    if isinstance(bundle, dict) and "application/vnd.jupyter.widget-view+json" in bundle:
+        display({**bundle, "text/plain": f"[{fallback}]"}, raw=True)
+    else:  # ipywidgets 7 (Colab) displays itself through _ipython_display_
+        display(widget)
+
+
 def reward_explorer(reward, examples: list[str]) -> None:
     """Type a review, see its POSITIVE logit. Static fallback: a table of `examples` and their scores."""
     import pandas as pd
@@ -51,7 +63,8 @@ def reward_explorer(reward, examples: list[str]) -> None:
 
     box.observe(update, names="value")
     update()
-    display(w.VBox([box, out]))
+    show_widget(w.VBox([box, out]), "interactive in Jupyter: type a review, see its POSITIVE logit; the table "
+                                    "above is the static version")
 
 
 def plot_clip_objective(clip_eps: float = 0.2, ax=None):
@@ -84,12 +97,15 @@ def clip_objective_explorer(clip_eps: float = 0.2) -> None:
         return
     import ipywidgets as w
 
-    def redraw(eps: float) -> None:  # returns None: interact prints whatever the function returns
+    def redraw(eps: float) -> None:  # returns None: interactive prints whatever the function returns
         plot_clip_objective(eps)
         plt.show()
 
-    # interact draws the first figure itself, so nothing is drawn before it (that drew the figure twice).
-    w.interact(redraw, eps=w.FloatSlider(value=clip_eps, min=0.05, max=0.8, step=0.05, description="ε"))
+    # interactive draws the first figure itself, so nothing is drawn before it (that drew the figure twice).
+    explorer = w.interactive(redraw, eps=w.FloatSlider(value=clip_eps, min=0.05, max=0.8, step=0.05,
+                                                        description="ε"))
+    show_widget(explorer, f"interactive in Jupyter: an ε slider redrawing L^CLIP; without a widget frontend, "
+                          f"plot_clip_objective({clip_eps}) draws it")
 
 
 def sample_browser(history: list[dict], every: int | None = None) -> None:
@@ -107,5 +123,7 @@ def sample_browser(history: list[dict], every: int | None = None) -> None:
         return
     import ipywidgets as w
 
-    w.interact(lambda step: display(table(step)),
-               step=w.IntSlider(value=len(history), min=1, max=len(history), description="step"))
+    browser = w.interactive(lambda step: display(table(step)),
+                            step=w.IntSlider(value=len(history), min=1, max=len(history), description="step"))
+    show_widget(browser, "interactive in Jupyter: a step slider over the samples logged during training; the "
+                         "table above is the static version")

@@ -32,6 +32,12 @@ def test_the_study_writes_summary_curves_and_samples_and_never_overwrites(tmp_pa
     assert set(written["fits"]["rl"]) >= {"alpha", "beta", "r2"} and len(written["fits"]["by_curve"]) == 4
     assert written["fits"] == json.loads(json.dumps(summary["fits"]))
     assert (tmp_path / "study" / "curves.png").stat().st_size > 10_000
+    from transformers import AutoModelForSequenceClassification
+
+    for rm in ("main", "weak"):  # the learned rewards are kept, as plain transformers folders
+        assert written["reward_models"][rm] == f"reward_models/{rm}"
+        saved = AutoModelForSequenceClassification.from_pretrained(tmp_path / "study" / "reward_models" / rm)
+        assert saved.config.num_labels == 1
     header = (tmp_path / "study" / "samples.csv").read_text().splitlines()[0]
     assert header.startswith("prompt,response_at_gold_peak,gold_at_peak,proxy_at_peak,response_at_end")
 
