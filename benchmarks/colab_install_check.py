@@ -76,14 +76,14 @@ def main(argv: list[str] | None = None) -> int:
         site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                                    capture_output=True, text=True, check=True).stdout.strip())
         _stand_in_torch(site, torch_pin.split("==")[1])
-        quiet = ["--disable-pip-version-check", "-q"]
+        quiet = ["--disable-pip-version-check", "-q", "--no-compile"]  # no .pyc: CPU that says nothing here
         subprocess.run([str(python), "-m", "pip", "install", *quiet, "--no-deps",
                         *[p for p in pins if p != torch_pin]], check=True)
         before = _versions(python)
         cell = install_cell_command(ROOT / "notebooks" / "01_imdb_and_reward.ipynb")
         spec = next(a for a in cell if a.startswith("rlhf-helpers @ "))
         command = [a if a != spec else f"rlhf-helpers @ {ROOT.as_uri()}" for a in cell]
-        done = subprocess.run([str(python), "-m", "pip", *command, "--disable-pip-version-check"],
+        done = subprocess.run([str(python), "-m", "pip", *command, "--disable-pip-version-check", "--no-compile"],
                               capture_output=True, text=True)
         if done.returncode != 0:
             print(done.stdout[-3000:], done.stderr[-3000:], sep="\n", file=sys.stderr)

@@ -89,9 +89,9 @@ def notebooks(dry_run: bool, timeout: int) -> dict:
 
 def rehearsal(profile: str, dry_run: bool, timeout: int) -> dict:
     cmd = [sys.executable, str(BENCH / "rehearsal.py"), "--profile", profile]
-    if dry_run:
-        cmd += ["--steps", "1", "--small-stand-ins", "--batch-size", "8", "--mini-batch-size", "4", "--eval-prompts",
-                "8", "--algos", "ppo"]
+    if dry_run:  # GPT-2's vocabulary and width, 2 layers, a tiny batch: one step of PPO (and of GRPO for `cpu`)
+        cmd += ["--steps", "1", "--small-stand-ins", "--batch-size", "8", "--mini-batch-size", "8", "--eval-prompts",
+                "4", "--algos", "ppo,grpo" if profile == "cpu" else "ppo"]
     else:
         cmd += ["--steps", "3" if profile == "gpu" else "1"]
     code, text, seconds = _run(cmd, timeout)

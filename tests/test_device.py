@@ -102,24 +102,6 @@ def test_a_missing_override_folder_names_the_variable(monkeypatch, tmp_path):
         model_ids(get_profile("cpu"))
 
 
-@pytest.mark.skipif(not os.environ.get("RLHF_GPT2_TOKENIZER_DIR"), reason="needs the real GPT-2 tokenizer files")
-def test_cut_down_rehearsal_at_gpt2_width(tmp_path):
-    """The rehearsal at GPT-2's vocabulary and width (2 layers), one step of PPO and of GRPO, a tiny batch."""
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "rehearsal.py"), "--profile", "cpu", "--steps", "1",
-           "--batch-size", "8", "--mini-batch-size", "8", "--eval-prompts", "4", "--small-stand-ins",
-           "--out", str(tmp_path)]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=180)  # ~40 s of work on 2 cores
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert report["profile"] == "cpu" and report["device"].startswith("cpu")
-    assert report["policy_params"] > 50_000_000  # GPT-2's 50,257 x 768 embedding alone is 38.6M
-    assert set(report["phase_seconds"]) == {"generate", "score", "forward", "update"}
-    assert all(v > 0 for v in report["phase_seconds"].values())
-    assert report["seconds_per_step"] > 0 and report["eval_seconds"] > 0 and report["peak_memory_mb"] > 500
-    assert set(report["projected_minutes"]) == {"04_ppo_from_scratch", "05_trl_grpo_rloo"}
-    assert report["projected_minutes"]["05_trl_grpo_rloo"] > report["projected_minutes"]["04_ppo_from_scratch"]
-
-
 def test_two_processes_run_grpo_with_torchrun(tmp_path, monkeypatch):
     """The TRL runs scale out unchanged: two CPU processes (gloo) under torchrun finish, write one set of files with
     the same summary keys as one process, and spend the same episodes (each process takes half of a step)."""

@@ -18,15 +18,26 @@ def test_the_gpu_check_dry_run_runs_every_step_and_writes_one_json(tmp_path):
     steps = result["steps"]
     assert steps["notebooks"]["ok"], steps["notebooks"]["tail"]
     assert steps["notebooks"]["per_notebook"]["01_imdb_and_reward.ipynb"]["passed"]
-    assert steps["throughput"]["ok"] and steps["throughput"]["result"]["samples_per_second"] > 0
+    throughput = steps["throughput"]["result"]  # benchmarks/throughput.py, smoke models, one PPO step
+    assert steps["throughput"]["ok"] and throughput["algo"] == "ppo" and throughput["samples_per_second"] > 0
+    assert throughput["peak_rss_mb"] > 0 and throughput["phase_seconds"]["generate"] > 0
+    assert throughput["response_length"] == 16  # EOS suppressed: equal lengths in both algorithms
+    assert throughput["step_over_generate_forward_update"] >= 1.0
     if os.environ.get("RLHF_GPT2_TOKENIZER_DIR"):  # the rehearsal's GPT-2-sized stand-ins need the real tokenizer
         assert done.returncode == 0, done.stdout[-3000:]
+        # the cut-down rehearsal: GPT-2's vocabulary and width (2 layers), one step, a tiny batch
         for profile in ("gpu", "cpu"):
             rehearsal = steps[f"rehearsal_{profile}"]
             assert rehearsal["ok"], rehearsal["tail"]
-            assert rehearsal["result"]["profile"] == profile and rehearsal["result"]["seconds_per_step"] > 0
-            assert set(rehearsal["result"]["phase_seconds"]) >= {"generate", "score", "forward", "update"}
-            assert rehearsal["result"]["peak_memory_mb"] > 0
+            report = rehearsal["result"]
+            assert report["profile"] == profile and report["device"].startswith("cpu")
+            assert report["policy_params"] > 50_000_000  # GPT-2's 50,257 x 768 embedding alone is 38.6M
+            assert set(report["phase_seconds"]) == {"generate", "score", "forward", "update"}
+            assert all(v > 0 for v in report["phase_seconds"].values())
+            assert report["seconds_per_step"] > 0 and report["eval_seconds"] > 0 and report["peak_memory_mb"] > 500
+        projected = steps["rehearsal_cpu"]["result"]["projected_minutes"]  # PPO and GRPO measured there
+        assert set(projected) == {"04_ppo_from_scratch", "05_trl_grpo_rloo"}
+        assert projected["05_trl_grpo_rloo"] > projected["04_ppo_from_scratch"]
     else:
         assert done.returncode == 1 and "RLHF_GPT2_TOKENIZER_DIR" in steps["rehearsal_gpu"]["tail"]
     again = subprocess.run([sys.executable, str(SCRIPT), "--dry-run", "--out", str(out)], capture_output=True,

@@ -46,26 +46,33 @@ def test_the_saved_policy_is_a_plain_transformers_folder(finished_run):
     assert loaded.stdout.split()[0] == "GPT2LMHeadModel"
 
 
-def test_evaluate_reproduces_the_run_and_compares_two_policies_on_the_same_prompts(finished_run, tmp_path):
+def test_evaluate_reproduces_two_saved_runs_and_the_initial_policy_in_one_command(finished_run, reference_run,
+                                                                                    tmp_path):
+    """Two saved runs (3 and 6 PPO steps) and the initial policy, on the same prompts in one command: each one's
+    numbers equal, to the last bit, what its own run measured when it ended (and the initial policy's, "before")."""
     from rlhf_helpers import get_profile
     from rlhf_helpers.models import model_ids
 
-    summary = json.loads((finished_run / "summary.json").read_text())
+    runs = [finished_run, reference_run[0]]
+    summaries = [json.loads((run / "summary.json").read_text()) for run in runs]
     initial = model_ids(get_profile("smoke"))[0]
     report = tmp_path / "compare.json"
-    done = subprocess.run([sys.executable, "-m", "rlhf_helpers.evaluate", "--profile", "smoke", "--policy",
-                           str(finished_run / "policy"), "--policy", initial, "--out", str(report)],
-                          capture_output=True, text=True, env=_env(), timeout=300)
+    done = subprocess.run([sys.executable, "-m", "rlhf_helpers.evaluate", "--profile", "smoke",
+                           *[a for run in runs for a in ("--policy", str(run / "policy"))], "--policy", initial,
+                           "--out", str(report)], capture_output=True, text=True, env=_env(), timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(report.read_text())
-    trained, start = result["policies"]
-    for key in ("mean_reward", "positive_rate", "kl", "ref_perplexity", "n_prompts"):
-        assert trained[key] == summary["after"][key], key  # exactly: same weights, prompts and sampling seed
-        assert start[key] == summary["before"][key], key
-    assert start["kl"] == 0.0 and trained["kl"] > 0
-    assert {"gold", "distinct_token_share", "response_tokens", "samples"} <= set(trained)
-    assert 0 < trained["distinct_token_share"] <= 1 and len(trained["samples"]) == 8
-    assert str(finished_run / "policy") in done.stdout  # the table names each policy
+    *trained, start = result["policies"]
+    for row, summary in zip(trained, summaries):
+        for key in ("mean_reward", "positive_rate", "kl", "ref_perplexity", "n_prompts"):
+            assert row[key] == summary["after"][key], key  # exactly: same weights, prompts and sampling seed
+            assert start[key] == summary["before"][key], key
+    assert trained[0]["mean_reward"] != trained[1]["mean_reward"], "two different runs, told apart"
+    assert start["kl"] == 0.0 and all(row["kl"] > 0 for row in trained)
+    assert {"gold", "distinct_token_share", "response_tokens", "samples"} <= set(trained[0])
+    assert 0 < trained[0]["distinct_token_share"] <= 1 and len(trained[0]["samples"]) == 8
+    assert [row["samples"][0]["prompt"] for row in result["policies"]] == [start["samples"][0]["prompt"]] * 3
+    assert all(str(run / "policy") in done.stdout for run in runs)  # the table names each policy
     again = subprocess.run([sys.executable, "-m", "rlhf_helpers.evaluate", "--profile", "smoke", "--policy",
                             str(finished_run / "policy"), "--out", str(report)], capture_output=True, text=True,
                            env=_env(), timeout=120)
