@@ -86,14 +86,19 @@ def check_parquet_split(path: Path, split: str, folder: str) -> None:
         raise DataFileError(f"{path} has no rows. Replace it with the IMDB {split} split ({IMDB_DIR_ENV}).")
 
 
-def check_imdb_source(profile: Profile | None = None, splits: tuple[str, ...] = ("train", "test")) -> None:
-    """Before a run loads anything: a local IMDB folder (RLHF_IMDB_DIR) holds readable `splits`."""
-    source = imdb_source(profile)
+def _check_env_folder(source: str) -> None:
+    """RLHF_IMDB_DIR, when it is the source, must be a folder."""
     from_env = os.environ.get(IMDB_DIR_ENV)
     if from_env and source == from_env and not os.path.isdir(source):
         raise MissingPathError(
             f"{IMDB_DIR_ENV}={from_env!r} is not a folder (resolved to {os.path.abspath(from_env)}). Point it at a "
             f"folder holding train.parquet and test.parquet, or unset it to use the hub (or the fixture in smoke).")
+
+
+def check_imdb_source(profile: Profile | None = None, splits: tuple[str, ...] = ("train", "test")) -> None:
+    """Before a run loads anything: a local IMDB folder (RLHF_IMDB_DIR) holds readable `splits`."""
+    source = imdb_source(profile)
+    _check_env_folder(source)
     if os.path.isdir(source):
         for split in splits:
             check_parquet_split(Path(source) / f"{split}.parquet", split, source)
@@ -109,11 +114,7 @@ def load_imdb(split: str = "train", profile: Profile | None = None, source: str 
     if split not in SPLITS:
         raise ValueError(f"Unknown IMDB split {split!r}; choose one of {SPLITS}.")
     source = source or imdb_source(profile)
-    from_env = os.environ.get(IMDB_DIR_ENV)
-    if from_env and source == from_env and not os.path.isdir(source):
-        raise MissingPathError(
-            f"{IMDB_DIR_ENV}={from_env!r} is not a folder (resolved to {os.path.abspath(from_env)}). Point it at a "
-            f"folder holding train.parquet and test.parquet, or unset it to use the hub (or the fixture in smoke).")
+    _check_env_folder(source)
     if os.path.isdir(source):
         path = Path(source) / f"{split}.parquet"
         check_parquet_split(path, split, source)
