@@ -39,11 +39,15 @@ class SettingError(CourseError, ValueError):
     """An argument, environment variable or configuration that cannot work."""
 
 
-class MissingPathError(CourseError, FileNotFoundError):
-    """A file or folder a setting points to does not exist."""
+class _Message:
+    """For the OSError kinds below: their str is the message alone (OSError's would add "[Errno ...]")."""
 
-    def __str__(self) -> str:  # OSError's str would prefix "[Errno ...]" when given two arguments; we give one
+    def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
+
+
+class MissingPathError(_Message, CourseError, FileNotFoundError):
+    """A file or folder a setting points to does not exist."""
 
 
 class DataFileError(CourseError, ValueError):
@@ -54,22 +58,16 @@ class ModelFolderError(CourseError, ValueError):
     """A model folder that is not a model for its role (no weights, no tokenizer, wrong architecture)."""
 
 
-class OutputExistsError(CourseError, FileExistsError):
+class OutputExistsError(_Message, CourseError, FileExistsError):
     """The output folder already holds a finished result that a command would overwrite."""
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else ""
 
 
 class OutputBusyError(CourseError, RuntimeError):
     """Another process is writing to the same output folder."""
 
 
-class OutputWriteError(CourseError, OSError):
+class OutputWriteError(_Message, CourseError, OSError):
     """The output folder cannot be written (full disk, no permission, not a folder)."""
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else ""
 
 
 class OutOfMemoryError(CourseError, RuntimeError):
@@ -272,8 +270,6 @@ def debug() -> bool:
 def run_cli(main: Callable[[], object]) -> object:
     """Call `main()`; an expected fault prints its message (a few lines, no traceback) and exits 2, Ctrl-C exits
     130. `RLHF_DEBUG=1` re-raises instead, traceback and all."""
-    from .hub import HubUnreachableError
-
     try:
         return main()
     except SystemExit:
@@ -283,8 +279,6 @@ def run_cli(main: Callable[[], object]) -> object:
             raise
         if isinstance(error, (CourseError, RunInterrupted)):
             code, message = error.exit_code, str(error)
-        elif isinstance(error, HubUnreachableError):
-            code, message = 2, str(error)
         elif isinstance(error, KeyboardInterrupt):
             code, message = 130, "Interrupted (Ctrl-C)."
         elif is_disk_full(error):

@@ -10,10 +10,12 @@ import os
 import socket
 from urllib.parse import urlparse
 
+from .faults import CourseError
+
 HUB_TIMEOUT_S = 3.0
 
 
-class HubUnreachableError(RuntimeError):
+class HubUnreachableError(CourseError, RuntimeError):
     """The hub cannot be reached and the files are not in the local cache."""
 
 
