@@ -441,6 +441,71 @@ def _publish(tmp: Path, root: Path, info: dict) -> None:
     os.replace(tmp, root)
 
 
+PARALLEL_MIN_STEPS = 300
+"""Build the policy, the classifier and the gold judge in three processes when their steps add up to at least this
+many: starting a process costs seconds (importing torch, reading the reviews), which only a long build earns back."""
+
+
+def _policy_order(config: OfflineWorldConfig, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The tokenizer's sample and the policy's reading order: two draws, in this order, from the recipe's seed."""
+    rng = np.random.default_rng(config.seed)
+    tok_order = rng.permutation(n)[: config.tokenizer_texts]
+    return tok_order, rng.permutation(n)
+
+
+def _build_part(part: str, config: OfflineWorldConfig, source: str, tmp: Path, threads: int | None = None,
+                verbose: bool = False) -> dict:
+    """Train one part of the world ("policy", "clf" or "gold") from the tokenizer already saved in `tmp`.
+
+    A module-level function, so a spawned process can run it; `threads` caps torch's threads there (three builders
+    on two cores would otherwise oversubscribe them)."""
+    from transformers import GPT2Tokenizer
+
+    if threads:
+        torch.set_num_threads(threads)
+    log = print if verbose else (lambda *_: None)
+    start = time.perf_counter()
+    train_texts, train_labels = _texts("train", source)
+    if part == "policy":
+        tokenizer = GPT2Tokenizer.from_pretrained(tmp / "tokenizer")
+        order = _policy_order(config, len(train_texts))[1]
+        info = _pretrain_policy(tokenizer, [train_texts[i] for i in order], config, tmp / "policy", log)
+    else:
+        clf_tok = _classifier_tokenizer(tmp / "tokenizer", config)
+        info = _finetune_classifier(clf_tok, (train_texts, train_labels), _texts("test", source), config,
+                                    tmp / ("classifier" if part == "clf" else "gold"), log, part=part)
+    return {"info": info, "seconds": time.perf_counter() - start, "threads": torch.get_num_threads()}
+
+
+def _build_parts_side_by_side(parts, config: OfflineWorldConfig, source: str, tmp: Path, threads: int) -> dict:
+    """Run `_build_part` for each part in its own `python -m rlhf_helpers.offline --part` process; wait for all.
+
+    Subprocesses rather than multiprocessing: a spawned worker re-imports the caller's main module (a notebook, a
+    script without a main guard, stdin), and a forked child of a process that has run OpenMP threads can hang."""
+    import subprocess
+    import sys
+
+    recipe = json.dumps(dataclasses.asdict(config))
+    procs = {}
+    try:
+        for part in parts:
+            cmd = [sys.executable, "-m", "rlhf_helpers.offline", "--part", part, "--recipe", recipe,
+                   "--source", source, "--scratch", str(tmp), "--threads", str(threads)]
+            procs[part] = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        errors = {part: proc.communicate()[1] for part, proc in procs.items()}
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    failed = [part for part, proc in procs.items() if proc.returncode != 0]
+    if failed:
+        part = failed[0]
+        raise RuntimeError(f"Building the offline world's {part} failed (exit {procs[part].returncode}):\n"
+                           f"{errors[part][-3000:]}")
+    return {part: json.loads((tmp / f".part-{part}.json").read_text()) for part in parts}
+
+
 def _build(config: OfflineWorldConfig, source: str, root: Path, log) -> None:
     log(f"Building the offline world in {root} (data: {source}) ...")
     root.parent.mkdir(parents=True, exist_ok=True)
@@ -448,41 +513,44 @@ def _build(config: OfflineWorldConfig, source: str, root: Path, log) -> None:
     # (and the next build removes the scratch folder it left).
     tmp = Path(tempfile.mkdtemp(prefix=root.name + ".tmp-", dir=root.parent))
     t0 = time.perf_counter()
-    threads = torch.get_num_threads()
     try:
-        train_texts, train_labels = _texts("train", source)
-        test_texts, test_labels = _texts("test", source)
-        rng = np.random.default_rng(config.seed)
-        tok_sample = [train_texts[i] for i in rng.permutation(len(train_texts))[: config.tokenizer_texts]]
-        tokenizer = _train_tokenizer(tok_sample, config, tmp / "tokenizer")
+        train_texts, _ = _texts("train", source)
+        tok_order = _policy_order(config, len(train_texts))[0]
+        tokenizer = _train_tokenizer([train_texts[i] for i in tok_order], config, tmp / "tokenizer")
         t_tok = time.perf_counter()
         log(f"  tokenizer: {len(tokenizer)} tokens in {t_tok - t0:.1f} s")
-
-        policy_texts = [train_texts[i] for i in rng.permutation(len(train_texts))]
-        info = _pretrain_policy(tokenizer, policy_texts, config, tmp / "policy", log)
-        t_pol = time.perf_counter()
-        log(f"  policy: {info['policy_params']:,} parameters in {t_pol - t_tok:.1f} s")
-
-        clf_tok = _classifier_tokenizer(tmp / "tokenizer", config)
-        info |= _finetune_classifier(clf_tok, (train_texts, train_labels), (test_texts, test_labels),
-                                     config, tmp / "classifier", log)
-        t_clf = time.perf_counter()
+        del train_texts
+        parts = ("policy", "clf", "gold")
+        cores = os.cpu_count() or 1
+        parallel = cores > 1 and config.policy_steps + config.clf_steps + config.gold_steps >= PARALLEL_MIN_STEPS
+        if parallel:
+            # Three independent trainings from one tokenizer: one process each, the cores shared out.
+            built = _build_parts_side_by_side(parts, config, source, tmp, max(1, cores // len(parts)))
+        else:
+            built = {part: _build_part(part, config, source, tmp, verbose=log is print) for part in parts}
+        info = {}
+        for part in parts:
+            info |= built[part]["info"]
+        log(f"  policy: {info['policy_params']:,} parameters in {built['policy']['seconds']:.1f} s")
         log(f"  classifier: {info['classifier_params']:,} parameters, test accuracy "
             f"{info['classifier_test_accuracy']:.3f} on {info['classifier_eval_reviews']} reviews "
-            f"in {t_clf - t_pol:.1f} s")
-        info |= _finetune_classifier(clf_tok, (train_texts, train_labels), (test_texts, test_labels),
-                                     config, tmp / "gold", log, part="gold")
-        t_gold = time.perf_counter()
+            f"in {built['clf']['seconds']:.1f} s")
         log(f"  gold judge: {info['gold_params']:,} parameters, test accuracy {info['gold_test_accuracy']:.3f} "
-            f"in {t_gold - t_clf:.1f} s")
-        info |= {"config": dataclasses.asdict(config), "data_source": source, "torch_threads": threads,
-                 "seconds": {"tokenizer": t_tok - t0, "policy": t_pol - t_tok, "classifier": t_clf - t_pol,
-                             "gold": t_gold - t_clf, "total": t_gold - t0}}
+            f"in {built['gold']['seconds']:.1f} s")
+        for marker in tmp.glob(".part-*.json"):
+            marker.unlink()
+        total = time.perf_counter() - t0
+        info |= {"config": dataclasses.asdict(config), "data_source": source, "parallel": parallel,
+                 "torch_threads": {part: built[part]["threads"] for part in parts},
+                 "seconds": {"tokenizer": t_tok - t0, "policy": built["policy"]["seconds"],
+                             "classifier": built["clf"]["seconds"], "gold": built["gold"]["seconds"],
+                             "total": total}}
         _publish(tmp, root, info)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    log(f"Offline world ready in {time.perf_counter() - t0:.0f} s.")
+    log(f"Offline world ready in {time.perf_counter() - t0:.0f} s"
+        f"{' (policy, classifier and gold judge trained side by side)' if parallel else ''}.")
 
 
 STAND_INS_VERSION = 1
@@ -552,7 +620,18 @@ def main(argv: list[str] | None = None) -> None:
                                                  "stand-ins, and print where they are.")
     parser.add_argument("--stand-ins", action="store_true", help="GPT-2 124M + DistilBERT-base-sized stand-ins")
     parser.add_argument("--small", action="store_true", help="with --stand-ins: 2 layers each (tests)")
+    # Internal: one part of a world build, run by _build_parts_side_by_side.
+    parser.add_argument("--part", choices=("policy", "clf", "gold"), help=argparse.SUPPRESS)
+    parser.add_argument("--recipe", help=argparse.SUPPRESS)
+    parser.add_argument("--source", help=argparse.SUPPRESS)
+    parser.add_argument("--scratch", help=argparse.SUPPRESS)
+    parser.add_argument("--threads", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.part:
+        tmp = Path(args.scratch)
+        result = _build_part(args.part, OfflineWorldConfig(**json.loads(args.recipe)), args.source, tmp, args.threads)
+        (tmp / f".part-{args.part}.json").write_text(json.dumps(result))
+        return
     world = build_stand_ins(small=args.small) if args.stand_ins else build_offline_world()
     print(json.dumps({"root": str(world.root), "policy": str(world.policy), "classifier": str(world.classifier),
                       **{k: v for k, v in world.info.items() if k.endswith("_params")}}))
