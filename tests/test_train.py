@@ -121,37 +121,41 @@ def test_killed_run_resumes_to_the_same_result_and_seeds_repeat(tmp_path, refere
         assert (tmp_path / "c" / name).stat().st_size > 0
 
 
-@pytest.mark.parametrize("algo", ["ppo", "grpo", "dpo"])
-def test_smoke_bar(tmp_path, algo):
-    """The full smoke profile: positive rate >= 0.8 and >= before + 0.3, KL reported. (Its speed is measured in
-    benchmarks/, not asserted here: on a busy machine a time limit is a flake, not a check.)"""
-    summary = train.main(["--algo", algo, "--profile", "smoke", "--out", str(tmp_path), "--no-progress"])
+def _check_run_files(out: Path, summary: dict, algo: str, batch_size: int, steps: int) -> None:
     before, after = summary["before"], summary["after"]
-    assert after["positive_rate"] >= 0.8, summary
-    # The bar (+0.3) is for real IMDB, as CI runs it (baseline 0.42). On the shipped template fixture the untrained
-    # policy already scores 0.71, so +0.3 would exceed 1.0: there, close at least half of the remaining headroom.
-    gain = 0.3 if os.environ.get("RLHF_IMDB_DIR") else min(0.3, 0.5 * (1 - before["positive_rate"]))
-    assert after["positive_rate"] >= before["positive_rate"] + gain, summary
     assert after["kl"] > 0 and before["kl"] == pytest.approx(0, abs=1e-6)
     assert set(summary) >= {"before", "after", "episodes", "wall_seconds"}
     assert set(before) >= {"mean_reward", "positive_rate", "kl", "ref_perplexity"} and set(after) == set(before)
     cfg = get_profile("smoke").ppo
     # DPO samples its pairs up front: dpo_samples_per_prompt completions for each of steps × batch / 2 pairs.
     per_episode = cfg.dpo_samples_per_prompt / 2 if algo == "dpo" else 1
-    assert summary["episodes"] == cfg.batch_size * cfg.steps * per_episode
-    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
-    assert len(lines) == summary["steps"]
+    assert summary["episodes"] == batch_size * steps * per_episode
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == summary["steps"] == steps
     keys = ["reward_mean", "reward_std", "clipfrac", "entropy", "response_length"]
     if algo == "dpo":
         keys = ["loss", "reward_chosen", "reward_rejected", "reward_accuracy", "reward_margin"]
-        assert json.loads(lines[-1])["reward_accuracy"] > 0.6  # the policy ranks its training pairs
     if algo == "ppo":
         keys += ["kl", "kl_coef", "policy_loss", "value_loss", "approxkl", "explained_variance", "time_generate",
                  "time_score", "time_forward", "time_update"]
     for key in keys:
         assert key in json.loads(lines[-1]), key
     for name in ("samples.csv", "curves.png", "eval.jsonl"):
-        assert (tmp_path / name).stat().st_size > 0
+        assert (out / name).stat().st_size > 0
+
+
+@pytest.mark.parametrize("algo", ["ppo", "grpo", "dpo"])
+def test_every_algorithm_writes_a_complete_run(tmp_path, algo, reference_run):
+    """What a run writes and logs, per algorithm, on short runs. Whether the full smoke runs *train* is the lesson
+    check of the notebooks that run them (04: PPO, 05: PPO/GRPO/RLOO, 07: DPO; rlhf_helpers.claims): one training
+    run per suite, not a second copy here."""
+    if algo == "ppo":
+        out, summary, args = reference_run
+    else:
+        out = tmp_path / "run"
+        summary = train.main(["--algo", algo, "--profile", "smoke", "--steps", "2", "--batch-size", "16",
+                              "--mini-batch-size", "8", "--out", str(out), "--no-progress"])
+    _check_run_files(out, summary, algo, batch_size=16, steps=summary["steps"])
 
 
 def _files(out: Path) -> dict:

@@ -1,0 +1,70 @@
+"""A lesson's claim, read from the run that just happened and checked.
+
+The notebooks never type a measured number into their prose: the cell after a result calls `check_claim`, which
+prints the claim with this run's numbers when it holds and what happened instead when it does not. In the `smoke`
+profile (what CI executes) a claim that does not hold stops the notebook, so a change that breaks a lesson fails CI;
+in the `cpu` and `gpu` profiles it is reported and the notebook goes on.
+"""
+
+from __future__ import annotations
+
+import os
+
+from .profiles import Profile, get_profile
+
+SMOKE_POSITIVE_RATE = 0.8
+"""The smoke profile's bar for a trained policy: at least this share of held-out samples scored positive."""
+SMOKE_GAIN = 0.3
+"""...and at least this much above the untrained policy's share (on real IMDB, where the start is about 0.35)."""
+
+
+class ClaimNotShown(AssertionError):
+    """A lesson's claim did not hold on this smoke run: the change that caused it breaks the lesson."""
+
+
+def check_claim(holds: bool, claim: str, otherwise: str, profile: Profile | None = None) -> bool:
+    """Print `claim` (with this run's numbers) when `holds`, else `otherwise`: what this run showed instead.
+
+    Returns `holds`. In the smoke profile a claim that does not hold raises ClaimNotShown."""
+    profile = profile or get_profile()
+    if holds:
+        print(f"✓ {claim}")
+        return True
+    print(f"✗ Not on this run: {otherwise}")
+    if profile.name == "smoke":
+        raise ClaimNotShown(f"{otherwise} (the smoke profile's lesson check; see rlhf_helpers.claims)")
+    return False
+
+
+def required_gain(before_rate: float) -> float:
+    """The gain in positive rate the smoke bar asks of a run that started at `before_rate`.
+
+    +0.3 on real IMDB (`RLHF_IMDB_DIR`, as CI runs it). On the shipped template fixture the untrained policy already
+    scores about 0.7, so +0.3 would exceed 1: there, close at least half of the remaining headroom."""
+    if os.environ.get("RLHF_IMDB_DIR"):
+        return SMOKE_GAIN
+    return min(SMOKE_GAIN, 0.5 * (1.0 - before_rate))
+
+
+def check_training_worked(name: str, before: dict, after: dict, profile: Profile | None = None) -> bool:
+    """The central claim of every training notebook: the run made the policy more positive on held-out prompts,
+    and paid for it in KL to the reference. `before`/`after` are `evaluate(...).metrics` dicts."""
+    rate0, rate1, kl = before["positive_rate"], after["positive_rate"], after["kl"]
+    gain = required_gain(rate0)
+    reading = (f"{name}: positive rate {rate0:.2f} -> {rate1:.2f} ({rate1 - rate0:+.2f}), mean reward "
+               f"{before['mean_reward']:+.2f} -> {after['mean_reward']:+.2f}, KL to the reference {kl:.2f} nats "
+               f"per response")
+    holds = rate1 >= SMOKE_POSITIVE_RATE and rate1 - rate0 >= gain and kl > 0 and abs(before["kl"]) < 1e-6
+    if holds:
+        return check_claim(True, f"{reading}: the policy learned to write positive text, and moved away from the "
+                                 f"reference to do it.", "", profile)
+    why = []
+    if rate1 < SMOKE_POSITIVE_RATE:
+        why.append(f"the positive rate stayed below {SMOKE_POSITIVE_RATE}")
+    if rate1 - rate0 < gain:
+        why.append(f"it rose by less than {gain:.2f}")
+    if kl <= 0:
+        why.append("the KL is not above 0, so the policy did not move")
+    if abs(before["kl"]) >= 1e-6:
+        why.append("the untrained policy's KL is not 0 (the reference is not a copy of it)")
+    return check_claim(False, "", f"{reading}; {', and '.join(why)}.", profile)

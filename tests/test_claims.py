@@ -1,0 +1,42 @@
+"""Lesson checks: they stop a smoke run whose lesson broke, and only report in the learners' profiles."""
+
+import pytest
+
+from rlhf_helpers import get_profile
+from rlhf_helpers.claims import ClaimNotShown, check_claim, check_training_worked, required_gain
+
+BEFORE = {"positive_rate": 0.34, "mean_reward": -0.4, "kl": 0.0}
+
+
+def test_a_claim_that_holds_is_printed_with_its_reading(capsys):
+    assert check_claim(True, "reward rose to 0.98", "reward stayed flat", get_profile("smoke"))
+    assert capsys.readouterr().out == "✓ reward rose to 0.98\n"
+
+
+def test_a_claim_that_fails_stops_smoke_and_only_reports_elsewhere(capsys):
+    with pytest.raises(ClaimNotShown, match="reward stayed flat"):
+        check_claim(False, "reward rose", "reward stayed flat", get_profile("smoke"))
+    assert "Not on this run: reward stayed flat" in capsys.readouterr().out
+    for name in ("cpu", "gpu"):
+        assert check_claim(False, "reward rose", "reward stayed flat", get_profile(name)) is False
+        assert "Not on this run: reward stayed flat" in capsys.readouterr().out
+
+
+def test_the_training_check_names_what_failed(capsys, monkeypatch):
+    monkeypatch.setenv("RLHF_IMDB_DIR", "/somewhere")
+    good = {"positive_rate": 0.97, "mean_reward": 4.1, "kl": 25.0}
+    assert check_training_worked("PPO", BEFORE, good, get_profile("smoke"))
+    assert "0.34 -> 0.97 (+0.63)" in capsys.readouterr().out
+    timid = {"positive_rate": 0.6, "mean_reward": 0.5, "kl": 3.0}
+    with pytest.raises(ClaimNotShown, match="stayed below 0.8, and it rose by less than 0.30"):
+        check_training_worked("PPO", BEFORE, timid, get_profile("smoke"))
+    frozen = {"positive_rate": 0.9, "mean_reward": 2.0, "kl": 0.0}
+    assert not check_training_worked("PPO", BEFORE, frozen, get_profile("gpu"))
+    assert "the KL is not above 0" in capsys.readouterr().out
+
+
+def test_the_gain_bar_leaves_room_on_the_fixture(monkeypatch):
+    monkeypatch.setenv("RLHF_IMDB_DIR", "/somewhere")
+    assert required_gain(0.7) == 0.3
+    monkeypatch.delenv("RLHF_IMDB_DIR")
+    assert required_gain(0.7) == pytest.approx(0.15) and required_gain(0.2) == 0.3
