@@ -17,7 +17,7 @@ def test_the_gpu_check_dry_run_runs_every_step_and_writes_one_json(tmp_path):
     assert result["dry_run"] and result["machine"]["device"] == "cpu" and result["machine"]["torch"]
     steps = result["steps"]
     assert steps["notebooks"]["ok"], steps["notebooks"]["tail"]
-    assert steps["notebooks"]["per_notebook"]["01_imdb_and_reward.ipynb"]["passed"]
+    assert steps["notebooks"]["per_notebook"]["gpu_check_dry_run.ipynb"]["passed"]
     throughput = steps["throughput"]["result"]  # benchmarks/throughput.py, smoke models, one PPO step
     assert steps["throughput"]["ok"] and throughput["algo"] == "ppo" and throughput["samples_per_second"] > 0
     assert throughput["peak_rss_mb"] > 0 and throughput["phase_seconds"]["generate"] > 0
