@@ -105,11 +105,13 @@ class DPOCallback(CourseCallback):
     """`trl_runs.CourseCallback` (evaluations before, every `eval_every` rounds; training seconds) for a DPO run: a
     round is `steps_per_round` gradient steps, `episodes` counts the completions behind the pairs trained on so far
     (`episodes_per_round` per round), and each round's record holds the DPO loss, implicit rewards, preference
-    accuracy and margin."""
+    accuracy and margin. `train_seconds` starts at `sampling_seconds`, the time spent sampling the pairs up front:
+    those completions are DPO's episodes, so their cost is part of its training time, as PPO's rollouts are of its."""
 
     def __init__(self, evaluate_fn: Callable, steps_per_round: int, episodes_per_round: int, eval_every: int = 0,
-                 on_record: Callable | None = None):
+                 on_record: Callable | None = None, sampling_seconds: float = 0.0):
         super().__init__(evaluate_fn, None, steps_per_round, episodes_per_round, eval_every, on_record)
+        self.train_seconds = sampling_seconds
 
     def _episodes(self, round_: int) -> int:
         return round_ * self.batch_size

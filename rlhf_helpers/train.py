@@ -546,6 +546,7 @@ def _train_dpo(profile, config, out, policy, reference, tokenizer, reward, promp
     from .dpo import DPOCallback, dpo_config, dpo_pairs, make_dpo_trainer
     from .models import quiet_transformers
 
+    sampling_start = time.perf_counter()
     pairs = dpo_pairs(policy, tokenizer, reward, prompt_ids, max(1, config.steps * config.batch_size // 2),
                       config.dpo_samples_per_prompt, config.gen_min_tokens, config.gen_max_tokens, config.temperature,
                       seed=config.seed)
@@ -562,7 +563,8 @@ def _train_dpo(profile, config, out, policy, reference, tokenizer, reward, promp
         args.logging_steps = max(1, total // config.steps)
         sampled = len(pairs) * config.dpo_samples_per_prompt  # completions, all drawn before training starts
         callback = DPOCallback(evaluate_fn, args.logging_steps, sampled // config.steps, eval_every,
-                               on_record=_recorder(out, reached) if main_process else None)
+                               on_record=_recorder(out, reached) if main_process else None,
+                               sampling_seconds=time.perf_counter() - sampling_start)
         with trl_logging(report_to if is_main_process() else "none", out):
             trainer = make_dpo_trainer(policy, reference, tokenizer, pairs, args, [callback])
             with quiet_transformers():
