@@ -42,7 +42,7 @@ def pytest_collection_finish(session):
 # scheduler hands items out in collection order as workers free up, so starting these first keeps a long notebook
 # from starting last and running alone at the end (longest-processing-time-first scheduling).
 LONGEST_FIRST = ("notebooks/05_", "notebooks/06_", "notebooks/07_", "notebooks/04_", "tests/test_gpu_check.py",
-                 "tests/test_reward_model.py::test_reward_model_learns", "tests/test_device.py::test_two_processes",
+                 "tests/test_device.py::test_two_processes",
                  "tests/test_train.py::test_killed_run", "notebooks/03_", "tests/test_browser.py")
 
 

@@ -68,3 +68,10 @@ def check_training_worked(name: str, before: dict, after: dict, profile: Profile
     if abs(before["kl"]) >= 1e-6:
         why.append("the untrained policy's KL is not 0 (the reference is not a copy of it)")
     return check_claim(False, "", f"{reading}; {', and '.join(why)}.", profile)
+
+
+def required_pair_accuracy() -> float:
+    """The smoke bar for notebook 06's reward model on held-out pairs, against the gold judge's noiseless preference:
+    0.75 on real IMDB (78.5 % measured on 2 CPU cores), 0.6 on the shipped template fixture, whose few templated
+    reviews give the rater less to tell apart."""
+    return 0.75 if os.environ.get("RLHF_IMDB_DIR") else 0.6

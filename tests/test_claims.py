@@ -3,7 +3,8 @@
 import pytest
 
 from rlhf_helpers import get_profile
-from rlhf_helpers.claims import ClaimNotShown, check_claim, check_training_worked, required_gain
+from rlhf_helpers.claims import (ClaimNotShown, check_claim, check_training_worked, required_gain,
+                                  required_pair_accuracy)
 
 BEFORE = {"positive_rate": 0.34, "mean_reward": -0.4, "kl": 0.0}
 
@@ -40,3 +41,10 @@ def test_the_gain_bar_leaves_room_on_the_fixture(monkeypatch):
     assert required_gain(0.7) == 0.3
     monkeypatch.delenv("RLHF_IMDB_DIR")
     assert required_gain(0.7) == pytest.approx(0.15) and required_gain(0.2) == 0.3
+
+
+def test_the_reward_model_bar_is_lower_on_the_fixture(monkeypatch):
+    monkeypatch.setenv("RLHF_IMDB_DIR", "/somewhere")
+    assert required_pair_accuracy() == 0.75
+    monkeypatch.delenv("RLHF_IMDB_DIR")
+    assert required_pair_accuracy() == 0.6

@@ -112,29 +112,6 @@ def test_best_of_n_uses_every_sample_and_never_gets_worse_on_its_own_reward(fast
     assert rows[-1]["proxy"] == pytest.approx(raw["proxy"].max(-1).values.mean().item(), abs=1e-6)
 
 
-def test_reward_model_learns_the_gold_judges_preferences(tmp_path):
-    """Issue 11's bar for the smoke profile: 4,096 pairs from the initial policy, labelled by a Bradley–Terry
-    rater (τ = 0.25) on the gold judge's scores, fit with RewardTrainer; on 256 pairs from held-out test prompts the
-    reward model agrees with the noiseless gold preference >= 75 % of the time (measured 78.5 % on IMDB)."""
-    from rlhf_helpers import get_profile
-    from rlhf_helpers.data import build_prompt_dataset, heldout_prompts
-    from rlhf_helpers.models import load_gold, load_policy, load_tokenizer, model_ids
-    from rlhf_helpers.reward_model import make_preference_pairs, pair_accuracy, train_reward_model
-
-    profile = get_profile("smoke")
-    tokenizer, policy = load_tokenizer(profile), load_policy(profile, "cpu")
-    gold = load_gold(profile, "cpu")
-    prompts = build_prompt_dataset(profile, tokenizer, split="train", seed=0)["input_ids"]
-    heldout = heldout_prompts(profile, tokenizer, n=256, seed=99)
-    pairs = make_preference_pairs(policy, tokenizer, gold, prompts[:4096], noise=0.25, seed=0)
-    test = make_preference_pairs(policy, tokenizer, gold, heldout.input_ids, noise=0.25, seed=7)
-    assert len(pairs) == 4096 and len(test) == 256
-    assert 0.6 < pairs.label_agrees_with_gold < 0.95  # the rater is noisy, not random and not perfect
-    _, scorer = train_reward_model(model_ids(profile)[1], pairs, str(tmp_path / "rm"), epochs=2, learning_rate=3e-4)
-    accuracy = pair_accuracy(scorer, test)
-    assert accuracy["vs_gold"] >= 0.75, accuracy
-
-
 def test_reward_model_training_is_seeded_whatever_ran_before(fast_world, tmp_path):
     """The fresh one-number head is drawn from the global generator: `train_reward_model` seeds it, so two calls with
     the same seed give the same model even when other code drew random numbers in between (it used not to)."""
