@@ -14,10 +14,6 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 # spinning vs 177 ms sleeping on a quiet machine, but 1,056 ms vs 271 ms with one CPU-bound process beside it,
 # where spinning threads wait a whole time slice for the one that was descheduled.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-# One torch thread per process: the suite runs two workers on two cores (pyproject's addopts), and the smoke models
-# (about 1M parameters) are faster on one thread than on two even alone. Measured on 2 cores, a smoke PPO step:
-# 1.16 s on one thread vs 1.29 s on two, one process on a quiet machine.
-os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 def pytest_collection_finish(session):
