@@ -20,7 +20,7 @@ def pytest_collection_finish(session):
     """Build the smoke profile's offline world once, before the first test, when any test was collected.
 
     Tests and notebooks that need it then find it cached, and none of their time limits has to absorb a
-    ~2.5-minute build (or a build that another process started: builders wait on a lock for one build)."""
+    ~5-minute build (or a build that another process started: builders wait on a lock for one build)."""
     if not session.items or session.config.option.collectonly:
         return
     if os.environ["RLHF_PROFILE"].strip().lower() != "smoke":
