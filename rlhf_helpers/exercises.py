@@ -463,8 +463,8 @@ def check_sequence_kl(fn: Callable) -> Callable:
 
 def check_ppo_update(fn: Callable, state, rollout) -> Callable:
     """fn(state, rollout) -> stats dict. Runs the learner's update and the loop's `ppo_update` from the same
-    starting point (weights, optimizer, generator) and compares the resulting weights. Leaves `state` as the
-    loop's own update leaves it."""
+    starting point (weights, optimizer, generator) and compares the resulting weights. Leaves `state` as it
+    found it: the notebook's next cell runs the update it returns."""
     import copy
 
     from .ppo_loop import ppo_update
@@ -485,7 +485,6 @@ def check_ppo_update(fn: Callable, state, rollout) -> Callable:
     out, attempted = _attempt("ppo_update", fn, state, rollout, module="rlhf_helpers.ppo_loop")
     if not attempted:
         restore(start)
-        _print_update_stats(ppo_update(state, rollout))
         return ppo_update
     theirs = [p.detach().clone() for p in (*state.policy.parameters(), *state.value_head.parameters())]
     assert isinstance(out, dict) and "policy_loss" in out, \
@@ -502,8 +501,8 @@ def check_ppo_update(fn: Callable, state, rollout) -> Callable:
 
     (their_pg, their_vf), (want_pg, want_vf) = frozen_losses(fn), frozen_losses(ppo_update)
     restore(start)
-    want = ppo_update(state, rollout)
-    ours = [p.detach() for p in (*state.policy.parameters(), *state.value_head.parameters())]
+    ppo_update(state, rollout)
+    ours = [p.detach().clone() for p in (*state.policy.parameters(), *state.value_head.parameters())]
     if abs(their_pg - want_pg) > 1e-4:
         raise AssertionError(
             f"Even with the weights frozen, the mean policy loss is {their_pg:.5f} vs the loop's {want_pg:.5f}. The "
@@ -519,14 +518,9 @@ def check_ppo_update(fn: Callable, state, rollout) -> Callable:
             f"Same losses at the start, but the weights end up {worst:.2e} apart. The usual causes: no "
             "optimizer.zero_grad() before backward (gradients pile up across minibatches); no clip_grad_norm_ over "
             "policy *and* value head with max_grad_norm; the value loss not weighted by vf_coef.")
+    restore(start)
     print("✅ your update moves the weights exactly as the loop's ppo_update does.")
-    _print_update_stats(want)
     return fn
-
-
-def _print_update_stats(stats: dict) -> None:
-    print("the update's statistics (means over its minibatches):",
-          ", ".join(f"{k} {v:.4f}" for k, v in stats.items() if k != "time_update"))
 
 
 # ---------------------------------------------------------------------------------------------- notebook 05

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -123,31 +124,34 @@ def next_prompts(state: TrainState) -> list[list[int]]:
     return [state.prompts[i] for i in idx.tolist()]
 
 
+@contextmanager
+def timed(timings: dict, phase: str):
+    """Add the seconds the block takes to timings[phase] (the 'seconds per PPO step' plot of notebook 04)."""
+    start = time.perf_counter()
+    yield
+    timings[phase] = timings.get(phase, 0.0) + time.perf_counter() - start
+
+
 @torch.no_grad()
-def collect_rollout(state: TrainState, query_ids: list[list[int]]) -> Rollout:
-    """Steps 1-4: generate, score, forward (policy + reference), per-token rewards, GAE."""
+def collect_rollout(state: TrainState, query_ids: list[list[int]], advantages_fn: Callable | None = None) -> Rollout:
+    """Steps 1-4: generate, score, forward (policy + reference), per-token rewards, GAE.
+    `advantages_fn` replaces step 4 (`rewards_and_advantages`, e.g. with the learner's own)."""
     cfg, timings = state.config, {}
-    t = time.perf_counter()
-    samples = sample_responses(state.policy, state.tokenizer, query_ids, cfg.gen_min_tokens, cfg.gen_max_tokens,
-                               temperature=cfg.temperature, batch_size=len(query_ids))
-    timings["generate"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    scores = state.reward(samples.texts).to(state.device)  # (B,), prompt + response
-    timings["score"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    batch = pack(samples.query_ids, samples.response_ids, state.tokenizer.pad_token_id).to(state.device)
-    mask = batch.response_mask.float()
-    logprobs, values, entropy = forward_logprobs_values(state, batch)
-    with _autocast(state.device):
-        ref_logits, _ = response_logits(state.reference, batch)
-    ref_logprobs = ppo.logprobs_from_logits(ref_logits, batch.response_ids, cfg.temperature)
-    timings["forward"] = time.perf_counter() - t
-
+    with timed(timings, "generate"):
+        samples = sample_responses(state.policy, state.tokenizer, query_ids, cfg.gen_min_tokens, cfg.gen_max_tokens,
+                                   temperature=cfg.temperature, batch_size=len(query_ids))
+    with timed(timings, "score"):
+        scores = state.reward(samples.texts).to(state.device)  # (B,), prompt + response
+    with timed(timings, "forward"):
+        batch = pack(samples.query_ids, samples.response_ids, state.tokenizer.pad_token_id).to(state.device)
+        mask = batch.response_mask.float()
+        logprobs, values, entropy = forward_logprobs_values(state, batch)
+        with _autocast(state.device):
+            ref_logits, _ = response_logits(state.reference, batch)
+        ref_logprobs = ppo.logprobs_from_logits(ref_logits, batch.response_ids, cfg.temperature)
     values = values * mask
-    rewards, advantages, returns = rewards_and_advantages(scores, logprobs, ref_logprobs, values, mask,
-                                                          state.kl_ctl.value, cfg.gamma, cfg.lam)
+    rewards, advantages, returns = (advantages_fn or rewards_and_advantages)(
+        scores, logprobs, ref_logprobs, values, mask, state.kl_ctl.value, cfg.gamma, cfg.lam)
     return Rollout(samples, batch, scores, logprobs, ref_logprobs, values, rewards, advantages, returns, mask,
                    ppo.masked_mean(entropy, mask).item(), timings)
 
@@ -171,7 +175,8 @@ def sequence_kl(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.
     return ((logprobs - ref_logprobs) * mask).sum(1).mean().item()
 
 
-def _rows(batch: PackedBatch, idx: torch.Tensor) -> PackedBatch:
+def select_rows(batch: PackedBatch, idx: torch.Tensor) -> PackedBatch:
+    """The rows `idx` of a packed batch (a minibatch of the rollout)."""
     return PackedBatch(batch.input_ids[idx], batch.attention_mask[idx], batch.position_ids[idx],
                        batch.response_ids[idx], batch.response_mask[idx], batch.query_len)
 
@@ -180,12 +185,12 @@ def ppo_update(state: TrainState, rollout: Rollout) -> dict:
     """Step 5: `ppo_epochs` passes over shuffled minibatches of the rollout."""
     cfg = state.config
     stats = {"policy_loss": [], "value_loss": [], "clipfrac": [], "approxkl": [], "vf_clipfrac": []}
-    start = time.perf_counter()
     for _ in range(cfg.ppo_epochs):
         order = torch.randperm(cfg.batch_size, generator=state.generator)
         for first in range(0, cfg.batch_size, cfg.mini_batch_size):
             mb_idx = order[first:first + cfg.mini_batch_size].to(state.device)
-            logprobs, values, _ = forward_logprobs_values(state, _rows(rollout.batch, mb_idx), with_entropy=False)
+            rows = select_rows(rollout.batch, mb_idx)
+            logprobs, values, _ = forward_logprobs_values(state, rows, with_entropy=False)
             mask = rollout.mask[mb_idx]
             pg_loss, pg_stats = ppo.clipped_policy_loss(logprobs, rollout.logprobs[mb_idx],
                                                         rollout.advantages[mb_idx], mask, cfg.cliprange)
@@ -200,21 +205,26 @@ def ppo_update(state: TrainState, rollout: Rollout) -> dict:
             for key, value in [("policy_loss", pg_loss.item()), ("value_loss", vf_loss.item()),
                                *pg_stats.items(), *vf_stats.items()]:
                 stats[key].append(value)
-    out = {key: sum(v) / len(v) for key, v in stats.items()}
-    out["time_update"] = time.perf_counter() - start
-    return out
+    return {key: sum(v) / len(v) for key, v in stats.items()}
 
 
 def ppo_step(state: TrainState) -> dict:
-    """One full PPO step (1-6). Returns the step's log record."""
-    start = time.perf_counter()
+    """One full PPO step (1-6). Returns the step's log record. Notebook 04 writes this same step out as a cell,
+    with the learner's functions in it; tests/test_ppo_loop_cell.py checks that the two train identically."""
+    start, cfg = time.perf_counter(), state.config
     rollout = collect_rollout(state, next_prompts(state))
-    update = ppo_update(state, rollout)
+    with timed(rollout.timings, "update"):
+        update = ppo_update(state, rollout)
     # Per-sequence KL of the rollout (k1 summed over tokens): what the controller steers toward its target.
-    kl = sequence_kl(rollout.logprobs, rollout.ref_logprobs, rollout.mask)
-    kl_coef = state.kl_ctl.value
-    state.kl_ctl.update(kl, state.config.batch_size)
+    kl, kl_coef = sequence_kl(rollout.logprobs, rollout.ref_logprobs, rollout.mask), state.kl_ctl.value
+    state.kl_ctl.update(kl, cfg.batch_size)
     state.step += 1
+    return log_step(state, rollout, update, kl, kl_coef, start)
+
+
+def log_step(state: TrainState, rollout: Rollout, update: dict, kl: float, kl_coef: float, start: float) -> dict:
+    """The step's log record (what `metrics.jsonl` holds), appended to `state.history`. Logging only: nothing
+    here changes the run."""
     residual_var = ppo.masked_var(rollout.returns - rollout.values, rollout.mask)
     record = {
         "step": state.step,
@@ -223,12 +233,11 @@ def ppo_step(state: TrainState) -> dict:
         "reward_std": rollout.scores.std().item(),
         "kl": kl,
         "kl_coef": kl_coef,
-        **{k: v for k, v in update.items() if k != "time_update"},
+        **update,
         "entropy": rollout.entropy,
         "explained_variance": 1.0 - (residual_var / ppo.masked_var(rollout.returns, rollout.mask)).item(),
         "response_length": rollout.mask.sum(1).mean().item(),
         **{f"time_{k}": v for k, v in rollout.timings.items()},
-        "time_update": update["time_update"],
         "time_step": time.perf_counter() - start,
         "samples": [{"prompt": q, "response": r, "reward": round(x, 4)} for q, r, x in
                     zip(rollout.samples.queries[:4], rollout.samples.responses[:4], rollout.scores[:4].tolist())],
@@ -238,14 +247,15 @@ def ppo_step(state: TrainState) -> dict:
 
 
 def train(state: TrainState, steps: int | None = None, on_step: Callable[[dict], None] | None = None,
-          progress: bool = True) -> list[dict]:
-    """Run PPO steps until `steps` (default: the config's) are done, with a tqdm progress bar."""
+          progress: bool = True, step: Callable[[TrainState], dict] | None = None) -> list[dict]:
+    """Run `step` (PPO's, or notebook 04's own) until `steps` (default: the config's) are done, with a tqdm
+    progress bar."""
     from tqdm.auto import tqdm
 
     total = steps or state.config.steps
     bar = tqdm(total=total, initial=state.step, desc="PPO", disable=not progress)
     while state.step < total:
-        record = ppo_step(state)
+        record = (step or ppo_step)(state)
         bar.update(1)
         bar.set_postfix(reward=f"{record['reward_mean']:+.2f}", kl=f"{record['kl']:.2f}")
         if on_step is not None:

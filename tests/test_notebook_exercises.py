@@ -52,9 +52,10 @@ def _solutions():
 
 @pytest.mark.parametrize("name, checker, code", list(_solutions()))
 def test_the_shown_solution_passes_its_checker(name, checker, code, tiny_ppo, capsys):
-    from rlhf_helpers.ppo_loop import _rows, forward_logprobs_values
+    from rlhf_helpers.ppo_loop import select_rows, forward_logprobs_values
 
-    namespace = {"torch": torch, "ppo": ppo, "forward_logprobs_values": forward_logprobs_values, "_rows": _rows}
+    namespace = {"torch": torch, "ppo": ppo, "forward_logprobs_values": forward_logprobs_values,
+                 "select_rows": select_rows}
     exec(code, namespace)  # noqa: S102 - the notebook's own solution text
     state, rollout = tiny_ppo
     extra = {"check_response_logits": (state.policy, rollout.batch), "check_ppo_update": (state, rollout)}
