@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save
 
+from .device import rng_state, set_rng_state
 from .faults import write_bytes
 from .ppo_loop import TrainState
 
@@ -52,9 +53,10 @@ def save_checkpoint(state: TrainState, out: Path, extra: dict | None = None, kee
         buffer = io.BytesIO()
         torch.save(state.optimizer.state_dict(), buffer)
         write_bytes(tmp / "optimizer.pt", buffer.getvalue())
-        rng = {"torch": torch.get_rng_state(), "generator": state.generator.get_state()}
-        if torch.cuda.is_available():
-            rng["cuda"] = torch.cuda.get_rng_state()
+        global_rng = rng_state()  # the CPU generator and every CUDA device's (sampling on a GPU draws from CUDA's)
+        rng = {"torch": global_rng["cpu"], "generator": state.generator.get_state()}
+        if "cuda" in global_rng:
+            rng["cuda"] = torch.stack(global_rng["cuda"])
         _save_tensors(rng, tmp / "rng.safetensors")
         (tmp / "state.json").write_text(json.dumps({"step": state.step, "kl_ctl": state.kl_ctl.state_dict(),
                                                     "history": state.history, "extra": extra or {}}))
@@ -78,10 +80,8 @@ def load_checkpoint(state: TrainState, path: Path) -> dict:
     state.optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True,
                                                map_location=state.device))
     rng = load_file(path / "rng.safetensors")
-    torch.set_rng_state(rng["torch"])
+    set_rng_state({"cpu": rng["torch"], **({"cuda": list(rng["cuda"].unbind())} if "cuda" in rng else {})})
     state.generator.set_state(rng["generator"])
-    if "cuda" in rng and torch.cuda.is_available():
-        torch.cuda.set_rng_state(rng["cuda"])
     saved = json.loads((path / "state.json").read_text())
     state.step = saved["step"]
     state.kl_ctl.load_state_dict(saved["kl_ctl"])

@@ -191,8 +191,6 @@ class HeldoutPrompts:
 
     queries: list[str]
     input_ids: list[list[int]]
-    labels: list[int]
-    """The sentiment label of the review each prompt was cut from (for analysis only)."""
 
     def __len__(self) -> int:
         return len(self.queries)
@@ -208,5 +206,4 @@ def heldout_prompts(profile: Profile, tokenizer, n: int | None = None,
     picked = ds.shuffle(seed=seed).select(range(n))
     prompts = make_prompts(picked["text"], tokenizer, profile.prompt_min_tokens, profile.prompt_max_tokens,
                            seed=seed)
-    return HeldoutPrompts(queries=[p["query"] for p in prompts], input_ids=[p["input_ids"] for p in prompts],
-                          labels=list(picked["label"]))
+    return HeldoutPrompts(queries=[p["query"] for p in prompts], input_ids=[p["input_ids"] for p in prompts])

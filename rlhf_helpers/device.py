@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import os
+
 import contextlib
 
 import torch
@@ -41,6 +43,11 @@ def trl_precision(device: torch.device | str | None = None) -> dict:
     """`bf16` / `use_cpu` keywords for a TRL config, chosen exactly as `autocast_dtype` chooses."""
     device = torch.device(device) if device is not None else default_device()
     return {"bf16": autocast_dtype(device) == torch.bfloat16, "use_cpu": device.type != "cuda"}
+
+
+def world_size() -> int:
+    """Processes in this run: WORLD_SIZE as torchrun / accelerate launch set it (1 when started with python)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def rng_state() -> dict:

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from .ppo import logprobs_from_logits
+from .profiles import check_batch_split
 from .sampling import pack, response_logits
 from .trl_runs import CourseCallback
 
@@ -89,9 +90,7 @@ def dpo_config(profile, output_dir: str, seed: int = 0, batch_size: int | None =
     cfg = profile.ppo
     batch = cfg.batch_size if batch_size is None else batch_size
     mini = cfg.mini_batch_size if mini_batch_size is None else mini_batch_size
-    if mini % 2 or batch % mini:
-        raise ValueError(f"dpo: the mini-batch ({mini} completions) must be even (two per pair) and divide the batch "
-                         f"({batch}).")
+    check_batch_split(batch, mini, per=2, what="dpo")
     settings = dict(output_dir=output_dir, seed=seed, data_seed=seed, per_device_train_batch_size=mini // 2,
                     num_train_epochs=cfg.dpo_epochs, learning_rate=cfg.learning_rate, lr_scheduler_type="constant",
                     max_grad_norm=cfg.max_grad_norm, beta=cfg.dpo_beta, loss_type=["sigmoid"], disable_dropout=True,

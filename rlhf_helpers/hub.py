@@ -48,11 +48,6 @@ def hub_problem(timeout: float = HUB_TIMEOUT_S) -> str | None:
         return f"the hub ({url.hostname}:{port}) refused or dropped the connection ({error.strerror or error})"
 
 
-def hub_reachable(timeout: float = HUB_TIMEOUT_S) -> bool:
-    """Open (and close) one TCP connection to the hub endpoint, waiting at most `timeout` seconds."""
-    return hub_problem(timeout) is None
-
-
 def ensure_available(repo_id: str, repo_type: str = "model", timeout: float = HUB_TIMEOUT_S) -> None:
     """Return if `repo_id` is a local folder, is cached, or the hub answers; else raise at once."""
     if os.path.isdir(repo_id):

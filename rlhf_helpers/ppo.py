@@ -48,12 +48,10 @@ def masked_var(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return masked_mean((x - mean) ** 2, mask)
 
 
-def masked_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) -> torch.Tensor:
-    """(x - mean) / sqrt(var + 1e-8) with masked statistics; `shift_mean=False` adds the mean back
-    (used for rewards, whose sign carries meaning; advantages are fully whitened)."""
+def masked_whiten(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(x - mean) / sqrt(var + 1e-8) with masked statistics (the advantages' whitening, details #7)."""
     mean, var = masked_mean(x, mask), masked_var(x, mask)
-    whitened = (x - mean) * torch.rsqrt(var + 1e-8)
-    return whitened if shift_mean else whitened + mean
+    return (x - mean) * torch.rsqrt(var + 1e-8)
 
 
 def kl_estimate(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, kind: str = "k1") -> torch.Tensor:

@@ -15,6 +15,21 @@ PROFILE_ENV = "RLHF_PROFILE"
 PROFILE_NAMES = ("gpu", "cpu", "smoke")
 
 
+def check_batch_split(batch: int, mini: int, processes: int = 1, per: int = 1, what: str = "") -> None:
+    """The one check of how a batch splits: into mini-batches, each over `processes` processes, each a multiple
+    of `per` completions (2 for DPO's pairs, num_generations for GRPO/RLOO groups). ValueError naming the sizes."""
+    prefix = f"{what}: " if what else ""
+    if batch % mini:
+        raise ValueError(f"{prefix}batch size {batch} is not divisible by mini-batch size {mini}; pass --batch-size "
+                         f"and --mini-batch-size so that one divides the other.")
+    if mini % processes:
+        raise ValueError(f"{prefix}mini-batch size {mini} must split evenly over the {processes} processes.")
+    if mini % per:
+        why = ("must be even: DPO trains on pairs, two completions each" if per == 2 else
+               f"must be a multiple of num_generations ({per}): a GRPO/RLOO group stays in one mini-batch")
+        raise ValueError(f"{prefix}mini-batch size {mini} {why}.")
+
+
 @dataclass(frozen=True, kw_only=True)
 class PPOConfig:
     """Every hyper-parameter of one PPO run, in one flat place (CleanRL style). The defaults are the classic
@@ -72,9 +87,7 @@ class PPOConfig:
                 raise ValueError(f"PPOConfig.{name} must be a positive integer, got {value!r}.")
         if not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
             raise ValueError(f"PPOConfig.seed must be an integer in [0, 2**32), got {self.seed!r}.")
-        if self.batch_size % self.mini_batch_size:
-            raise ValueError(f"batch_size {self.batch_size} is not divisible by mini_batch_size "
-                             f"{self.mini_batch_size}; pick a mini-batch size that divides it.")
+        check_batch_split(self.batch_size, self.mini_batch_size)
         if not 1 <= self.gen_min_tokens <= self.gen_max_tokens:
             raise ValueError(f"Need 1 <= gen_min_tokens <= gen_max_tokens, got {self.gen_min_tokens}, "
                              f"{self.gen_max_tokens}.")

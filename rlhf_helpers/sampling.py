@@ -33,11 +33,6 @@ class Samples:
     def __len__(self) -> int:
         return len(self.queries)
 
-    def to(self, device: torch.device | str) -> Samples:
-        """The same samples with their id tensors on `device`."""
-        return Samples([q.to(device) for q in self.query_ids], [r.to(device) for r in self.response_ids],
-                       self.queries, self.responses)
-
 
 def left_pad(sequences: list[torch.Tensor], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Stack 1-D id tensors left-padded to one length. Returns (input_ids, attention_mask), (B, T)."""

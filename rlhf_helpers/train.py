@@ -28,7 +28,8 @@ from pathlib import Path
 from .faults import (OutOfMemoryError, OutputBusyError, OutputWriteError, RunInterrupted, SettingError, atomic_write,
                      busy_message, disk_full_message, hold_output, is_disk_full, is_out_of_memory, is_under,
                      output_holder, run_cli, unwritable_message, write_text_atomic)
-from .profiles import PROFILE_NAMES, Profile
+from .device import world_size
+from .profiles import PROFILE_NAMES, Profile, check_batch_split
 from .tracking import TRACKERS, MetricLogger, check_tracker, trl_logging
 
 ALGOS = ("ppo", "grpo", "rloo", "dpo")
@@ -74,9 +75,6 @@ def _seed(text: str) -> int:
     return value
 
 
-def world_size() -> int:
-    """Processes in this run: WORLD_SIZE as torchrun / accelerate launch set it (1 when started with python)."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def is_main_process() -> bool:
@@ -96,18 +94,11 @@ def check_run_arguments(algo: str, profile: Profile, seed: int = 0, steps: int |
             raise ValueError(f"{flag} must be a positive integer, got {value!r}.")
     batch = profile.ppo.batch_size if batch_size is None else batch_size
     mini = profile.ppo.mini_batch_size if mini_batch_size is None else mini_batch_size
-    if batch % mini:
-        raise ValueError(f"batch size {batch} is not divisible by mini-batch size {mini}; pass --batch-size and "
-                         f"--mini-batch-size so that one divides the other.")
     world = world_size()
     if world > 1 and algo == "ppo":
         raise ValueError(f"--algo ppo (the hand-built loop) runs in one process, but WORLD_SIZE={world}: start it with "
                          f"python, not torchrun or accelerate launch. --algo grpo|rloo scale out over processes.")
-    if mini % world:
-        raise ValueError(f"--mini-batch-size {mini} must split evenly over the {world} processes.")
-    if algo == "dpo" and mini % 2:
-        raise ValueError(f"--algo dpo trains on pairs, two completions each: the mini-batch size ({mini}) must be "
-                         f"even.")
+    check_batch_split(batch, mini, world, 2 if algo == "dpo" else 1, f"--algo {algo}")
     if algo in ("grpo", "rloo"):
         from .trl_runs import NUM_GENERATIONS
 
@@ -370,7 +361,9 @@ def _run(algo, profile, out, seed, steps, batch_size, mini_batch_size, eval_ever
     run_info = {"algo": algo, "profile": profile.name, "config": dataclasses.asdict(config),
                 "data": imdb_source(profile), "models": dict(zip(("policy", "reward"), model_ids(profile)))}
     if status == "partial" and (out / "run.json").is_file():
-        differences = _differences(json.loads((out / "run.json").read_text()), run_info)
+        saved = json.loads((out / "run.json").read_text())
+        saved.pop("trainer", None)  # written by the trainer once it is built: not an argument of the command
+        differences = _differences(saved, run_info)
         if differences:
             raise RunError(f"{out} holds a run that this command would not continue faithfully: "
                            f"{'; '.join(differences)}. Resume it with the same arguments and environment, or choose "
@@ -511,11 +504,25 @@ def _train_trl(algo, profile, config, out, policy, tokenizer, reward, prompt_tex
         args = trl_config(algo, profile, scratch, seed=config.seed, rounds=config.steps, batch_size=config.batch_size,
                           mini_batch_size=config.mini_batch_size,
                           report_to=report_to if is_main_process() else "none")
-        return _train_trl_in(algo, profile, config, out, policy, tokenizer, reward, prompt_texts, evaluate_fn,
+        return _train_trl_in(algo, config, out, policy, tokenizer, reward, prompt_texts, evaluate_fn,
                              eval_every, reached, args)
 
 
-def _train_trl_in(algo, profile, config, out, policy, tokenizer, reward, prompt_texts, evaluate_fn, eval_every,
+TRAINER_SETTINGS = ("learning_rate", "beta", "num_generations", "num_iterations", "steps_per_generation",
+                    "per_device_train_batch_size", "gradient_accumulation_steps", "max_steps", "num_train_epochs",
+                    "logging_steps", "max_completion_length", "temperature", "epsilon", "loss_type", "scale_rewards",
+                    "normalize_advantages", "max_grad_norm", "lr_scheduler_type", "seed", "bf16")
+
+
+def record_trainer_settings(out: Path, args) -> None:
+    """Add the TRL trainer's settings, the derived ones included, to the run's run.json (under "trainer")."""
+    info = json.loads((out / "run.json").read_text())
+    info["trainer"] = {type(args).__name__: {name: getattr(args, name) for name in TRAINER_SETTINGS
+                                             if hasattr(args, name)}}
+    write_text_atomic(out / "run.json", json.dumps(info, indent=2, default=str))
+
+
+def _train_trl_in(algo, config, out, policy, tokenizer, reward, prompt_texts, evaluate_fn, eval_every,
                   reached, args):
     from .trl_runs import CourseCallback, make_trl_trainer, sentiment_reward_func
 
@@ -524,6 +531,7 @@ def _train_trl_in(algo, profile, config, out, policy, tokenizer, reward, prompt_
     main_process = is_main_process()
     if main_process:
         (out / "metrics.jsonl").write_text("")
+        record_trainer_settings(out, args)
     callback = CourseCallback(evaluate_fn, reward_func, steps_per_round, config.batch_size, eval_every,
                               on_record=_recorder(out, reached) if main_process else None)
     import warnings
@@ -561,6 +569,8 @@ def _train_dpo(profile, config, out, policy, reference, tokenizer, reward, promp
         # the pairs consumed so far were built from, and end at all that were sampled.
         total = math.ceil(len(pairs) / args.per_device_train_batch_size) * args.num_train_epochs
         args.logging_steps = max(1, total // config.steps)
+        if main_process:
+            record_trainer_settings(out, args)
         sampled = len(pairs) * config.dpo_samples_per_prompt  # completions, all drawn before training starts
         callback = DPOCallback(evaluate_fn, args.logging_steps, sampled // config.steps, eval_every,
                                on_record=_recorder(out, reached) if main_process else None,

@@ -2,7 +2,7 @@ import time
 
 import pytest
 
-from rlhf_helpers.hub import HubUnreachableError, ensure_available, hub_reachable
+from rlhf_helpers.hub import HubUnreachableError, ensure_available, hub_problem
 from rlhf_helpers.models import model_ids
 from rlhf_helpers.profiles import get_profile
 
@@ -16,7 +16,7 @@ def dead_hub(monkeypatch):
 
 
 def test_unreachable_hub_fails_fast_and_names_smoke(dead_hub):
-    assert not hub_reachable(timeout=1)
+    assert hub_problem(timeout=1) is not None
     start = time.perf_counter()
     with pytest.raises(HubUnreachableError, match="RLHF_PROFILE=smoke"):
         model_ids(get_profile("cpu"))

@@ -92,14 +92,12 @@ def test_masked_statistics_match_naive_and_ignore_padding():
     assert masked_mean(poisoned, mask).item() == pytest.approx(mean, abs=1e-4)
 
 
-def test_whiten_hand_case_and_shift_mean():
+def test_whiten_hand_case():
     x = torch.tensor([[1.0, 2.0, 3.0, 99.0]])
     mask = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
     std = math.sqrt(2 / 3 + 1e-8)
     white = masked_whiten(x, mask)
     assert white[0, :3].tolist() == pytest.approx([-1 / std, 0.0, 1 / std], abs=1e-6)
-    kept = masked_whiten(x, mask, shift_mean=False)
-    assert kept[0, :3].tolist() == pytest.approx([2 - 1 / std, 2.0, 2 + 1 / std], abs=1e-6)
 
 
 def test_kl_estimators_hand_case():

@@ -55,7 +55,7 @@ def test_ppo_config_is_flat_and_checks_itself():
 
     # One class, no inheritance: every field is declared (and documented) in PPOConfig itself.
     assert PPOConfig.__mro__[1:] == (object,)
-    with pytest.raises(ValueError, match="not divisible by mini_batch_size"):
+    with pytest.raises(ValueError, match="not divisible by mini-batch size"):
         dataclasses.replace(get_profile("smoke").ppo, batch_size=10, mini_batch_size=4)
     with pytest.raises(ValueError, match="steps must be a positive integer"):
         get_profile("smoke", steps=0)

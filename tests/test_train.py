@@ -156,6 +156,16 @@ def test_every_algorithm_writes_a_complete_run(tmp_path, algo, reference_run):
         summary = train.main(["--algo", algo, "--profile", "smoke", "--steps", "2", "--batch-size", "16",
                               "--mini-batch-size", "8", "--out", str(out), "--no-progress"])
     _check_run_files(out, summary, algo, batch_size=16, steps=summary["steps"])
+    info = json.loads((out / "run.json").read_text())
+    if algo == "grpo":  # the trainer's derived settings are recorded too, as the trainer actually used them
+        used = info["trainer"]["GRPOConfig"]
+        assert used["steps_per_generation"] * used["per_device_train_batch_size"] == 16
+        assert used["max_steps"] == 2 * used["steps_per_generation"] * used["num_iterations"]
+        assert {"num_generations", "logging_steps", "beta", "learning_rate"} <= set(used)
+    elif algo == "dpo":
+        assert info["trainer"]["DPOConfig"]["per_device_train_batch_size"] == 4  # 8 completions = 4 pairs
+    else:
+        assert "trainer" not in info  # the hand-built loop's settings are all in "config"
 
 
 def _files(out: Path) -> dict:

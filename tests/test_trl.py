@@ -50,7 +50,7 @@ def test_trl_config_carries_the_course_settings():
     assert (args.top_k, args.top_p, args.max_completion_length) == (0, 1.0, profile.ppo.gen_max_tokens)
     assert args.per_device_train_batch_size * args.steps_per_generation == profile.ppo.batch_size
     assert args.max_steps == profile.ppo.steps * args.steps_per_generation * args.num_iterations
-    with pytest.raises(ValueError, match="must divide"):
+    with pytest.raises(ValueError, match="not divisible"):
         trl_config("grpo", profile, "/tmp/unused", batch_size=64, mini_batch_size=12)
 
 
