@@ -236,3 +236,15 @@ def load_reward(profile: Profile, device: torch.device | str | None = None, **kw
     from .reward import SentimentReward
 
     return SentimentReward(load_classifier(profile, device), **kwargs)
+
+
+def describe_samples_source(profile, policy, tokenizer) -> str:
+    """One paragraph for a notebook, where samples first appear: which policy wrote them, its size read from the
+    model itself, and, for the `smoke` profile's tiny offline models, what to look at instead of fluency."""
+    params = sum(p.numel() for p in policy.parameters())
+    if not profile.offline:
+        return f"These samples come from {profile.policy_model}: {params:,} parameters, {len(tokenizer):,} tokens."
+    return (f"These samples come from the smoke profile's policy: {params:,} parameters and a {len(tokenizer):,}-token "
+            f"vocabulary, trained offline on IMDB in a few minutes (GPT-2 small: 124M parameters, 50,257 tokens). "
+            f"Expect non-words and broken grammar: read the rewards, the KL and which words become common, not the "
+            f"fluency. The cpu and gpu profiles run the same code on GPT-2.")

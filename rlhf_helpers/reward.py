@@ -50,24 +50,23 @@ class SentimentReward:
     >>> reward(["A wonderful film.", "Dreadful."])            # tensor([ 2.6, -2.4]) or so
 
     Texts longer than the classifier reads are truncated (`truncation=True`, as the classic notebook
-    did); with `truncation=False` they raise instead. `fit_normalization` makes later calls return
-    (logit - mean) / std over reference texts.
+    did); with `truncation=False` they raise instead.
     """
 
     def __init__(self, classifier, positive_label: str = "POSITIVE", batch_size: int = 64,
-                 truncation: bool = True):
+                 truncation: bool = True, label_index=positive_label_index):
         self.pipeline = classifier
         self.model = classifier.model.eval()
         self.tokenizer = classifier.tokenizer
         if self.tokenizer.pad_token is None:  # batching needs one; reuse EOS as GPT-2-style models do
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.positive_index = positive_label_index(self.model.config, positive_label)
+        # label_index(config, name) -> int: notebook 01 passes the learner's own lookup
+        self.positive_index = label_index(self.model.config, positive_label)
         self.positive_label = positive_label
         self.batch_size = batch_size
         self.truncation = truncation
         self.max_length = min(self.tokenizer.model_max_length,
                               getattr(self.model.config, "max_position_embeddings", 10**9))
-        self.mean, self.std = 0.0, 1.0
 
     @property
     def device(self) -> torch.device:
@@ -94,37 +93,5 @@ class SentimentReward:
         return torch.cat(out)
 
     def __call__(self, texts) -> torch.Tensor:
-        """Rewards: the POSITIVE logit, normalized if `fit_normalization` was called."""
-        return (self.logits(texts) - self.mean) / self.std
-
-    def fit_normalization(self, reference_texts, min_samples: int = 8,
-                          min_std: float = 1e-4) -> tuple[float, float]:
-        """Set mean/std from reference samples so rewards start at mean 0, std 1.
-
-        Refuses fewer than `min_samples` texts (one text has no std at all) and texts whose scores barely
-        differ (std < `min_std`): dividing by such a std would blow every later reward up by orders of magnitude."""
-        texts = _check_texts(reference_texts)
-        if len(texts) < min_samples:
-            raise ValueError(f"fit_normalization got {len(texts)} text(s); pass at least {min_samples} reference "
-                             f"samples (e.g. a batch of the untrained policy's responses) to estimate a mean and std.")
-        scores = self.logits(texts)
-        std = scores.std().item()
-        if not std >= min_std:
-            raise ValueError(f"The {len(texts)} reference texts all score about the same (std {std:.2g} < {min_std}); "
-                             f"normalizing by that would multiply rewards by {1 / max(std, 1e-12):.0e}. Pass varied "
-                             f"samples (different prompts and responses), not copies of one text.")
-        self.mean, self.std = scores.mean().item(), std
-        return self.mean, self.std
-
-
-def pipeline_positive_scores(classifier, texts) -> list[float]:
-    """The same numbers through the pipeline's own API: all labels, raw logits, picked by name."""
-    outputs = classifier(_check_texts(texts), top_k=None, function_to_apply="none", truncation=True)
-    scores = []
-    for row in outputs:
-        positive = [o["score"] for o in row if o["label"].lower() == "positive"]
-        if not positive:
-            raise ValueError(f"The classifier's labels are {[o['label'] for o in row]}; none is named 'POSITIVE'. "
-                             f"Use SentimentReward(classifier, positive_label='<name of the positive class>').")
-        scores.append(positive[0])
-    return scores
+        """Rewards: the POSITIVE logit of each text."""
+        return self.logits(texts)

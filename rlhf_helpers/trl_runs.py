@@ -17,15 +17,14 @@ Settings are derived from the course profile so that a TRL run and the hand-buil
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 
 import torch
 from transformers import TrainerCallback
 
-from .device import trl_precision
-from .profiles import Profile
+from .device import trl_precision, world_size
+from .profiles import Profile, check_batch_split
 
 NUM_GENERATIONS = {"grpo": 8, "rloo": 4}
 
@@ -83,15 +82,11 @@ def trl_config(algo: str, profile: Profile, output_dir: str, seed: int = 0, roun
     if batch <= 0 or mini <= 0:
         raise ValueError(f"{algo}: batch size ({batch}) and mini-batch size ({mini}) must be positive.")
     generations = NUM_GENERATIONS[algo]
-    if batch % mini or mini % generations or batch % generations:
-        raise ValueError(f"{algo}: batch {batch}, mini-batch {mini} and num_generations {generations} must divide "
-                         f"(batch % mini == 0, mini % generations == 0).")
-    steps_per_generation = batch // mini
     # Under torchrun / accelerate launch, each of the N processes takes mini / N of every gradient step, so a round
     # still spends `batch` completions and the budget does not change with the number of processes.
-    processes = int(os.environ.get("WORLD_SIZE", "1"))
-    if mini % processes:
-        raise ValueError(f"{algo}: mini-batch {mini} must split evenly over {processes} processes.")
+    processes = world_size()
+    check_batch_split(batch, mini, processes, generations, algo)
+    steps_per_generation = batch // mini
     num_iterations = max(2, cfg.ppo_epochs)
     rounds = cfg.steps if rounds is None else rounds
     common = dict(
@@ -123,7 +118,7 @@ class CourseCallback(TrainerCallback):
         self.evaluate_fn, self.reward_func = evaluate_fn, reward_func
         self.steps_per_round, self.batch_size, self.eval_every = steps_per_round, batch_size, eval_every
         self.on_record = on_record
-        self.processes = int(os.environ.get("WORLD_SIZE", "1"))  # each process scores its share of a round
+        self.processes = world_size()  # each process scores its share of a round
         self.history, self.evals = [], []
         self.start = time.perf_counter()
         self.train_seconds = 0.0  # excludes the evaluations, like the PPO runs' wall clock
@@ -233,3 +228,29 @@ def compare_losses(trainer, tokenizer, prompts: list[str], seed: int = 0) -> dic
                                               inputs["advantages"][:, None], torch.ones(n, 1, device=device),
                                               args.epsilon)
     return {"trl": trl_loss.item(), "course": ours.item(), "clipfrac": stats["clipfrac"]}
+
+
+def compare_advantages(trainer, advantages_fn) -> dict:
+    """One real generation round of a GRPO or RLOO trainer, then TRL's logged rewards through `advantages_fn(rewards,
+    group_size)` (notebook 05 passes the learner's) next to the advantages TRL computed and trained on.
+
+    The trainer must run exactly one round (`rounds=1` in `trl_config`): in the first round π = π_ref, so RLOO's KL
+    term is 0 and its advantages are a function of the logged rewards alone."""
+    args = trainer.args
+    if args.max_steps != args.steps_per_generation * args.num_iterations:
+        raise ValueError(f"compare_advantages needs a one-round trainer (max_steps {args.max_steps} == "
+                         f"steps_per_generation × num_iterations): build it with trl_config(..., rounds=1).")
+    if getattr(args, "normalize_advantages", False) or getattr(args, "scale_rewards", "group") != "group":
+        raise ValueError("compare_advantages checks per-group advantages: build the trainer with the course's "
+                         "trl_config (scale_rewards='group' for GRPO, normalize_advantages=False for RLOO).")
+    import warnings
+
+    from .models import quiet_transformers
+
+    with quiet_transformers(), warnings.catch_warnings():  # TRL 1.16's use of a deprecated transformers field
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        trainer.train()
+    rewards = torch.tensor(list(trainer._logs["rewards"][trainer.reward_func_names[0]]))
+    theirs = torch.tensor(list(trainer._logs["advantages"]))
+    ours = advantages_fn(rewards, args.num_generations).float().cpu()
+    return {"completions": len(rewards), "advantages: max |TRL − yours|": (ours - theirs).abs().max().item()}

@@ -2,7 +2,19 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
-from rlhf_helpers.reward import SentimentReward, pipeline_positive_scores, positive_label_index
+from rlhf_helpers.reward import SentimentReward, positive_label_index
+
+def pipeline_positive_scores(classifier, texts) -> list[float]:
+    """An independent reference: the POSITIVE score through the pipeline's own API (all labels, raw logits)."""
+    outputs = classifier(list(texts), top_k=None, function_to_apply="none", truncation=True)
+    scores = []
+    for row in outputs:
+        positive = [o["score"] for o in row if o["label"].lower() == "positive"]
+        if not positive:
+            raise ValueError(f"labels {[o['label'] for o in row]}: none is POSITIVE; pass positive_label=...")
+        scores.append(positive[0])
+    return scores
+
 
 TEXTS = ["I watched this movie and it was wonderful", "The acting was terrible and boring",
          "A film", "What a superb, moving story. 10/10", "Dreadful. Avoid it."]
@@ -82,30 +94,6 @@ def test_classifier_without_positive_label(fast_world, tmp_path):
                            positive_label="LABEL_1").positive_index == 1
 
 
-REFERENCE = TEXTS + ["An average movie", "Not bad at all.", "I fell asleep twice", "Loved every minute of it"]
-
-
-def test_normalization_centres_reference_samples(classifier):
-    reward = SentimentReward(classifier)
-    raw = reward(REFERENCE)
-    mean, std = reward.fit_normalization(REFERENCE)
-    normed = reward(REFERENCE)
-    assert abs(normed.mean().item()) < 1e-5 and abs(normed.std().item() - 1) < 1e-4
-    torch.testing.assert_close(normed * std + mean, raw, atol=1e-5, rtol=1e-5)
-
-
-@pytest.mark.parametrize("texts, message", [
-    (["One text only."], "at least 8"),
-    (["The same text."] * 16, "all score about the same"),
-])
-def test_normalization_refuses_degenerate_samples(classifier, texts, message):
-    reward = SentimentReward(classifier)
-    with pytest.raises(ValueError, match=message):
-        reward.fit_normalization(texts)
-    assert (reward.mean, reward.std) == (0.0, 1.0), "a refused fit leaves the reward unnormalized"
-    assert torch.isfinite(reward(TEXTS)).all()
-
-
 def test_pipeline_scores_without_positive_label_name_the_fix(fast_world, tmp_path):
     model = AutoModelForSequenceClassification.from_pretrained(fast_world.classifier)
     model.config.id2label = {0: "LABEL_0", 1: "LABEL_1"}
@@ -113,4 +101,4 @@ def test_pipeline_scores_without_positive_label_name_the_fix(fast_world, tmp_pat
     model.save_pretrained(tmp_path)
     AutoTokenizer.from_pretrained(fast_world.classifier).save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="positive_label="):
-        pipeline_positive_scores(pipeline("sentiment-analysis", model=str(tmp_path), device="cpu"), TEXTS)
+        SentimentReward(pipeline("sentiment-analysis", model=str(tmp_path), device="cpu"))
