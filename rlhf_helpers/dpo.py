@@ -78,6 +78,14 @@ def dpo_pairs(policy, tokenizer, reward, prompt_ids: list[list[int]], n_prompts:
                                  samples_per_prompt=samples_per_prompt)
 
 
+def pairs_for_run(config, policy, tokenizer, reward, prompt_ids: list[list[int]]):
+    """The pairs `run("dpo")` trains on, from the run's PPOConfig: `steps × batch_size / 2` prompts,
+    `dpo_samples_per_prompt` completions each at the run's lengths and temperature, the run's seed."""
+    return dpo_pairs(policy, tokenizer, reward, prompt_ids, max(1, config.steps * config.batch_size // 2),
+                     config.dpo_samples_per_prompt, config.gen_min_tokens, config.gen_max_tokens, config.temperature,
+                     seed=config.seed)
+
+
 def dpo_config(profile, output_dir: str, seed: int = 0, batch_size: int | None = None,
                mini_batch_size: int | None = None, **overrides):
     """A DPOConfig with the profile's settings: its learning rate, `dpo_epochs` passes over the pairs,

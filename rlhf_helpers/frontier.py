@@ -70,7 +70,13 @@ def plot_frontier(points: list[dict], title: str = ""):
 def measured_frontier(profile_name: str) -> dict | None:
     """The sweep measured by `benchmarks/frontier.py` for this profile, shipped with the package; None if there is
     none (only `smoke` has been measured: the hub models cannot be reached from the machines the course is built on)."""
+    return measured_result("frontier", profile_name)
+
+
+def measured_result(kind: str, profile_name: str) -> dict | None:
+    """A benchmark's measured result for a profile, shipped with the package (`rlhf_helpers/results/KIND_PROFILE.json`,
+    written by `benchmarks/KIND.py`, with its machine and date inside); None if none was measured for the profile."""
     from importlib.resources import files
 
-    path = files("rlhf_helpers").joinpath(f"results/frontier_{profile_name}.json")
+    path = files("rlhf_helpers").joinpath(f"results/{kind}_{profile_name}.json")
     return json.loads(path.read_text()) if path.is_file() else None

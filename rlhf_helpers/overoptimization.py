@@ -299,6 +299,62 @@ def plot_overoptimization(bon: list[dict], rl_rows: list[dict], fits: dict):
     return fig
 
 
+HELDOUT_PAIRS_SEED = 99
+"""The held-out pairs' prompts: test-split prompts drawn with their own seed, apart from the evaluation prompts."""
+
+
+def study_pairs(profile, config: OveroptConfig, policy, tokenizer, gold, train_prompts: list[list[int]]):
+    """Step 1: the noisy rater's preference pairs, (training pairs, held-out pairs). Training pairs come from the
+    first `n_pairs` training prompts, held-out pairs from `n_heldout_pairs` test-split prompts."""
+    from .data import heldout_prompts
+    from .reward_model import make_preference_pairs
+
+    if config.n_pairs > len(train_prompts):
+        raise ValueError(f"n_pairs={config.n_pairs} but only {len(train_prompts)} training prompts; lower n_pairs.")
+    gen = (profile.ppo.gen_min_tokens, profile.ppo.gen_max_tokens)
+    pair_prompts = heldout_prompts(profile, tokenizer, n=config.n_heldout_pairs, seed=HELDOUT_PAIRS_SEED)
+    pairs = make_preference_pairs(policy, tokenizer, gold, train_prompts[: config.n_pairs], config.label_noise, *gen,
+                                  seed=config.seed)
+    test_pairs = make_preference_pairs(policy, tokenizer, gold, pair_prompts.input_ids, config.label_noise, *gen,
+                                       seed=config.seed + 7)  # other sampling draws than the training pairs'
+    return pairs, test_pairs
+
+
+def reward_model_recipes(config: OveroptConfig, pairs) -> dict:
+    """Step 2's two proxies: name -> (pairs, epochs, learning rate). *main* on all pairs; *weak* fit harder to the
+    first `weak_rm_pairs` of them (Gao et al.: less data, over-optimized sooner)."""
+    return {"main": (pairs, config.rm_epochs, config.rm_learning_rate),
+            "weak": (pairs.subset(config.weak_rm_pairs), config.weak_rm_epochs, config.weak_rm_learning_rate)}
+
+
+def train_proxy(classifier_id: str, recipe: tuple, test_pairs, config: OveroptConfig, scratch: str):
+    """Step 2, one proxy: TRL's RewardTrainer on the recipe's pairs -> (trainer, reward model, held-out accuracy)."""
+    from .reward_model import pair_accuracy, train_reward_model
+
+    rm_pairs, epochs, lr = recipe
+    trainer, proxy = train_reward_model(classifier_id, rm_pairs, scratch, epochs=epochs, learning_rate=lr,
+                                        seed=config.seed)
+    accuracy = {**pair_accuracy(proxy, test_pairs), "n_heldout_pairs": len(test_pairs), "n_pairs": len(rm_pairs),
+                "epochs": epochs, "learning_rate": lr}  # n_pairs: the pairs it was trained on
+    return trainer, proxy, accuracy
+
+
+def study_best_of_n(profile, config: OveroptConfig, policy, tokenizer, proxies: dict, gold, heldout) -> list[dict]:
+    """Step 3: best-of-n for every proxy on the same `bon_max_n` samples of the first `bon_prompts` held-out
+    prompts."""
+    return best_of_n_per_model(policy, tokenizer, proxies, gold, heldout.input_ids[: config.bon_prompts],
+                               config.bon_max_n, profile.ppo.gen_min_tokens, profile.ppo.gen_max_tokens,
+                               seed=config.seed)
+
+
+def most_overoptimized(runs: list[RLRun]) -> RLRun:
+    """The run whose gold reward fell furthest from its peak: the one whose samples the study shows."""
+    def fall(run):
+        peak = gold_peak_and_end(run.rows)
+        return peak["peak_gold"] - peak["end_gold"]
+    return max(runs, key=fall)
+
+
 def hacking_samples(run: RLRun, peak: dict, rows: int = 16):
     """The same held-out prompts at the gold peak and at the end of `run`, side by side."""
     import pandas as pd
@@ -362,7 +418,6 @@ def _study(profile, out: Path, config: OveroptConfig, progress: bool, log, phase
     from .data import build_prompt_dataset, heldout_prompts
     from .faults import atomic_write, write_text_atomic
     from .models import gold_model_id, load_gold, load_policy, load_tokenizer, model_ids
-    from .reward_model import make_preference_pairs, pair_accuracy, train_reward_model
 
     start = time.perf_counter()
     set_seed(config.seed)
@@ -372,19 +427,12 @@ def _study(profile, out: Path, config: OveroptConfig, progress: bool, log, phase
     policy = load_policy(profile)
     gold = load_gold(profile)
     train_prompts = build_prompt_dataset(profile, tokenizer, split="train", seed=config.seed)["input_ids"]
-    if config.n_pairs > len(train_prompts):
-        raise ValueError(f"n_pairs={config.n_pairs} but only {len(train_prompts)} training prompts; lower n_pairs.")
     heldout = heldout_prompts(profile, tokenizer, n=config.n_eval_prompts)
-    pair_prompts = heldout_prompts(profile, tokenizer, n=config.n_heldout_pairs, seed=99)
-    gen = (profile.ppo.gen_min_tokens, profile.ppo.gen_max_tokens)
     seconds = {}
 
     t = time.perf_counter()
     phase["now"] = "sampling the preference pairs"
-    pairs = make_preference_pairs(policy, tokenizer, gold, train_prompts[: config.n_pairs], config.label_noise, *gen,
-                                  seed=config.seed)
-    test_pairs = make_preference_pairs(policy, tokenizer, gold, pair_prompts.input_ids, config.label_noise, *gen,
-                                       seed=config.seed + 7)
+    pairs, test_pairs = study_pairs(profile, config, policy, tokenizer, gold, train_prompts)
     seconds["preferences"] = time.perf_counter() - t
     log(f"1. {len(pairs):,} training pairs; their noisy labels agree with the gold judge's noiseless preference on "
         f"{pairs.label_agrees_with_gold:.1%} (τ = {config.label_noise}) [{seconds['preferences']:.0f} s]")
@@ -392,14 +440,9 @@ def _study(profile, out: Path, config: OveroptConfig, progress: bool, log, phase
     t = time.perf_counter()
     phase["now"] = "training the reward models"
     proxies, accuracy = {}, {}
-    recipes = {"main": (pairs, config.rm_epochs, config.rm_learning_rate),
-               "weak": (pairs.subset(config.weak_rm_pairs), config.weak_rm_epochs, config.weak_rm_learning_rate)}
-    for rm, (rm_pairs, epochs, lr) in recipes.items():
+    for rm, recipe in reward_model_recipes(config, pairs).items():
         with tempfile.TemporaryDirectory(prefix="reward-model-") as scratch:
-            _, proxies[rm] = train_reward_model(classifier_id, rm_pairs, scratch, epochs=epochs, learning_rate=lr,
-                                                seed=config.seed)
-        accuracy[rm] = {**pair_accuracy(proxies[rm], test_pairs), "n_pairs": len(rm_pairs), "epochs": epochs,
-                        "learning_rate": lr}
+            _, proxies[rm], accuracy[rm] = train_proxy(classifier_id, recipe, test_pairs, config, scratch)
     seconds["reward_models"] = time.perf_counter() - t
     log(f"2. reward models: held-out pair accuracy against the gold judge {accuracy['main']['vs_gold']:.3f} (main, "
         f"{len(pairs):,} pairs), {accuracy['weak']['vs_gold']:.3f} (weak, {config.weak_rm_pairs:,} pairs) "
@@ -407,8 +450,7 @@ def _study(profile, out: Path, config: OveroptConfig, progress: bool, log, phase
 
     t = time.perf_counter()
     phase["now"] = "running best-of-n"
-    bon = best_of_n_per_model(policy, tokenizer, proxies, gold, heldout.input_ids[: config.bon_prompts],
-                              config.bon_max_n, *gen, seed=config.seed)
+    bon = study_best_of_n(profile, config, policy, tokenizer, proxies, gold, heldout)
     main_rows = [r for r in bon if r["rm"] == "main"]
     seconds["best_of_n"] = time.perf_counter() - t
     log(f"3. best-of-{config.bon_max_n} on the main RM: proxy {main_rows[0]['proxy']:+.2f} → "
@@ -430,7 +472,7 @@ def _study(profile, out: Path, config: OveroptConfig, progress: bool, log, phase
 
     fits = fit_all(bon, rl_rows)
     peaks = {run.name: gold_peak_and_end(run.rows) for run in runs}
-    shown = max(runs, key=lambda run: peaks[run.name]["peak_gold"] - peaks[run.name]["end_gold"])
+    shown = most_overoptimized(runs)
     samples = hacking_samples(shown, peaks[shown.name], rows=len(heldout))
     seconds["total"] = time.perf_counter() - start
     summary = {"profile": profile.name, "config": asdict(config), "gold_model": gold_model_id(profile),

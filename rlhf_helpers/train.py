@@ -551,13 +551,11 @@ def _train_dpo(profile, config, out, policy, reference, tokenizer, reward, promp
     import math
     import tempfile
 
-    from .dpo import DPOCallback, dpo_config, dpo_pairs, make_dpo_trainer
+    from .dpo import DPOCallback, dpo_config, make_dpo_trainer, pairs_for_run
     from .models import quiet_transformers
 
     sampling_start = time.perf_counter()
-    pairs = dpo_pairs(policy, tokenizer, reward, prompt_ids, max(1, config.steps * config.batch_size // 2),
-                      config.dpo_samples_per_prompt, config.gen_min_tokens, config.gen_max_tokens, config.temperature,
-                      seed=config.seed)
+    pairs = pairs_for_run(config, policy, tokenizer, reward, prompt_ids)
     main_process = is_main_process()
     if main_process:
         (out / "metrics.jsonl").write_text("")

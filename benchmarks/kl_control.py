@@ -1,0 +1,76 @@
+"""Does the adaptive KL controller hold its target within a smoke-sized budget? The same PPO run (notebook 04's)
+with the controller as shipped and with it scaled to the budget; writes kl_control.json (what notebook 04 draws).
+
+    python benchmarks/kl_control.py --profile smoke --out runs/kl_control
+    cp runs/kl_control/kl_control.json rlhf_helpers/results/kl_control_smoke.json
+
+Ziegler et al.'s controller moves β by at most 20 % × episodes / horizon per step. With the profile's horizon of
+10,000 episodes and a 60 × 64-episode run that is ≤ 0.13 % per step: β cannot follow the KL. Each variant is one
+run (seed 0), the runner's own held-out evaluation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from rlhf_helpers import get_profile
+from rlhf_helpers.faults import run_cli, write_text_atomic
+from rlhf_helpers.train import run
+
+VARIANTS = {
+    "as shipped": {},
+    "β 0.2, horizon 640": {"init_kl_coef": 0.2, "kl_horizon": 640},
+    "horizon 64": {"kl_horizon": 64},
+}
+"""name -> PPOConfig overrides. 640 episodes = 10 steps of 64: β may move up to 2 % per step; 64: up to 20 %."""
+
+
+def machine() -> str:
+    try:
+        model = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                     if line.startswith("model name"))
+    except (OSError, StopIteration):
+        model = platform.processor() or platform.machine()
+    return f"{model}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    return run_cli(lambda: _main(argv))
+
+
+def _main(argv: list[str] | None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--profile", default="smoke")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    base = get_profile(args.profile)
+    points, start = [], time.perf_counter()
+    for name, overrides in VARIANTS.items():
+        profile = dataclasses.replace(base, ppo=dataclasses.replace(base.ppo, **overrides))
+        out = args.out / name.replace(" ", "_").replace(",", "").replace("β", "beta")
+        summary = run("ppo", profile, out, seed=0, progress=False)
+        steps = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        samples = (out / "samples.csv").read_text().splitlines()[1:4]
+        points.append({"variant": name, **overrides, "kl_target": profile.ppo.kl_target,
+                       "beta_start": steps[0]["kl_coef"], "beta_end": steps[-1]["kl_coef"],
+                       "train_kl_last5": sum(s["kl"] for s in steps[-5:]) / 5,
+                       "before": summary["before"], "after": summary["after"], "samples_csv": samples})
+        print(f"{name}: KL {summary['after']['kl']:.1f} (target {profile.ppo.kl_target}), reward "
+              f"{summary['after']['mean_reward']:+.2f}, β {steps[0]['kl_coef']:.3f} -> {steps[-1]['kl_coef']:.3f}",
+              flush=True)
+    result = {"profile": args.profile, "seed": 0, "machine": machine(), "date": datetime.date.today().isoformat(),
+              "seconds": time.perf_counter() - start, "points": points}
+    write_text_atomic(args.out / "kl_control.json", json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()
