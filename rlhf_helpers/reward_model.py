@@ -146,17 +146,11 @@ class RewardModelScorer:
         return torch.cat(out)
 
 
-def train_reward_model(init_dir: str, pairs: PreferencePairs, output_dir: str, epochs: int = 2, batch_size: int = 32,
-                       learning_rate: float = 1e-3, seed: int = 0, eval_pairs: PreferencePairs | None = None):
-    """Fit a scalar-head copy of `init_dir` (a pretrained network; see the module docstring) to `pairs` with TRL's
-    RewardTrainer.
-
-    Returns (trainer, scorer). The trainer's loss is `bradley_terry_loss` (see the correspondence test)."""
+def fresh_reward_model(init_dir: str, seed: int = 0):
+    """(model, tokenizer): `init_dir`'s network with a fresh one-number head (a classifier's 2-way head is replaced,
+    not reused), right-padded, as `train_reward_model` trains it and notebook 06's by-hand loop does."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_seed
-    from transformers.trainer_callback import PrinterCallback
-    from trl import RewardConfig, RewardTrainer
 
-    from .device import trl_precision
     from .models import quiet_transformers
 
     tokenizer = AutoTokenizer.from_pretrained(init_dir)
@@ -164,13 +158,29 @@ def train_reward_model(init_dir: str, pairs: PreferencePairs, output_dir: str, e
     tokenizer.padding_side = "right"
     set_seed(seed)  # the fresh head is drawn from the global generator: seed it, or the head depends on call order
     with quiet_transformers():
-        # A fresh one-number head on the initial network (a classifier's 2-way head is replaced, not reused).
         model = AutoModelForSequenceClassification.from_pretrained(init_dir, num_labels=1, use_safetensors=True,
                                                                    ignore_mismatched_sizes=True)
-        model.config.pad_token_id = tokenizer.pad_token_id
-        # One score, not a 1-class classifier: transformers refuses to load a saved num_labels=1 model whose config
-        # still says single_label_classification (RewardTrainer computes its own loss, so training is unchanged).
-        model.config.problem_type = "regression"
+    model.config.pad_token_id = tokenizer.pad_token_id
+    # One score, not a 1-class classifier: transformers refuses to load a saved num_labels=1 model whose config still
+    # says single_label_classification (RewardTrainer computes its own loss, so training is unchanged).
+    model.config.problem_type = "regression"
+    return model, tokenizer
+
+
+def train_reward_model(init_dir: str, pairs: PreferencePairs, output_dir: str, epochs: int = 2, batch_size: int = 32,
+                       learning_rate: float = 1e-3, seed: int = 0, eval_pairs: PreferencePairs | None = None):
+    """Fit a scalar-head copy of `init_dir` (a pretrained network; see the module docstring) to `pairs` with TRL's
+    RewardTrainer.
+
+    Returns (trainer, scorer). The trainer's loss is `bradley_terry_loss` (see the correspondence test)."""
+    from transformers.trainer_callback import PrinterCallback
+    from trl import RewardConfig, RewardTrainer
+
+    from .device import trl_precision
+    from .models import quiet_transformers
+
+    model, tokenizer = fresh_reward_model(init_dir, seed)
+    with quiet_transformers():
         args = RewardConfig(output_dir=output_dir, num_train_epochs=epochs, per_device_train_batch_size=batch_size,
                             learning_rate=learning_rate, lr_scheduler_type="linear", warmup_steps=10, seed=seed,
                             data_seed=seed, report_to="none", save_strategy="no", disable_tqdm=True,

@@ -47,3 +47,21 @@ def test_hero_figure_is_drawn_from_a_runs_own_files(tmp_path):
     refused = subprocess.run([sys.executable, str(SCRIPT.parent / "hero.py"), str(tmp_path), str(tmp_path / "x.png")],
                              capture_output=True, text=True, timeout=60)
     assert refused.returncode == 2 and "no finished run" in refused.stderr
+
+
+def test_the_shipped_kl_control_results_match_the_benchmark_and_name_their_machine():
+    """What notebook 04 draws is what benchmarks/kl_control.py measures now: every variant, its settings, a machine."""
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        import kl_control
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+    from rlhf_helpers.frontier import measured_result
+
+    shipped = measured_result("kl_control", "smoke")
+    assert shipped and shipped["machine"] and shipped["date"]
+    assert [p["variant"] for p in shipped["points"]] == list(kl_control.VARIANTS)
+    for point in shipped["points"]:
+        for name, value in kl_control.VARIANTS[point["variant"]].items():
+            assert point[name] == value
+        assert {"kl", "mean_reward", "positive_rate", "ref_perplexity"} <= set(point["after"])
