@@ -108,7 +108,11 @@ def check_compute_gae(fn: Callable) -> Callable:
                              "A_t = (δ_t + γλ·A_{t+1})·mask_t, from t = T-1 down to 0.")
     assert _close(ret, want_ret, 1e-4), "Advantages are right; returns = (advantages + values), zeroed on padding."
     assert torch.all(adv[mask == 0] == 0), "Advantages must be exactly 0 on padding."
-    print("✅ compute_gae matches the reference.")
+    discounted, _ = fn(rewards, values, mask, 0.9, 0.8)  # γ = 1 above hides a missing or misplaced γ
+    if not _close(discounted, ppo.compute_gae(rewards, values, mask, 0.9, 0.8)[0], 1e-4):
+        raise AssertionError("Right for γ = 1, wrong for γ = 0.9, λ = 0.8: δ_t discounts the next value by γ, and the "
+                             "running advantage is discounted by γ·λ (not λ alone).")
+    print("✅ compute_gae matches the reference, with and without discounting.")
     return fn
 
 
@@ -371,7 +375,7 @@ def check_masked_whiten(fn: Callable) -> Callable:
 
 
 def check_adaptive_kl_update(fn: Callable) -> Callable:
-    """fn(kl_coef, current_kl, target, n_steps, horizon) -> the new β (Ziegler et al. 2019)."""
+    """fn(kl_coef, current_kl, target, n_episodes, horizon) -> the new β (Ziegler et al. 2019)."""
 
     def reference(kl_coef, current_kl, target, n_steps, horizon):
         controller = ppo.AdaptiveKLController(kl_coef, target, horizon)

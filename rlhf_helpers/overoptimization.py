@@ -348,11 +348,12 @@ def study_best_of_n(profile, config: OveroptConfig, policy, tokenizer, proxies: 
 
 
 def most_overoptimized(runs: list[RLRun]) -> RLRun:
-    """The run whose gold reward fell furthest from its peak: the one whose samples the study shows."""
-    def fall(run):
+    """The run the study shows samples of: among the runs `gold_peak_and_end` calls over-optimized (if any), the
+    one whose gold reward fell furthest from its peak."""
+    def key(run):
         peak = gold_peak_and_end(run.rows)
-        return peak["peak_gold"] - peak["end_gold"]
-    return max(runs, key=fall)
+        return peak["overoptimized"], peak["peak_gold"] - peak["end_gold"]
+    return max(runs, key=key)
 
 
 def hacking_samples(run: RLRun, peak: dict, rows: int = 16):

@@ -368,7 +368,8 @@ def _run(algo, profile, out, seed, steps, batch_size, mini_batch_size, eval_ever
             raise RunError(f"{out} holds a run that this command would not continue faithfully: "
                            f"{'; '.join(differences)}. Resume it with the same arguments and environment, or choose "
                            f"another --out.")
-    print(profile.describe(), flush=True)
+    if command is not None:  # the CLI's log says what it ran on; a notebook printed it in its first cell
+        print(profile.describe(), flush=True)
 
     set_seed(config.seed)
     tokenizer = load_tokenizer(profile)

@@ -6,7 +6,7 @@ Settings are derived from the course profile so that a TRL run and the hand-buil
 | ---------------------------------- | ----------------------------------------------------------------- |
 | batch_size episodes per step       | one generation round: batch_size completions (prompts × G)        |
 | mini_batch_size                    | per_device_train_batch_size; steps_per_generation = batch / mini |
-| ppo_epochs passes over a batch     | num_iterations (>= 2, or the ratio is always 1 and never clipped) |
+| ppo_epochs passes over a batch     | num_iterations (>= 2: each completion trains several times)      |
 | steps                              | max_steps = rounds × steps_per_generation × num_iterations        |
 | cliprange ε                        | epsilon                                                           |
 | init_kl_coef β                     | beta (TRL's default 0.0 drops the reference model altogether)     |

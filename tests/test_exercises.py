@@ -270,3 +270,12 @@ def test_grpo_and_rloo_advantages_match_a_naive_loop():
     torch.testing.assert_close(leave_one_out_advantages(rewards, g), torch.tensor(rloo))
     with pytest.raises(ValueError, match="multiple of"):
         group_relative_advantages(rewards[:5], g)
+
+
+def test_gae_checker_catches_a_missing_discount():
+    """γ = 1 alone would accept an implementation that ignores γ."""
+    def no_gamma(rewards, values, mask, gamma, lam):
+        return ppo.compute_gae(rewards, values, mask, 1.0, lam)
+
+    with pytest.raises(AssertionError, match="γ = 0.9"):
+        exercises.check_compute_gae(no_gamma)
