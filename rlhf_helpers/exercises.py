@@ -377,9 +377,9 @@ def check_masked_whiten(fn: Callable) -> Callable:
 def check_adaptive_kl_update(fn: Callable) -> Callable:
     """fn(kl_coef, current_kl, target, n_episodes, horizon) -> the new β (Ziegler et al. 2019)."""
 
-    def reference(kl_coef, current_kl, target, n_steps, horizon):
+    def reference(kl_coef, current_kl, target, n_episodes, horizon):
         controller = ppo.AdaptiveKLController(kl_coef, target, horizon)
-        controller.update(current_kl, n_steps)
+        controller.update(current_kl, n_episodes)
         return controller.value
 
     out, attempted = _attempt("AdaptiveKLController.update", fn, 0.2, 7.0, 6.0, 128, 10_000)
@@ -398,10 +398,10 @@ def check_adaptive_kl_update(fn: Callable) -> Callable:
             if abs(got - kl_coef * (1 - min(max(raw, -0.2), 0.2) * n / horizon)) < 1e-9:
                 raise AssertionError("The sign is flipped: a KL above target must *raise* β (a stronger penalty).")
             if abs(got - kl_coef * (1 + min(max(raw, -0.2), 0.2))) < 1e-9:
-                raise AssertionError("β moved by the whole error: scale it by n_steps / horizon (episodes in this "
+                raise AssertionError("β moved by the whole error: scale it by n_episodes / horizon (episodes in this "
                                      "step over the controller's horizon).")
             raise AssertionError(f"For {case}: got {got:.6f}, expected {want:.6f}. "
-                                 "error = clip(KL/target − 1, −0.2, 0.2); β·(1 + error·n_steps/horizon).")
+                                 "error = clip(KL/target − 1, −0.2, 0.2); β·(1 + error·n_episodes/horizon).")
     print("✅ the adaptive KL update matches AdaptiveKLController.")
     return fn
 

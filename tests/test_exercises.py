@@ -141,7 +141,7 @@ PURE = {  # checker: (reference, [(plausible wrong implementation, words its hin
     ]),
     "check_adaptive_kl_update": (_kl_update, [
         (lambda b, kl, t, n, h: b * (1 + (kl / t - 1) * n / h), "unclipped"),
-        (lambda b, kl, t, n, h: b * (1 + min(max(kl / t - 1, -0.2), 0.2)), "n_steps / horizon"),
+        (lambda b, kl, t, n, h: b * (1 + min(max(kl / t - 1, -0.2), 0.2)), "n_episodes / horizon"),
     ]),
     "check_rewards_and_advantages": (rewards_and_advantages, [
         (lambda s, lp, ref, v, m, b, g, lam: (lambda r: (r, *ppo.compute_gae(r, v, m, g, lam)))(

@@ -5,7 +5,8 @@ Each notebook runs once, in this process, cell by cell (stdout, displayed object
 its output), up to the last cell that uses an exercise's function. Just before each exercise cell a copy of the
 notebook's variables and random state is kept; afterwards each copy runs on from its exercise with the checker
 handing back a wrong function (`WRONG` below) instead of the reference, until a later cell's output differs from
-the run with the right function. Cells that train come after these uses, so nothing here trains a policy.
+the run with the right function; a second copy runs the exercise's shown solution through the first cell that uses
+it, which must not fail. Cells that train come after these uses, so nothing here trains a policy.
 """
 
 from __future__ import annotations
@@ -58,6 +59,13 @@ WRONG = {
 }
 
 _BINDING = re.compile(r"^(\w+) = (check_\w+)\((my_\w+)", re.M)
+
+
+def _solution(cells, index: int) -> str:
+    """The folded solution's code: the ```python block of the markdown cell after the exercise."""
+    match = re.search(r"```python\n(.*?)```", "".join(cells[index + 1]["source"]), re.S)
+    assert match, f"no ```python solution after exercise cell {index}"
+    return match.group(1)
 
 
 def _exercises(cells):
@@ -160,15 +168,15 @@ def test_a_wrong_learner_function_changes_a_later_output(path, monkeypatch):
     for index in range(stop + 1):
         if sources[index] is None:
             continue
-        if any(i == index for i, _, _ in found):  # keep a copy of the notebook as it is just before the exercise
-            forks[index] = (_fork(namespace), _rng())
+        if any(i == index for i, _, _ in found):  # keep copies of the notebook as it is just before the exercise
+            forks[index] = (_fork(namespace), _fork(namespace), _rng())
         baseline[index] = _run_cell(sources[index], namespace)
         assert not namespace.pop("_cell_failed", False), \
             f"{path.name}: cell {index} fails with the course's own functions:\n{baseline[index][-1500:]}"
     del namespace
 
     for index, name, checker in found:  # the same notebook from the exercise on, with the learner's function wrong
-        forked, rng = forks.pop(index)
+        forked, solved, rng = forks.pop(index)
         real_checker = getattr(exercises, checker)
         monkeypatch.setattr(exercises, checker,
                             lambda fn, *args, _real=real_checker, _name=name: WRONG[_name](_real(fn, *args)))
@@ -178,6 +186,22 @@ def test_a_wrong_learner_function_changes_a_later_output(path, monkeypatch):
             if sources[later] is not None and _run_cell(sources[later], forked) != baseline[later] and later > index:
                 changed = later
                 break
-        monkeypatch.setattr(exercises, checker, real_checker)
         assert changed, (f"{path.name}: with a wrong `{name}` no later cell's output changed "
                          f"(cells {index + 1}..{last_use[index]}): the notebook does not use the learner's function")
+
+        # The shown solution, filled in as a learner would, must also carry the notebook through the first later cell
+        # that uses it: a signature the notebook calls differently (a keyword the stub does not name) fails here,
+        # while CI's empty stubs would never notice.
+        exec(_solution(cells, index), solved)  # noqa: S102 - the notebook's own solution text
+        solution = solved[re.search(r"def (my_\w+)\(", sources[index]).group(1)]
+        monkeypatch.setattr(exercises, checker,
+                            lambda fn, *args, _real=real_checker, _fn=solution: _real(_fn, *args))
+        _set_rng(rng)
+        first_use = min(j for j in range(index + 1, last_use[index] + 1) if sources[j] and _uses(name, sources[j]))
+        for later in range(index, first_use + 1):
+            if sources[later] is not None:
+                text = _run_cell(sources[later], solved)
+                assert not solved.pop("_cell_failed", False), \
+                    f"{path.name}: with the shown solution of `{name}`, cell {later} fails:\n{text[-1500:]}"
+        monkeypatch.setattr(exercises, checker, real_checker)
+        del forked, solved
