@@ -71,7 +71,9 @@ def check_training_worked(name: str, before: dict, after: dict, profile: Profile
 
 
 def required_pair_accuracy() -> float:
-    """The smoke bar for notebook 06's reward model on held-out pairs, against the gold judge's noiseless preference:
-    0.75 on real IMDB (78.5 % measured on 2 CPU cores), 0.6 on the shipped template fixture, whose few templated
-    reviews give the rater less to tell apart."""
-    return 0.75 if os.environ.get("RLHF_IMDB_DIR") else 0.6
+    """The smoke bar for notebook 06's reward model on held-out pairs, against the gold rater's noiseless preference:
+    0.70 on real IMDB (76.2 % with seed 0, 72.7 % with seed 1, measured on 2 CPU cores, 2026-12-02: the rater's
+    repetition penalty, which pairs from the initial policy cannot teach, costs a few points against the 78.5 % the
+    sentiment judge alone gave), 0.6 on the shipped template fixture, whose few templated reviews give the rater less
+    to tell apart."""
+    return 0.70 if os.environ.get("RLHF_IMDB_DIR") else 0.6

@@ -186,14 +186,15 @@ def gold_model_id(profile: Profile) -> str:
 
 
 def load_gold(profile: Profile, device: torch.device | str | None = None):
-    """The gold judge as a `SentimentReward`: its POSITIVE logit (by label name) is the "true" reward."""
+    """The gold rater of notebooks 06-07 (`reward.GoldRater`): the gold judge's POSITIVE logit (by label name) minus
+    a penalty for repetitive, degenerate text; its `.sentiment` is the judge alone."""
     from transformers import pipeline
 
-    from .reward import SentimentReward
+    from .reward import GoldRater, SentimentReward
 
     classifier = pipeline("sentiment-analysis", model=gold_model_id(profile),
                           device=torch.device(device or default_device()))
-    return SentimentReward(classifier)
+    return GoldRater(SentimentReward(classifier))
 
 
 def prepare_tokenizer(tokenizer):

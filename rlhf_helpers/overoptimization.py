@@ -64,12 +64,12 @@ class OveroptConfig:
     """Held-out prompts for best-of-n."""
     bon_max_n: int = 64
     """Samples per prompt; n runs over the powers of two up to this."""
-    rl_runs: tuple[tuple[str, float], ...] = (("main", 0.0), ("weak", 0.0), ("weak", 0.06))
+    rl_runs: tuple[tuple[str, float], ...] = (("main", 0.0), ("main", 0.06), ("weak", 0.0))
     """PPO runs against a proxy: (reward model, fixed KL coefficient β). β = 0: nothing holds the policy back."""
-    rl_steps: int = 50
+    rl_steps: int = 60
     """PPO steps per run."""
-    rl_eval_every: int = 10
-    """Held-out evaluation (proxy, gold, KL) every this many steps."""
+    rl_eval_every: int = 6
+    """Held-out evaluation (proxy, gold, KL) every this many steps: enough points (11 per run) to see a peak."""
     n_eval_prompts: int = 128
     """Held-out prompts of each RL evaluation."""
 
@@ -92,7 +92,7 @@ class OveroptConfig:
 SMOKE = OveroptConfig()
 HUB = OveroptConfig(n_pairs=8192, n_heldout_pairs=512, rm_epochs=1, rm_learning_rate=1e-5, weak_rm_pairs=1024,
                     weak_rm_epochs=4, weak_rm_learning_rate=5e-5, bon_prompts=128,
-                    rl_runs=(("main", 0.0), ("weak", 0.0), ("weak", 0.2)), rl_steps=100, rl_eval_every=10,
+                    rl_runs=(("main", 0.0), ("main", 0.2), ("weak", 0.0)), rl_steps=100, rl_eval_every=10,
                     n_eval_prompts=256)
 """gpu/cpu: the DPO paper's IMDB setting (GPT-2 policy, siebert/sentiment-roberta-large-english as the judge),
 a reward model from lvwerra/distilbert-imdb's backbone at a GPT-2-scale learning rate. Not yet run: no GPU here."""
@@ -191,7 +191,8 @@ class RLRun:
     """Which reward model was the reward ("main" or "weak")."""
     beta: float
     rows: list = field(default_factory=list)
-    """One dict per evaluation: run, rm, beta, step, kl, proxy, gold."""
+    """One dict per evaluation: run, rm, beta, step, kl, proxy, gold, repeated_words (the mean repeated-word share
+    of the scored texts, `reward.repeated_word_share`)."""
     samples: dict = field(default_factory=dict)
     """step -> DataFrame of the held-out samples (prompt, response, proxy, gold)."""
 
@@ -207,6 +208,7 @@ def rl_against_proxy(profile, tokenizer, proxy, gold, train_prompts, heldout, be
     from .evaluation import evaluate
     from .models import load_policy
     from .ppo_loop import make_state, train
+    from .reward import repeated_word_share
 
     ppo_config = dataclasses.replace(profile.ppo, seed=config.seed, steps=config.rl_steps, init_kl_coef=beta,
                                      kl_target=None)
@@ -217,9 +219,11 @@ def rl_against_proxy(profile, tokenizer, proxy, gold, train_prompts, heldout, be
     def record(step: int) -> None:
         ev = evaluate(policy, reference, tokenizer, proxy, heldout, ppo_config.gen_min_tokens,
                       ppo_config.gen_max_tokens, ppo_config.temperature, profile.eval_batch_size)
-        gold_scores = gold((ev.samples["prompt"] + ev.samples["response"]).tolist()).float().cpu()
+        texts = (ev.samples["prompt"] + ev.samples["response"]).tolist()
+        gold_scores = gold(texts).float().cpu()
         run.rows.append({"run": run.name, "rm": rm, "beta": beta, "step": step, "kl": ev.metrics["kl"],
-                         "proxy": ev.metrics["mean_reward"], "gold": gold_scores.mean().item()})
+                         "proxy": ev.metrics["mean_reward"], "gold": gold_scores.mean().item(),
+                         "repeated_words": float(np.mean([repeated_word_share(t) for t in texts]))})
         run.samples[step] = ev.samples.rename(columns={"reward": "proxy"}).assign(gold=gold_scores.numpy())
 
     record(0)
@@ -238,6 +242,105 @@ def gold_peak_and_end(rows: list[dict]) -> dict:
     return {"peak_step": peak["step"], "peak_gold": peak["gold"], "peak_proxy": peak["proxy"], "peak_kl": peak["kl"],
             "end_step": end["step"], "end_gold": end["gold"], "end_proxy": end["proxy"], "end_kl": end["kl"],
             "overoptimized": bool(end["gold"] < peak["gold"] and end["proxy"] > peak["proxy"])}
+
+
+def seed_bands(rl_by_seed: dict) -> list[dict]:
+    """seed -> that seed's PPO rows (`RLRun.rows`, all runs) => one row per (run, step): the mean and the
+    standard deviation over seeds of proxy, gold, KL and repeated-word share (steps every seed evaluated)."""
+    by_key = {}
+    for rows in rl_by_seed.values():
+        for row in rows:
+            by_key.setdefault((row["run"], row["step"]), []).append(row)
+    bands = []
+    for (run, step), rows in by_key.items():
+        if len(rows) != len(rl_by_seed):
+            continue
+        band = {"run": run, "rm": rows[0]["rm"], "beta": rows[0]["beta"], "step": step, "seeds": len(rows)}
+        for key in ("proxy", "gold", "kl", "repeated_words"):
+            values = np.array([r[key] for r in rows if key in r], dtype=float)
+            band[f"{key}_mean"] = float(values.mean()) if len(values) else float("nan")
+            band[f"{key}_std"] = float(values.std(ddof=1)) if len(values) > 1 else float("nan")
+        bands.append(band)
+    return sorted(bands, key=lambda b: (list(dict.fromkeys(r for r, _ in by_key)).index(b["run"]), b["step"]))
+
+
+def goodhart_over_seeds(bands: list[dict]) -> dict:
+    """For each run, read its seed band the way issue-style claims need it: the step where the mean gold reward
+    peaks, the fall from there to the end, the across-seed spread (the larger standard deviation of the gold reward
+    at the peak and at the end), and whether over-optimization is shown beyond the noise: the gold falls by more
+    than twice that spread while the mean proxy at the end is above its value at the gold peak."""
+    out = {}
+    for run in dict.fromkeys(b["run"] for b in bands):
+        rows = [b for b in bands if b["run"] == run]
+        peak, end = max(rows, key=lambda b: b["gold_mean"]), rows[-1]
+        spread = max(peak["gold_std"], end["gold_std"])
+        fall = peak["gold_mean"] - end["gold_mean"]
+        out[run] = {"seeds": end["seeds"], "peak_step": peak["step"], "end_step": end["step"],
+                    "peak_gold": peak["gold_mean"], "end_gold": end["gold_mean"], "fall": fall, "spread": spread,
+                    "peak_proxy": peak["proxy_mean"], "end_proxy": end["proxy_mean"], "peak_kl": peak["kl_mean"],
+                    "end_kl": end["kl_mean"], "peak_repeated_words": peak["repeated_words_mean"],
+                    "end_repeated_words": end["repeated_words_mean"],
+                    "shown": bool(fall > 2 * spread and end["proxy_mean"] > peak["proxy_mean"])}
+    return out
+
+
+MIN_FIT_POINTS = 8
+"""Fewest points per curve for a Gao et al. fit: two parameters and a turnover need more than a handful."""
+MIN_FIT_R2 = 0.7
+"""Least r² on every seed for a fit to be drawn: a form that misses the curve's shape describes nothing."""
+
+
+def fit_intervals(by_seed: dict) -> dict:
+    """seed -> {"bon": rows, "rl": rows} => per curve, Gao et al.'s fit on each seed and its spread: points, the
+    mean and range of α, β and r² over seeds, `meaningful` (at least `MIN_FIT_POINTS` points, and on every seed
+    β > 0 — a turnover inside the measured range, not a line extrapolated past it — and r² >= `MIN_FIT_R2`), and
+    `why_not` (the first reason it is not, or "")."""
+    per_curve = {}
+    for data in by_seed.values():
+        for curve, fit in fit_all(data["bon"], data["rl"])["by_curve"].items():
+            per_curve.setdefault(curve, []).append(fit)
+    out = {}
+    for curve, fits in per_curve.items():
+        row = {"seeds": len(fits), "points": int(min(f["points"] for f in fits))}
+        for key in ("alpha", "beta", "r2"):
+            values = np.array([f[key] for f in fits], dtype=float)
+            row.update({f"{key}_mean": float(np.nanmean(values)), f"{key}_min": float(np.nanmin(values)),
+                        f"{key}_max": float(np.nanmax(values))})
+        why = (f"only {row['points']} points (a fit needs {MIN_FIT_POINTS})" if row["points"] < MIN_FIT_POINTS else
+               "its fitted β is not positive on every seed: no turnover inside the measured range"
+               if not row["beta_min"] > 0 else
+               f"the form misses the curve's shape (r² down to {row['r2_min']:.2f} across seeds, below {MIN_FIT_R2})"
+               if not row["r2_min"] >= MIN_FIT_R2 else "")
+        row["meaningful"], row["why_not"] = not why, why
+        out[curve] = row
+    return out
+
+
+def plot_seed_bands(bands: list[dict], rl_rows: list[dict] | None = None):
+    """One column per PPO run: proxy (top) and gold (bottom) reward against the step, the mean over seeds with a
+    ±1 standard-deviation band, and this notebook's own run drawn over it (dots)."""
+    import matplotlib.pyplot as plt
+
+    runs = list(dict.fromkeys(b["run"] for b in bands))
+    fig, axes = plt.subplots(2, len(runs), figsize=(4.4 * len(runs), 6.5), sharex=True, squeeze=False)
+    for col, run in enumerate(runs):
+        rows = [b for b in bands if b["run"] == run]
+        steps = np.array([b["step"] for b in rows])
+        for row_i, key in enumerate(("proxy", "gold")):
+            ax = axes[row_i, col]
+            mean = np.array([b[f"{key}_mean"] for b in rows])
+            std = np.array([b[f"{key}_std"] for b in rows])
+            color = COLORS[col % len(COLORS)]
+            ax.plot(steps, mean, "-", color=color, label=f"mean of {rows[0]['seeds']} seeds (shipped)")
+            ax.fill_between(steps, mean - std, mean + std, color=color, alpha=0.2, label="± 1 sd over seeds")
+            mine = [r for r in (rl_rows or []) if r["run"] == run]
+            if mine:
+                ax.plot([r["step"] for r in mine], [r[key] for r in mine], "o", color="k", ms=4, label="this run")
+            ax.set(title=run if row_i == 0 else None, ylabel=f"{key} reward" if col == 0 else None)
+            ax.legend(fontsize=7)
+        axes[1, col].set_xlabel("PPO step")
+    fig.tight_layout()
+    return fig
 
 
 def _gain_fit(rows: list[dict], form: str) -> dict:
@@ -268,9 +371,10 @@ def fit_all(bon: list[dict], rl_rows: list[dict]) -> dict:
 COLORS = ("tab:blue", "tab:red", "tab:green", "tab:purple", "tab:brown", "tab:olive")
 
 
-def plot_overoptimization(bon: list[dict], rl_rows: list[dict], fits: dict):
-    """Proxy (top) and gold (bottom) reward against d = √KL, best-of-n (left) and the PPO runs (right); each gold
-    curve with its Gao et al. fit (dotted). One colour per reward model or run."""
+def plot_overoptimization(bon: list[dict], rl_rows: list[dict], fits: dict, draw_fits=None):
+    """Proxy (top) and gold (bottom) reward against d = √KL, best-of-n (left) and the PPO runs (right); a gold
+    curve's Gao et al. fit (dotted) only if its name is in `draw_fits` (default: every curve). One colour per reward
+    model or run."""
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(2, 2, figsize=(13, 7.5), sharex="col")
@@ -284,7 +388,7 @@ def plot_overoptimization(bon: list[dict], rl_rows: list[dict], fits: dict):
         axes[0, col].plot(d, [r["proxy"] for r in rows], "s-", color=color, label=label)
         axes[1, col].plot(d, [r["gold"] for r in rows], "o-", color=color, label=label)
         fit = fits["by_curve"][key]
-        if np.isfinite(fit["alpha"]):
+        if np.isfinite(fit["alpha"]) and (draw_fits is None or key in draw_fits):
             grid = np.linspace(0, d.max(), 100)
             axes[1, col].plot(grid, rows[0]["gold"] + gao_design(grid, form) @ [fit["alpha"], fit["beta"]], ":",
                               color=color, label=f"fit: α={fit['alpha']:.2f}, β={fit['beta']:.2f}, r²={fit['r2']:.2f}")
@@ -435,7 +539,7 @@ def _study(profile, out: Path, config: OveroptConfig, progress: bool, log, phase
     phase["now"] = "sampling the preference pairs"
     pairs, test_pairs = study_pairs(profile, config, policy, tokenizer, gold, train_prompts)
     seconds["preferences"] = time.perf_counter() - t
-    log(f"1. {len(pairs):,} training pairs; their noisy labels agree with the gold judge's noiseless preference on "
+    log(f"1. {len(pairs):,} training pairs; their noisy labels agree with the gold rater's noiseless preference on "
         f"{pairs.label_agrees_with_gold:.1%} (τ = {config.label_noise}) [{seconds['preferences']:.0f} s]")
 
     t = time.perf_counter()
@@ -445,7 +549,7 @@ def _study(profile, out: Path, config: OveroptConfig, progress: bool, log, phase
         with tempfile.TemporaryDirectory(prefix="reward-model-") as scratch:
             _, proxies[rm], accuracy[rm] = train_proxy(classifier_id, recipe, test_pairs, config, scratch)
     seconds["reward_models"] = time.perf_counter() - t
-    log(f"2. reward models: held-out pair accuracy against the gold judge {accuracy['main']['vs_gold']:.3f} (main, "
+    log(f"2. reward models: held-out pair accuracy against the gold rater {accuracy['main']['vs_gold']:.3f} (main, "
         f"{len(pairs):,} pairs), {accuracy['weak']['vs_gold']:.3f} (weak, {config.weak_rm_pairs:,} pairs) "
         f"[{seconds['reward_models']:.0f} s]")
 

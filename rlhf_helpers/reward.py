@@ -12,6 +12,7 @@ which is NEGATIVE for `lvwerra/distilbert-imdb` (issue #3269).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import torch
@@ -95,3 +96,52 @@ class SentimentReward:
     def __call__(self, texts) -> torch.Tensor:
         """Rewards: the POSITIVE logit of each text."""
         return self.logits(texts)
+
+
+REPEATS_ALLOWED = 0.15
+"""Share of repeated words the gold rater lets pass unpenalized: natural short reviews repeat a few words ("the",
+"and"), so the penalty only starts above this share."""
+REPETITION_PENALTY = 8.0
+"""Gold points the rater takes off per unit of repeated-word share above `REPEATS_ALLOWED`."""
+
+
+def repeated_word_share(text: str) -> float:
+    """1 − distinct words / words, lower-cased: 0 for "A fine film.", 0.75 for "great great great great"."""
+    words = re.findall(r"[a-z0-9']+", text.lower())
+    return 1.0 - len(set(words)) / len(words) if words else 0.0
+
+
+class GoldRater:
+    """Notebook 06's simulated human: the gold sentiment judge's POSITIVE logit, minus a penalty for degenerate,
+    repetitive text.
+
+    A person rating movie-review continuations values two things the course's reward does not separate: how
+    positive the text is, and whether it is a sentence at all. Samples of the initial policy hardly ever repeat
+    themselves, so preference pairs drawn from it carry almost no signal about the second; a policy pushed hard
+    against a reward model learned from those pairs drifts into "great great great best" where the judge,
+    like a reader, stops liking it. That is the gap Gao et al. (2022) measure between a proxy reward model and
+    their gold one: the proxy is right where its training pairs were, and wrong off that distribution.
+
+    score(text) = sentiment(text) − REPETITION_PENALTY · max(0, repeated_word_share(text) − REPEATS_ALLOWED)
+    """
+
+    def __init__(self, sentiment: SentimentReward, penalty: float = REPETITION_PENALTY,
+                 allowed: float = REPEATS_ALLOWED):
+        self.sentiment = sentiment
+        self.pipeline = sentiment.pipeline
+        self.penalty = penalty
+        self.allowed = allowed
+
+    @property
+    def device(self) -> torch.device:
+        return self.sentiment.device
+
+    def repetition_penalty(self, texts) -> torch.Tensor:
+        """(N,) the points the rater takes off each text, on the judge's device."""
+        shares = torch.tensor([repeated_word_share(t) for t in _check_texts(texts)], device=self.device)
+        return self.penalty * (shares - self.allowed).clamp(min=0)
+
+    def __call__(self, texts) -> torch.Tensor:
+        """Gold rewards: sentiment minus the repetition penalty."""
+        texts = _check_texts(texts)
+        return self.sentiment(texts) - self.repetition_penalty(texts)

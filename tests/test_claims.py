@@ -45,6 +45,6 @@ def test_the_gain_bar_leaves_room_on_the_fixture(monkeypatch):
 
 def test_the_reward_model_bar_is_lower_on_the_fixture(monkeypatch):
     monkeypatch.setenv("RLHF_IMDB_DIR", "/somewhere")
-    assert required_pair_accuracy() == 0.75
+    assert required_pair_accuracy() == 0.70
     monkeypatch.delenv("RLHF_IMDB_DIR")
     assert required_pair_accuracy() == 0.6

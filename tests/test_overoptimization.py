@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from rlhf_helpers.overoptimization import OveroptConfig, fit_all, gold_peak_and_end, main, run_study
 
@@ -93,3 +94,65 @@ def test_fit_all_measures_gold_from_its_start_and_recovers_known_curves():
     assert fits["rl"]["alpha"] == pytest.approx(0.7) and fits["rl"]["beta"] == pytest.approx(0.2)
     assert fits["rl"]["r2"] > 0.999 and fits["rl"]["curve"] == "PPO, a"
     assert set(fits["by_curve"]) == {"best-of-n, main RM", "PPO, a"}
+
+
+def test_the_gold_rater_is_the_judge_minus_a_hinge_on_repeated_words():
+    """GoldRater, checked by hand: a text at or under the allowed share of repeated words keeps the judge's score,
+    one above it loses REPETITION_PENALTY per unit of share above REPEATS_ALLOWED."""
+    from rlhf_helpers.reward import REPEATS_ALLOWED, REPETITION_PENALTY, GoldRater, repeated_word_share
+
+    assert repeated_word_share("A fine film.") == 0.0
+    assert repeated_word_share("great great great great") == 0.75
+    assert repeated_word_share("It's it's IT") == pytest.approx(1 / 3)  # lower-cased, apostrophes kept
+
+    class Judge:  # a stand-in sentiment judge: +1 for every text
+        pipeline, device = None, torch.device("cpu")
+
+        def __call__(self, texts):
+            return torch.ones(len(texts))
+
+    rater = GoldRater(Judge())
+    texts = ["A fine film, well acted.", "great great great great"]
+    expected = [1.0, 1.0 - REPETITION_PENALTY * (0.75 - REPEATS_ALLOWED)]
+    assert rater(texts).tolist() == pytest.approx(expected)
+    assert rater.repetition_penalty(texts).tolist() == pytest.approx([0.0, 1.0 - expected[1]])
+
+
+def test_seed_bands_and_the_goodhart_reading_match_a_hand_computed_case():
+    from rlhf_helpers.overoptimization import goodhart_over_seeds, seed_bands
+
+    def rows(golds, proxies):
+        return [{"run": "main RM, β=0", "rm": "main", "beta": 0.0, "step": 10 * i, "kl": float(i), "proxy": p,
+                 "gold": g, "repeated_words": 0.1 * i} for i, (g, p) in enumerate(zip(golds, proxies))]
+
+    bands = seed_bands({0: rows([0.0, 1.0, 0.2], [0.0, 1.0, 2.0]), 1: rows([0.0, 1.2, 0.4], [0.0, 1.2, 2.2])})
+    assert [b["step"] for b in bands] == [0, 10, 20]
+    assert bands[1]["gold_mean"] == pytest.approx(1.1) and bands[1]["gold_std"] == pytest.approx(0.1 * 2 ** 0.5)
+    reading = goodhart_over_seeds(bands)["main RM, β=0"]
+    assert reading["peak_step"] == 10 and reading["fall"] == pytest.approx(0.8)
+    assert reading["spread"] == pytest.approx(0.1 * 2 ** 0.5)  # sd of (1.0, 1.2) = sd of (0.2, 0.4)
+    assert reading["shown"]  # 0.8 > 2 × 0.141, and the proxy ends above its value at the gold peak
+    flat = goodhart_over_seeds(seed_bands({0: rows([0.0, 1.0, 0.9], [0, 1, 2]), 1: rows([0.0, 1.4, 1.1], [0, 1, 2])}))
+    assert not flat["main RM, β=0"]["shown"]  # a fall of 0.2 inside twice a spread of 0.21
+
+
+def test_the_shipped_seed_sweep_is_the_current_study_and_shows_the_turn_beyond_the_noise():
+    """Notebook 06 draws its run against the shipped band: it must come from the study as configured now (every
+    setting but the seed), over at least 3 seeds with a machine and a date, and its reading must follow from its own
+    curves. The lesson itself: at least one PPO run's mean gold falls from its peak by more than twice the spread
+    between seeds while its mean proxy ends higher."""
+    from dataclasses import asdict
+
+    from rlhf_helpers.frontier import measured_result
+    from rlhf_helpers.overoptimization import SMOKE, goodhart_over_seeds, seed_bands
+
+    shipped = measured_result("overoptimization", "smoke")
+    assert shipped and shipped["machine"] and shipped["date"] and len(shipped["seeds"]) >= 3
+    current = {k: v for k, v in asdict(SMOKE).items() if k != "seed"}
+    saved = {k: (tuple(tuple(r) for r in v) if k == "rl_runs" else v) for k, v in shipped["config"].items()}
+    assert saved == current, "the shipped band is from another study: rerun benchmarks/overoptimization_seeds.py"
+    bands = seed_bands({int(seed): s["rl"] for seed, s in shipped["by_seed"].items()})
+    assert bands == shipped["bands"] and goodhart_over_seeds(bands) == shipped["reading"]
+    points = {len([b for b in bands if b["run"] == run]) for run in shipped["reading"]}
+    assert min(points) >= 10  # enough evaluations per run to see a peak
+    assert any(r["shown"] for r in shipped["reading"].values())
