@@ -7,12 +7,18 @@
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import sys
 import time
 from pathlib import Path
 
-from rlhf_helpers.faults import OutputBusyError, busy_message, hold_output, output_holder, run_cli, write_text_atomic
-from rlhf_helpers.frontier import SWEEP, plot_frontier, run_point
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from kl_control import machine  # noqa: E402
+
+from rlhf_helpers.faults import (  # noqa: E402
+    OutputBusyError, busy_message, hold_output, output_holder, run_cli, write_text_atomic)
+from rlhf_helpers.frontier import SEEDS, SWEEP, frontier_points, plot_frontier, run_point  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -24,9 +30,14 @@ def _main(argv: list[str] | None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--profile", default="smoke")
     parser.add_argument("--out", type=Path, required=True, help="run folders, frontier.json, frontier.png")
-    parser.add_argument("--algos", default="ppo,grpo,dpo")
+    parser.add_argument("--algos", default=",".join(SWEEP))
+    parser.add_argument("--seeds", default=",".join(map(str, SEEDS)), help="comma-separated seeds per point")
     args = parser.parse_args(argv)
     algos = args.algos.split(",")
+    try:
+        seeds = [int(s) for s in args.seeds.split(",")]
+    except ValueError:
+        parser.error(f"--seeds must be comma-separated integers, got {args.seeds!r}")
     unknown = sorted(set(algos) - set(SWEEP))
     if unknown:
         parser.error(f"unknown --algos {unknown}; choose from {sorted(SWEEP)}")
@@ -37,15 +48,18 @@ def _main(argv: list[str] | None) -> list[dict]:
     # interrupted sweep continues where it stopped when the same command is run again.
     with hold_output(args.out, "frontier sweep"):
         start, points = time.perf_counter(), []
-        for algo in algos:
-            for beta in SWEEP[algo]:
-                points.append(run_point(algo, beta, args.profile, args.out))
-                p = points[-1]
-                print(f"{algo} β={beta:g}: reward {p['mean_reward']:+.2f}, positive {p['positive_rate']:.2f}, KL "
-                      f"{p['kl']:.1f}, gold {p['gold']:+.2f}, ref ppl {p['ref_perplexity']:.0f}", flush=True)
+        for seed in seeds:  # seed-major: an interrupted sweep still has every point at the first seeds
+            for algo in algos:
+                for beta in SWEEP[algo]:
+                    points.append(run_point(algo, beta, args.profile, args.out, seed=seed))
+                    p = points[-1]
+                    print(f"seed {seed} {algo} β={beta:g}: reward {p['mean_reward']:+.2f}, positive "
+                          f"{p['positive_rate']:.2f}, KL {p['kl']:.1f}, gold {p['gold']:+.2f}, "
+                          f"ref ppl {p['ref_perplexity']:.0f}", flush=True)
         write_text_atomic(args.out / "frontier.json", json.dumps(
-            {"profile": args.profile, "sweep": SWEEP, "points": points, "seconds": time.perf_counter() - start},
-            indent=1))
+            {"profile": args.profile, "sweep": SWEEP, "seeds": seeds, "machine": machine(),
+             "date": datetime.date.today().isoformat(), "points": points, "means": frontier_points(points),
+             "seconds": time.perf_counter() - start}, indent=1))
         import matplotlib
 
         matplotlib.use("Agg")

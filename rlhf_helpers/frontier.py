@@ -1,11 +1,14 @@
-"""The reward–KL frontier of PPO, GRPO and DPO (the DPO paper's Figure 2, redrawn on the course's models).
+"""The reward–KL frontier (the DPO paper's Figure 2, redrawn on the course's models), over seeds.
 
-One point per run: each algorithm at several strengths of its KL regularization (PPO: a fixed β on a summed k1
-penalty in the reward; GRPO: a β on the per-token-mean k3 in the loss; DPO: the β inside its loss). The same
-number is not the same pressure across methods, so the methods are compared on the frontier, not at one shared β.
-Every point comes from the same `evaluate()` on the same held-out prompts and sampling seed, on the same episode
-budget; the gold judge of notebook 06 also scores each run's held-out samples. `benchmarks/frontier.py` runs the
-sweep; the smoke profile's measured points ship with the package (`measured_frontier`), for notebook 07.
+One point per method and strength of its KL regularization, each the mean of `SEEDS` runs with their spread:
+PPO-GT (the course's PPO on the true reward, a fixed β on a summed k1 penalty in the reward), PPO-RM (the same PPO
+against a reward model trained on DPO's pairs: the DPO paper's "PPO"), GRPO (TRL, a β on the per-token-mean k3 in
+the loss), DPO (the β inside its loss, pairs sampled once from the initial policy) and online DPO (the same pairs
+budget, re-sampled from the current policy in rounds). Every β is fixed: no adaptive controller. The same number is
+not the same pressure across methods, so the methods are compared on the frontier, not at one shared β. Every run
+is scored by the same `evaluate()` on the same held-out prompts and sampling seed; the gold rater of notebook 06
+also scores each run's held-out samples. `benchmarks/frontier.py` runs the sweep; the smoke profile's measured
+runs ship with the package (`measured_frontier`), for notebook 07.
 """
 
 from __future__ import annotations
@@ -13,43 +16,155 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-SWEEP = {"ppo": [0.02, 0.06, 0.2], "grpo": [0.02, 0.06, 0.2], "dpo": [0.05, 0.1, 0.3]}
+SWEEP = {"ppo": [0.02, 0.06, 0.2], "ppo_rm": [0.02, 0.06, 0.2], "grpo": [0.02, 0.06, 0.2], "dpo": [0.05, 0.1, 0.3],
+         "online_dpo": [0.05, 0.1, 0.3]}
 """The KL coefficient of each run, per algorithm (PPO's is fixed: no adaptive controller)."""
+SEEDS = (0, 1, 2)
+"""Seeds per point: each point of the frontier is the mean of these runs, with their spread."""
+
+
+ONLINE_DPO_ROUNDS = 4
+"""Rounds of online DPO: the pairs budget of offline DPO, re-sampled from the current policy this many times."""
 
 
 def run_point(algo: str, beta: float, profile_name: str, out: Path, seed: int = 0) -> dict:
+    """One run of the sweep (reused if its folder already holds a finished one), scored by the classifier and the
+    gold rater on the held-out prompts."""
     import pandas as pd
 
     from rlhf_helpers import get_profile
     from rlhf_helpers.models import load_gold
     from rlhf_helpers.train import run
 
-    field = {"dpo": {"dpo_beta": beta}}.get(algo, {"init_kl_coef": beta, "kl_target": None})
+    field = {"dpo": {"dpo_beta": beta}, "online_dpo": {"dpo_beta": beta}}.get(
+        algo, {"init_kl_coef": beta, "kl_target": None})
     profile = get_profile(profile_name, **field)
-    folder = out / f"{algo}-beta{beta:g}"
-    summary = json.loads((folder / "summary.json").read_text()) if (folder / "summary.json").exists() else \
-        run(algo, profile, folder, seed=seed, progress=False, resume=True)  # an unfinished point starts again
+    folder = out / f"{algo}-beta{beta:g}" / f"seed-{seed}"
+    if (folder / "summary.json").exists():
+        summary = json.loads((folder / "summary.json").read_text())
+    elif algo in ("ppo_rm", "online_dpo"):
+        summary = _custom_run(algo, profile, folder, seed)
+    else:
+        summary = run(algo, profile, folder, seed=seed, progress=False, resume=True)  # an unfinished point restarts
     samples = pd.read_csv(folder / "samples.csv", keep_default_na=False)
     judge = load_gold(profile)
     gold = judge((samples["prompt"] + samples["response_after"]).tolist()).float().mean().item()
     gold_before = judge((samples["prompt"] + samples["response_before"]).tolist()).float().mean().item()
-    return {"algo": algo, "beta": beta, **{k: summary["after"][k] for k in ("mean_reward", "positive_rate", "kl",
-                                                                          "ref_perplexity")},
+    return {"algo": algo, "beta": beta, "seed": seed,
+            **{k: summary["after"][k] for k in ("mean_reward", "positive_rate", "kl", "ref_perplexity")},
             "gold": gold, "gold_before": gold_before, "reward_before": summary["before"]["mean_reward"],
-            "train_seconds": summary["train_seconds"], "episodes": summary["episodes"]}
+            "train_seconds": summary["train_seconds"], "episodes": summary["episodes"],
+            "labelled_completions": summary.get("labelled_completions", summary["episodes"])}
+
+
+def _custom_run(algo: str, profile, folder: Path, seed: int) -> dict:
+    """The two runs `train.run` has no algorithm for, evaluated exactly like its runs (same held-out prompts,
+    sampling seed and classifier):
+
+    ppo_rm      the DPO paper's "PPO" baseline: a reward model trained (TRL's RewardTrainer, notebook 06's main
+                recipe) on **the pairs DPO trains on** (`dpo.pairs_for_run`, same seed), then the course's PPO with
+                that reward model as its reward at a fixed β. The true reward only ever labelled those pairs.
+    online_dpo  `dpo.train_online_dpo`: DPO's pairs budget in `ONLINE_DPO_ROUNDS` rounds, each sampled from the
+                current policy and labelled by the classifier.
+    Writes summary.json (before, after, train_seconds, episodes, labelled_completions) and samples.csv."""
+    import dataclasses
+    import tempfile
+    import time
+
+    import pandas as pd
+    from transformers import set_seed
+
+    from .data import build_prompt_dataset, heldout_prompts
+    from .dpo import pairs_for_run, train_online_dpo
+    from .evaluation import evaluate
+    from .faults import atomic_write, hold_output, write_text_atomic
+    from .models import load_policy, load_reward, load_tokenizer, model_ids
+    from .overoptimization import HUB, SMOKE
+    from .ppo_loop import make_state, train
+    from .reward_model import train_reward_model
+
+    config = dataclasses.replace(profile.ppo, seed=seed)
+    with hold_output(folder, f"{algo} run"):
+        set_seed(seed)
+        tokenizer = load_tokenizer(profile)
+        policy, reference = load_policy(profile), load_policy(profile)
+        reward = load_reward(profile)
+        prompt_ids = build_prompt_dataset(profile, tokenizer, split="train", seed=seed)["input_ids"]
+        heldout = heldout_prompts(profile, tokenizer)
+
+        def evaluate_fn(model):
+            return evaluate(model, reference, tokenizer, reward, heldout, config.gen_min_tokens,
+                            config.gen_max_tokens, config.temperature, profile.eval_batch_size)
+
+        before = evaluate_fn(policy)
+        start = time.perf_counter()
+        if algo == "ppo_rm":
+            recipe = SMOKE if profile.offline else HUB
+            pairs = pairs_for_run(config, policy, tokenizer, reward, prompt_ids)
+            with tempfile.TemporaryDirectory(prefix="reward-model-") as scratch:
+                _, scorer = train_reward_model(model_ids(profile)[1], pairs, scratch, epochs=recipe.rm_epochs,
+                                               learning_rate=recipe.rm_learning_rate, seed=seed)
+            state = make_state(config, policy, reference, tokenizer, scorer, prompt_ids)
+            train(state, progress=False)
+            info = {"episodes": config.steps * config.batch_size, "reward_model_pairs": len(pairs),
+                    "labelled_completions": len(pairs) * config.dpo_samples_per_prompt}
+        else:
+            online = train_online_dpo(profile, config, policy, reference, tokenizer, reward, prompt_ids,
+                                      rounds=ONLINE_DPO_ROUNDS)
+            info = {"episodes": online["completions"], "labelled_completions": online["completions"], **online}
+        train_seconds = time.perf_counter() - start
+        after = evaluate_fn(policy)
+        samples = pd.DataFrame({"prompt": before.samples["prompt"], "response_before": before.samples["response"],
+                                "reward_before": before.samples["reward"],
+                                "response_after": after.samples["response"], "reward_after": after.samples["reward"]})
+        with atomic_write(folder / "samples.csv") as tmp:
+            samples.to_csv(tmp, index=False)
+        summary = {"algo": algo, "profile": profile.name, "seed": seed, "before": before.metrics,
+                   "after": after.metrics, "train_seconds": train_seconds, **info}
+        write_text_atomic(folder / "summary.json", json.dumps(summary, indent=2))
+    return summary
+
+
+MARKERS = {"ppo": "o", "ppo_rm": "D", "grpo": "s", "dpo": "^", "online_dpo": "v"}
+NAMES = {"ppo": "PPO-GT (true reward)", "ppo_rm": "PPO-RM (RM on DPO's pairs)", "grpo": "GRPO (true reward)",
+         "dpo": "DPO (offline pairs)", "online_dpo": "online DPO"}
+METRICS = ("mean_reward", "positive_rate", "kl", "gold", "ref_perplexity")
+
+
+def frontier_points(points: list[dict]) -> list[dict]:
+    """Runs (one dict per algorithm, β and seed) -> one point per (algorithm, β): the mean over its seeds of each
+    metric (`METRICS`) and, as `<metric>_std`, the across-seed standard deviation (0 with one seed)."""
+    import numpy as np
+
+    groups = {}
+    for p in points:
+        groups.setdefault((p["algo"], p["beta"]), []).append(p)
+    out = []
+    for (algo, beta), runs in groups.items():
+        row = {"algo": algo, "beta": beta, "seeds": len(runs)}
+        for key in METRICS:
+            values = np.array([r[key] for r in runs], dtype=float)
+            row[key] = float(values.mean())
+            row[f"{key}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+        out.append(row)
+    return out
 
 
 def plot_frontier(points: list[dict], title: str = ""):
-    """Reward (left) and gold reward (right) against KL to the reference: one marker per run, one line per method."""
+    """Reward (left) and gold reward (right) against KL to the reference: one line per method, each point the mean
+    over its seeds with the across-seed standard deviation as error bars in both directions."""
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.3))
-    for algo, marker in (("ppo", "o"), ("grpo", "s"), ("dpo", "^")):
-        rows = sorted((p for p in points if p["algo"] == algo), key=lambda p: p["kl"])
+    for algo, marker in MARKERS.items():
+        rows = sorted((p for p in frontier_points(points) if p["algo"] == algo), key=lambda p: p["kl"])
         if not rows:
             continue
+        seeds = min(p["seeds"] for p in rows)
         for ax, key in zip(axes, ("mean_reward", "gold")):
-            ax.plot([p["kl"] for p in rows], [p[key] for p in rows], marker=marker, label=algo.upper())
+            ax.errorbar([p["kl"] for p in rows], [p[key] for p in rows], xerr=[p["kl_std"] for p in rows],
+                        yerr=[p[f"{key}_std"] for p in rows], marker=marker, capsize=3,
+                        label=f"{NAMES[algo]} (mean ± sd, {seeds} seed{'s' * (seeds > 1)})")
             for p in rows:
                 ax.annotate(f"β={p['beta']:g}", (p["kl"], p[key]), fontsize=7, xytext=(3, 3),
                             textcoords="offset points")
@@ -57,7 +172,7 @@ def plot_frontier(points: list[dict], title: str = ""):
         axes[0].axhline(points[0]["reward_before"], color="grey", ls=":", label="before training")
         axes[1].axhline(points[0]["gold_before"], color="grey", ls=":", label="before training")
     axes[0].set(title="Reward the runs were trained for (the classifier)", ylabel="held-out mean reward")
-    axes[1].set(title="Gold judge (never trained on)", ylabel="held-out mean gold reward")
+    axes[1].set(title="Gold rater (never trained on)", ylabel="held-out mean gold reward")
     for ax in axes:
         ax.set_xlabel("KL to the reference (nats per response)")
         ax.legend(fontsize=8)

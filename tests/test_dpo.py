@@ -137,29 +137,70 @@ def test_dpo_checker_accepts_the_reference_and_names_mistakes(capsys):
     assert "not attempted" in capsys.readouterr().out and fallback is not stub
 
 
-def test_the_shipped_frontier_has_three_points_per_method_from_one_evaluation():
-    """Notebook 07 draws the measured sweep: at least 3 runs per method, each with reward, KL and gold reward from
-    the same held-out evaluation (same starting point for every run)."""
-    from rlhf_helpers.frontier import measured_frontier
+def test_the_shipped_frontier_has_every_method_at_every_beta_over_seeds_from_one_evaluation():
+    """Notebook 07 draws the measured sweep: every method of SWEEP at each of its β, over the same ≥ 3 seeds, each
+    run with reward, KL and gold reward from the same held-out evaluation (same starting point), with its machine."""
+    from rlhf_helpers.frontier import SWEEP, frontier_points, measured_frontier
 
     frontier = measured_frontier("smoke")
     assert frontier is not None and measured_frontier("gpu") is None
-    for algo in ("ppo", "grpo", "dpo"):
-        points = [p for p in frontier["points"] if p["algo"] == algo]
-        assert len(points) >= 3, algo
-        assert len({p["beta"] for p in points}) == len(points)
+    assert frontier["machine"] and frontier["date"] and len(frontier["seeds"]) >= 3
+    for algo, betas in SWEEP.items():
+        for beta in betas:
+            seeds = sorted(p["seed"] for p in frontier["points"] if p["algo"] == algo and p["beta"] == beta)
+            assert seeds == sorted(frontier["seeds"]), (algo, beta)
     assert len({round(p["reward_before"], 6) for p in frontier["points"]}) == 1
-    assert all(p["kl"] > 0 and set(p) >= {"mean_reward", "gold", "positive_rate"} for p in frontier["points"])
+    assert all(p["kl"] > 0 and set(p) >= {"mean_reward", "gold", "positive_rate", "labelled_completions"}
+               for p in frontier["points"])
+    means = frontier_points(frontier["points"])
+    assert len(means) == sum(len(b) for b in SWEEP.values()) and all(m["seeds"] >= 3 for m in means)
+
+
+def test_frontier_points_are_means_with_the_sample_standard_deviation():
+    from rlhf_helpers.frontier import frontier_points
+
+    runs = [{"algo": "ppo", "beta": 0.1, "seed": s, "mean_reward": r, "positive_rate": 0.5, "kl": k, "gold": 0.0,
+             "ref_perplexity": 100.0} for s, r, k in [(0, 1.0, 4.0), (1, 2.0, 6.0), (2, 3.0, 8.0)]]
+    (point,) = frontier_points(runs)
+    assert point["seeds"] == 3 and point["mean_reward"] == 2.0 and point["kl"] == 6.0
+    assert point["mean_reward_std"] == pytest.approx(1.0) and point["kl_std"] == pytest.approx(2.0)  # ddof = 1
 
 
 def test_plot_frontier_draws_one_line_per_method():
-    from rlhf_helpers.frontier import plot_frontier
+    from rlhf_helpers.frontier import NAMES, plot_frontier
 
-    points = [{"algo": a, "beta": b, "kl": k, "mean_reward": r, "gold": g, "reward_before": -0.4, "gold_before": 0.0}
+    points = [{"algo": a, "beta": b, "seed": 0, "kl": k, "mean_reward": r, "gold": g, "positive_rate": 0.5,
+               "ref_perplexity": 100.0, "reward_before": -0.4, "gold_before": 0.0}
               for a, b, k, r, g in [("ppo", 0.1, 5, 1, 0.5), ("ppo", 0.2, 3, 0.5, 0.3), ("dpo", 0.1, 4, 0.8, 0.4)]]
     fig = plot_frontier(points)
-    labels = [line.get_label() for line in fig.axes[0].get_lines()]
-    assert "PPO" in labels and "DPO" in labels and "GRPO" not in labels
+    labels = fig.axes[0].get_legend_handles_labels()[1]
+    assert any(label.startswith(NAMES["ppo"]) for label in labels)
+    assert any(label.startswith(NAMES["dpo"]) for label in labels)
+    assert not any(label.startswith(NAMES["grpo"]) for label in labels)
+
+
+def test_online_dpo_samples_each_round_from_the_current_policy(tmp_path):
+    """Online DPO spends DPO's pairs budget in rounds, and trains the policy it samples from."""
+    import dataclasses
+
+    from rlhf_helpers import get_profile
+    from rlhf_helpers.data import build_prompt_dataset
+    from rlhf_helpers.dpo import dpo_pair_count, train_online_dpo
+    from rlhf_helpers.models import load_policy, load_reward, load_tokenizer
+
+    profile = get_profile("smoke", steps=2)
+    config = dataclasses.replace(profile.ppo, seed=0)
+    tokenizer = load_tokenizer(profile)
+    policy, reference = load_policy(profile), load_policy(profile)
+    start = [p.detach().clone() for p in policy.parameters()]
+    prompts = build_prompt_dataset(profile, tokenizer, split="train", seed=0)["input_ids"]
+    info = train_online_dpo(profile, config, policy, reference, tokenizer, load_reward(profile), prompts, rounds=2)
+    assert info["rounds"] == 2 and info["pairs"] == 2 * (dpo_pair_count(config) // 2)
+    assert info["completions"] == info["pairs"] * config.dpo_samples_per_prompt and info["gradient_steps"] > 0
+    assert any(not torch.equal(a, b.detach()) for a, b in zip(start, policy.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(start, reference.parameters()))  # the reference stays frozen
+    with pytest.raises(ValueError, match="rounds"):
+        train_online_dpo(profile, config, policy, reference, tokenizer, load_reward(profile), prompts, rounds=0)
 
 
 def test_dpo_run_refuses_an_odd_mini_batch():
@@ -169,3 +210,22 @@ def test_dpo_run_refuses_an_odd_mini_batch():
     with pytest.raises(ValueError, match="must be even"):
         check_run_arguments("dpo", get_profile("smoke"), batch_size=63, mini_batch_size=21)
     check_run_arguments("dpo", get_profile("smoke"))  # the profile's own sizes are fine
+
+
+def test_ppo_against_a_reward_model_on_dpos_pairs_is_evaluated_like_every_run(tmp_path):
+    """The frontier's PPO-RM: a reward model trained on the pairs DPO would get, then PPO against it; evaluated by
+    the classifier on the held-out prompts, with the true-reward queries counted (the pairs' completions)."""
+    import json
+
+    from rlhf_helpers import get_profile
+    from rlhf_helpers.dpo import dpo_pair_count
+    from rlhf_helpers.frontier import _custom_run
+
+    profile = get_profile("smoke", steps=2, init_kl_coef=0.06, kl_target=None)
+    summary = _custom_run("ppo_rm", profile, tmp_path / "ppo_rm", seed=0)
+    assert summary["reward_model_pairs"] == dpo_pair_count(profile.ppo)
+    assert summary["labelled_completions"] == dpo_pair_count(profile.ppo) * profile.ppo.dpo_samples_per_prompt
+    assert summary["episodes"] == profile.ppo.steps * profile.ppo.batch_size
+    assert summary["after"]["kl"] > 0 and summary["before"]["kl"] == 0
+    assert json.loads((tmp_path / "ppo_rm" / "summary.json").read_text()) == summary
+    assert (tmp_path / "ppo_rm" / "samples.csv").read_text().startswith("prompt,response_before")
