@@ -70,3 +70,28 @@ def evaluate(policy, reference, tokenizer, reward, prompts, gen_min: int = 4, ge
                "kl": kl, "ref_perplexity": math.exp(ref_nll), "n_prompts": len(samples)}
     table = pd.DataFrame({"prompt": samples.queries, "response": samples.responses, "reward": rewards.numpy()})
     return Evaluation(metrics, table)
+
+
+@torch.no_grad()
+def per_token_kl_tails(policy, reference, tokenizer, prompts, gen_min: int = 4, gen_max: int = 16,
+                       temperature: float = 1.0, batch_size: int = 64, seed: int = EVAL_SEED) -> dict:
+    """Why a logged per-token k3 KL can spike while the per-response KL stays moderate: on the policy's samples of
+    the held-out prompts, each response token's log r = log π_ref − log π, its k1 = −log r and its
+    k3 = r − 1 − log r (notebook 02). k3 is unbiased but heavy-tailed: where the reference finds a sampled token far
+    likelier than the policy does (r ≫ 1), k3 ≈ r, so a few tokens can carry most of a batch mean.
+
+    Returns tokens, k1_mean and k3_mean (per token), k3_median, k3_max, k3_top1pct_share (the share of the k3 sum
+    carried by the 1 % largest tokens) and kl_per_response (k1 summed over each response, averaged)."""
+    samples = sample_responses(policy, tokenizer, prompts.input_ids, gen_min, gen_max, temperature=temperature,
+                               batch_size=batch_size, seed=seed)
+    logprobs, mask = sequence_logprobs(policy, samples, tokenizer.pad_token_id, temperature, batch_size)
+    ref_logprobs, _ = sequence_logprobs(reference, samples, tokenizer.pad_token_id, temperature, batch_size)
+    mask = mask.bool().cpu()
+    log_r = (ref_logprobs - logprobs).cpu()
+    tokens_log_r = log_r[mask].double()
+    k1, k3 = -tokens_log_r, tokens_log_r.exp() - 1 - tokens_log_r
+    top = k3.sort(descending=True).values[: max(1, len(k3) // 100)]
+    return {"tokens": int(mask.sum()), "k1_mean": k1.mean().item(), "k3_mean": k3.mean().item(),
+            "k3_median": k3.median().item(), "k3_max": k3.max().item(),
+            "k3_top1pct_share": (top.sum() / k3.sum()).item(),
+            "kl_per_response": (-(log_r * mask).sum(1)).mean().item()}

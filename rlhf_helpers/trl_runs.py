@@ -26,7 +26,8 @@ from transformers import TrainerCallback
 from .device import trl_precision, world_size
 from .profiles import Profile, check_batch_split
 
-NUM_GENERATIONS = {"grpo": 8, "rloo": 4}
+NUM_GENERATIONS = {"grpo": 8, "rloo": 8}
+"""Completions per prompt. Equal, so that GRPO and RLOO differ only in their advantage (and KL placement)."""
 
 
 def sentiment_reward_func(reward) -> Callable:
