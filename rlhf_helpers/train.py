@@ -538,7 +538,9 @@ def _train_trl_in(algo, config, out, policy, tokenizer, reward, prompt_texts, ev
     import warnings
 
     with trl_logging(args.report_to[0] if args.report_to else "none", out), warnings.catch_warnings():
-        trainer = make_trl_trainer(algo, policy, tokenizer, reward_func, prompt_texts, args, [callback])
+        # completions cut to the course's 4-16-token lengths, as PPO trains and every method is evaluated
+        trainer = make_trl_trainer(algo, policy, tokenizer, reward_func, prompt_texts, args, [callback],
+                                   min_completion_length=config.gen_min_tokens)
         # TRL 1.16 calls transformers' deprecated is_gradient_checkpointing
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
         trainer.train()

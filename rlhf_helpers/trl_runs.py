@@ -168,17 +168,60 @@ class CourseCallback(TrainerCallback):
             self.on_record(record)
 
 
-def make_trl_trainer(algo: str, policy, tokenizer, reward_func, train_prompts: list[str], args, callbacks=()):
-    """A GRPOTrainer or RLOOTrainer on the course's policy, prompt strings and reward function."""
+def _cut_to_course_lengths(trainer, completion_ids: list[list[int]], logprobs=None):
+    """Each completion cut at its own length drawn from [min_completion_length, max_completion_length], like the
+    course's PPO rollouts and every method's evaluation (`sampling.sample_responses`). A prefix of a sample of π is a
+    sample of π's prefix, so the update stays on-policy; the cut tokens never enter the loss or the reward."""
+    low, high = trainer.course_min_completion_length, trainer.args.max_completion_length
+    caps = torch.randint(low, high + 1, (len(completion_ids),), generator=trainer.course_length_generator).tolist()
+    cut = [ids[:cap] for ids, cap in zip(completion_ids, caps)]
+    if logprobs is not None:
+        logprobs = [lp[:cap] for lp, cap in zip(logprobs, caps)]
+    return cut, logprobs
+
+
+def _course_length_trainer(base):
+    """`base` (GRPOTrainer or RLOOTrainer) whose sampled completions are cut to the course's length distribution."""
+
+    class CourseLengthTrainer(base):
+        course_min_completion_length: int = 1
+        course_length_generator: torch.Generator | None = None
+
+        def _generate_single_turn(self, *args, **kwargs):
+            out = super()._generate_single_turn(*args, **kwargs)
+            if isinstance(out, tuple):  # GRPO: (completion_ids, logprobs)
+                return _cut_to_course_lengths(self, *out)
+            return _cut_to_course_lengths(self, out)[0]  # RLOO: completion_ids
+
+    CourseLengthTrainer.__name__ = CourseLengthTrainer.__qualname__ = f"Course{base.__name__}"
+    return CourseLengthTrainer
+
+
+def make_trl_trainer(algo: str, policy, tokenizer, reward_func, train_prompts: list[str], args, callbacks=(),
+                     min_completion_length: int | None = None):
+    """A GRPOTrainer or RLOOTrainer on the course's policy, prompt strings and reward function.
+
+    With `min_completion_length`, every sampled completion is cut at a length drawn uniformly from
+    [min_completion_length, args.max_completion_length] (seeded by `args.seed`): TRL then trains on the completion
+    lengths the course's PPO trains on and every method is evaluated on (TRL alone samples each completion to the
+    full length)."""
     from datasets import Dataset
     from trl import GRPOTrainer, RLOOTrainer
 
     from transformers.trainer_callback import PrinterCallback
 
     trainer_cls = {"grpo": GRPOTrainer, "rloo": RLOOTrainer}[algo]
+    if min_completion_length is not None:
+        if not 1 <= min_completion_length <= args.max_completion_length:
+            raise ValueError(f"min_completion_length must be in [1, max_completion_length = "
+                             f"{args.max_completion_length}], got {min_completion_length}.")
+        trainer_cls = _course_length_trainer(trainer_cls)
     dataset = Dataset.from_dict({"prompt": train_prompts})
     trainer = trainer_cls(model=policy, reward_funcs=reward_func, args=args, train_dataset=dataset,
                           processing_class=tokenizer, callbacks=list(callbacks))
+    if min_completion_length is not None:
+        trainer.course_min_completion_length = min_completion_length
+        trainer.course_length_generator = torch.Generator().manual_seed(args.seed)
     trainer.remove_callback(PrinterCallback)  # the course's callback logs each round instead of every raw dict
     return trainer
 

@@ -59,3 +59,22 @@ def test_reward_function_scores_prompt_plus_completion():
     func = sentiment_reward_func(lambda texts: (seen.extend(texts), torch.arange(len(texts)).float())[1])
     assert func(prompts=["A ", "B "], completions=["good", "bad"]) == [0.0, 1.0]
     assert seen == ["A good", "B bad"] and func.calls == 2
+
+
+def test_trl_completions_are_cut_to_the_course_lengths():
+    """With min_completion_length, every completion TRL samples is cut at its own length in [min, max] (seeded), so
+    GRPO and RLOO train on the completion lengths PPO trains on and every method is evaluated on."""
+    from types import SimpleNamespace
+
+    from rlhf_helpers.trl_runs import _cut_to_course_lengths
+
+    trainer = SimpleNamespace(course_min_completion_length=4, args=SimpleNamespace(max_completion_length=16),
+                              course_length_generator=torch.Generator().manual_seed(0))
+    completions = [list(range(16)) for _ in range(400)]
+    cut, logprobs = _cut_to_course_lengths(trainer, completions, [[0.0] * 16 for _ in range(400)])
+    lengths = [len(c) for c in cut]
+    assert min(lengths) == 4 and max(lengths) == 16 and len(set(lengths)) == 13  # every length in [4, 16] occurs
+    assert all(c == list(range(n)) for c, n in zip(cut, lengths))  # prefixes: the tokens the policy sampled first
+    assert [len(lp) for lp in logprobs] == lengths
+    short = _cut_to_course_lengths(trainer, [[1, 2]], None)[0]
+    assert short == [[1, 2]]  # a completion that stopped early (EOS) is left as it is
