@@ -133,17 +133,21 @@ def test_ctrl_c_says_where_it_stopped_and_the_printed_command_resumes_exactly(tm
     """A real SIGINT after the first checkpoint: exit 130, the message names the step, the checkpoint and the
     command; running that command ends where an uninterrupted run ends."""
     args = [*reference_run[2], "--save-every", "2"]
-    out = tmp_path / "b"
-    proc = subprocess.Popen([sys.executable, "-m", "rlhf_helpers.train", *args, "--out", str(out)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=_env())
-    deadline = time.time() + 300
-    while not (out / "checkpoints" / "step-000002" / "state.json").exists():
-        assert proc.poll() is None, proc.stderr.read()[-3000:]
-        assert time.time() < deadline
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGINT)
-    err = proc.stderr.read()
-    assert proc.wait(timeout=60) == 130, err[-3000:]
+    for attempt in range(3):  # the short run can finish before a loaded machine delivers the signal: try again
+        out = tmp_path / f"b{attempt}"
+        proc = subprocess.Popen([sys.executable, "-m", "rlhf_helpers.train", *args, "--out", str(out)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=_env())
+        deadline = time.time() + 300
+        while not (out / "checkpoints" / "step-000002" / "state.json").exists():
+            assert proc.poll() is None, proc.stderr.read()[-3000:]
+            assert time.time() < deadline
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        err = proc.stderr.read()
+        code = proc.wait(timeout=60)
+        if not (code == 0 and (out / "summary.json").exists()):
+            break
+    assert code == 130, err[-3000:]
     _no_traceback(err)
     assert "Interrupted at step" in err and "The last checkpoint, step" in err, err
     command = err.split("Continue from it with: ")[1].strip().splitlines()[0]
