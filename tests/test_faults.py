@@ -135,8 +135,11 @@ def test_ctrl_c_says_where_it_stopped_and_the_printed_command_resumes_exactly(tm
     args = [*reference_run[2], "--save-every", "2"]
     for attempt in range(3):  # the short run can finish before a loaded machine delivers the signal: try again
         out = tmp_path / f"b{attempt}"
+        # SIGINT back to its default in the child: a suite started in the background of a shell without job control
+        # inherits SIGINT ignored, and Python then never raises KeyboardInterrupt (seen in CI: exit 0, no message)
         proc = subprocess.Popen([sys.executable, "-m", "rlhf_helpers.train", *args, "--out", str(out)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=_env())
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=_env(),
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         deadline = time.time() + 300
         while not (out / "checkpoints" / "step-000002" / "state.json").exists():
             assert proc.poll() is None, proc.stderr.read()[-3000:]
