@@ -37,7 +37,8 @@ def _main(argv: list[str] | None) -> dict:
     for lr in LEARNING_RATES:
         folder = args.out / f"lr-{lr:g}"
         summary = (json.loads((folder / "summary.json").read_text()) if (folder / "summary.json").exists() else
-                   run("dpo", get_profile(args.profile, learning_rate=lr), folder, seed=args.seed, progress=False))
+                   run("dpo", get_profile(args.profile, dpo_learning_rate=lr), folder, seed=args.seed,
+                       progress=False))
         points.append({"learning_rate": lr, **{k: summary["after"][k] for k in ("mean_reward", "positive_rate", "kl",
                                                                                "ref_perplexity")},
                        "train_seconds": summary["train_seconds"]})

@@ -54,15 +54,16 @@ def sequence_logps(model, query_ids, response_ids, pad_id: int, temperature: flo
 # ------------------------------------------------------------------------------------------- a DPO run with TRL
 
 
-def dpo_pairs(policy, tokenizer, reward, prompt_ids: list[list[int]], n_prompts: int, samples_per_prompt: int = 4,
+def dpo_pairs(policy, tokenizer, reward, prompt_ids: list[list[int]], n_prompts: int, samples_per_prompt: int = 2,
               gen_min: int = 4, gen_max: int = 16, temperature: float = 1.0, seed: int = 0):
-    """Preference pairs for DPO, one per prompt: `samples_per_prompt` completions of the initial policy, the one the
-    reward classifier scores highest is chosen, the lowest rejected (prompts drawn with a seeded permutation).
+    """Preference pairs for DPO, one per prompt: `samples_per_prompt` completions of the initial policy (prompts
+    drawn with a seeded permutation). With 2 the pair is those two, the one the reward classifier scores higher
+    chosen; with more, its best against its worst.
 
     Labelled by the **reward classifier**, not the gold judge: PPO and GRPO optimize that classifier and the frontier
-    measures every method with it, so DPO learns the same preference the others are rewarded for. Best against worst
-    gives each pair a clear winner; two random completions often differ by little (on smoke, 1,920 such pairs, 3
-    epochs: positive rate 0.76; best of 4 against worst: 0.84 with 2 epochs).
+    measures every method with it, so DPO learns the same preference the others are rewarded for. Two completions
+    per pair keep DPO's budget equal to PPO's (`dpo_pair_count`); best against worst of more gives clearer winners
+    at a larger budget (`benchmarks/README.md`, "How the DPO pairs were chosen").
 
     The pairs are text, and TRL tokenizes prompt + completion again. A prompt cut mid-word (the course's prompts are
     2-8-token prefixes of reviews) can merge with its completion's first token; TRL then starts the completion at
@@ -79,11 +80,10 @@ def dpo_pairs(policy, tokenizer, reward, prompt_ids: list[list[int]], n_prompts:
 
 
 def dpo_pair_count(config) -> int:
-    """Pairs of a DPO run: `steps × batch_size / 2`, one pair per two of PPO's episodes. With best against worst of
-    `dpo_samples_per_prompt` = 4 completions that is twice as many reward-scored completions as PPO's episodes.
-    Sized to PPO's budget instead (960 pairs in smoke, 4 epochs to keep the gradient steps), DPO reached a positive
-    rate of 0.73 and a reward of +0.89, where these pairs gave it 0.83 and +1.55 (one run each, seed 0, 2 CPU cores,
-    2026-12-02): the frontier gives DPO the larger budget, so a method that beats it does so despite that."""
+    """Pairs of a DPO run: `steps × batch_size / 2`, one pair per two of PPO's episodes. With the profile's
+    `dpo_samples_per_prompt` = 2 the pairs' completions are exactly PPO's `steps × batch_size` episodes, and with
+    `dpo_epochs` = `ppo_epochs` the `pairs / (mini_batch_size / 2)` steps per pass make DPO's gradient steps PPO's
+    (`steps × ppo_epochs × batch_size / mini_batch_size`): the frontier compares the methods at one budget."""
     return max(1, config.steps * config.batch_size // 2)
 
 
@@ -95,10 +95,15 @@ def pairs_for_run(config, policy, tokenizer, reward, prompt_ids: list[list[int]]
                      seed=config.seed)
 
 
+def dpo_learning_rate(config) -> float:
+    """DPO's learning rate: `dpo_learning_rate`, else PPO's `learning_rate`."""
+    return config.learning_rate if config.dpo_learning_rate is None else config.dpo_learning_rate
+
+
 def dpo_config(profile, output_dir: str, seed: int = 0, batch_size: int | None = None,
                mini_batch_size: int | None = None, **overrides):
-    """A DPOConfig with the profile's settings: its learning rate, `dpo_epochs` passes over the pairs,
-    `mini_batch_size / 2` pairs (two completions each) per gradient step, and DPO's β (`dpo_beta`)."""
+    """A DPOConfig with the profile's settings: its DPO learning rate (`dpo_learning_rate`), `dpo_epochs` passes over
+    the pairs, `mini_batch_size / 2` pairs (two completions each) per gradient step, and DPO's β (`dpo_beta`)."""
     from trl import DPOConfig
 
     from .device import trl_precision
@@ -109,7 +114,7 @@ def dpo_config(profile, output_dir: str, seed: int = 0, batch_size: int | None =
     mini = cfg.mini_batch_size if mini_batch_size is None else mini_batch_size
     check_batch_split(batch, mini, per=2, what="dpo")
     settings = dict(output_dir=output_dir, seed=seed, data_seed=seed, per_device_train_batch_size=mini // 2,
-                    num_train_epochs=cfg.dpo_epochs, learning_rate=cfg.learning_rate, lr_scheduler_type="constant",
+                    num_train_epochs=cfg.dpo_epochs, learning_rate=dpo_learning_rate(cfg), lr_scheduler_type="constant",
                     max_grad_norm=cfg.max_grad_norm, beta=cfg.dpo_beta, loss_type=["sigmoid"], disable_dropout=True,
                     logging_steps=batch // mini, report_to="none", save_strategy="no", disable_tqdm=True,
                     **trl_precision())
@@ -165,7 +170,7 @@ def make_dpo_trainer(policy, reference, tokenizer, pairs, args, callbacks=()):
 def train_online_dpo(profile, config, policy, reference, tokenizer, reward, prompt_ids: list[list[int]],
                      rounds: int = 4, scratch: str | None = None) -> dict:
     """Online (iterative) DPO: the same pairs budget as `pairs_for_run`, split into `rounds` rounds; each round
-    samples its pairs from the **current** policy (best against worst of `dpo_samples_per_prompt` completions by the
+    samples its pairs from the **current** policy (`dpo_samples_per_prompt` completions per prompt, ordered by the
     reward, on prompts no earlier round used), then trains on them with TRL's DPOTrainer against the frozen initial
     reference (Xu et al. 2023, "Some things are more CRINGE than others"; Guo et al. 2024, "Direct language model
     alignment from online AI feedback"). Offline DPO is `rounds=1`. Each round starts a fresh optimizer.

@@ -75,10 +75,14 @@ class PPOConfig:
     dpo_beta: float = 0.1
     """DPO's β (`--algo dpo`): the strength of its implicit KL-to-reference, like PPO's β but inside the loss
     (TRL's default; the DPO paper's IMDB sweep spans 0.05 to 5)."""
-    dpo_samples_per_prompt: int = 4
-    """DPO pairs: completions per prompt, the reward's best against its worst (`steps × batch_size / 2` pairs)."""
-    dpo_epochs: int = 2
-    """DPO: passes over the pairs."""
+    dpo_samples_per_prompt: int = 2
+    """DPO pairs: completions per prompt (`steps × batch_size / 2` pairs). 2: the pair is those two, ordered by the
+    reward, so the pairs cost PPO's `steps × batch_size` episodes; more: the reward's best against its worst."""
+    dpo_learning_rate: float | None = None
+    """DPO's Adam learning rate (None: `learning_rate`, PPO's); the smoke profile's was chosen by
+    `benchmarks/dpo_learning_rate.py`."""
+    dpo_epochs: int = 4
+    """DPO: passes over the pairs (= `ppo_epochs`: DPO then takes PPO's gradient steps, see `dpo.dpo_pair_count`)."""
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "mini_batch_size", "ppo_epochs", "kl_horizon", "dpo_epochs"):
@@ -93,6 +97,9 @@ class PPOConfig:
                              f"{self.gen_max_tokens}.")
         if self.temperature <= 0:
             raise ValueError(f"PPOConfig.temperature must be positive, got {self.temperature}.")
+        if self.dpo_learning_rate is not None and not self.dpo_learning_rate > 0:
+            raise ValueError(f"PPOConfig.dpo_learning_rate must be positive (or None: PPO's learning_rate), got "
+                             f"{self.dpo_learning_rate!r}.")
         if self.dpo_beta <= 0:
             raise ValueError(f"PPOConfig.dpo_beta must be positive, got {self.dpo_beta}.")
         if not isinstance(self.dpo_samples_per_prompt, int) or self.dpo_samples_per_prompt < 2:
@@ -165,7 +172,7 @@ PROFILES: dict[str, Profile] = {
         n_eval_prompts=128, eval_batch_size=128,
         # A tiny model tolerates a far larger learning rate than GPT-2's 1.41e-5.
         ppo=PPOConfig(batch_size=64, mini_batch_size=16, ppo_epochs=4, steps=60, learning_rate=5e-4,
-                      init_kl_coef=0.06, kl_target=6.0, kl_horizon=10_000),
+                      init_kl_coef=0.06, kl_target=6.0, kl_horizon=10_000, dpo_learning_rate=1e-3),
     ),
 }
 

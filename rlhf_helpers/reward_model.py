@@ -84,8 +84,8 @@ def make_preference_pairs(policy, tokenizer, gold, query_ids: list[list[int]], n
                           samples_per_prompt: int = 2) -> PreferencePairs:
     """One pair per prompt: completions from `policy`, scored by `gold`, labelled by a Bradley–Terry rater of noise τ.
 
-    With 2 completions per prompt the pair is those two; with more, it is `gold`'s best against its worst (DPO's
-    pairs in notebook 07, where `gold` is the reward classifier and noise is 0)."""
+    With 2 completions per prompt the pair is those two (also DPO's pairs in notebook 07, where `gold` is the reward
+    classifier and noise is 0); with more, it is `gold`'s best against its worst."""
     from .sampling import sample_responses
 
     if samples_per_prompt < 2:

@@ -549,8 +549,8 @@ def _train_trl_in(algo, config, out, policy, tokenizer, reward, prompt_texts, ev
 
 def _train_dpo(profile, config, out, policy, reference, tokenizer, reward, prompt_ids, evaluate_fn, eval_every,
                reached, report_to):
-    """DPO on `steps × batch_size / 2` pairs from the initial policy (best against worst of
-    `dpo_samples_per_prompt` completions per prompt, by the reward: see `dpo.dpo_pairs`), sampled once, up front."""
+    """DPO on `steps × batch_size / 2` pairs from the initial policy (`dpo_samples_per_prompt` completions per
+    prompt, ordered by the reward: see `dpo.dpo_pairs`), sampled once, up front."""
     import math
     import tempfile
 

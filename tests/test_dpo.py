@@ -226,6 +226,26 @@ def test_ppo_against_a_reward_model_on_dpos_pairs_is_evaluated_like_every_run(tm
     assert summary["reward_model_pairs"] == dpo_pair_count(profile.ppo)
     assert summary["labelled_completions"] == dpo_pair_count(profile.ppo) * profile.ppo.dpo_samples_per_prompt
     assert summary["episodes"] == profile.ppo.steps * profile.ppo.batch_size
+    # the frontier's equal budget: the pairs' completions are as many as PPO-GT's episodes
+    assert summary["labelled_completions"] == summary["episodes"]
     assert summary["after"]["kl"] > 0 and summary["before"]["kl"] == 0
     assert json.loads((tmp_path / "ppo_rm" / "summary.json").read_text()) == summary
     assert (tmp_path / "ppo_rm" / "samples.csv").read_text().startswith("prompt,response_before")
+
+
+@pytest.mark.parametrize("name", ["gpu", "cpu", "smoke"])
+def test_dpo_gets_ppos_budget_in_completions_and_gradient_steps(tmp_path, name):
+    """The frontier's fairness, per profile: DPO's pairs are sampled from as many completions as PPO's episodes, and
+    its DPOConfig (pairs per step, passes) takes as many gradient steps as PPO's minibatch updates."""
+    import math
+
+    from rlhf_helpers import get_profile
+    from rlhf_helpers.dpo import dpo_config, dpo_pair_count
+
+    profile = get_profile(name)
+    cfg = profile.ppo
+    pairs = dpo_pair_count(cfg)
+    assert pairs * cfg.dpo_samples_per_prompt == cfg.steps * cfg.batch_size
+    args = dpo_config(profile, str(tmp_path))
+    dpo_steps = math.ceil(pairs / args.per_device_train_batch_size) * args.num_train_epochs
+    assert dpo_steps == cfg.steps * cfg.ppo_epochs * (cfg.batch_size // cfg.mini_batch_size)
