@@ -2,11 +2,6 @@
 
     python benchmarks/frontier.py --profile smoke --out runs/frontier
     cp runs/frontier/frontier.json rlhf_helpers/results/frontier_smoke.json     # what notebook 07 draws
-
-Some methods again, the others kept from an earlier sweep (the written frontier.json says which, and from when):
-
-    python benchmarks/frontier.py --out runs/pairs --algos ppo_rm,dpo,online_dpo \
-        --keep rlhf_helpers/results/frontier_smoke.json
 """
 
 from __future__ import annotations
@@ -37,8 +32,6 @@ def _main(argv: list[str] | None) -> list[dict]:
     parser.add_argument("--out", type=Path, required=True, help="run folders, frontier.json, frontier.png")
     parser.add_argument("--algos", default=",".join(SWEEP))
     parser.add_argument("--seeds", default=",".join(map(str, SEEDS)), help="comma-separated seeds per point")
-    parser.add_argument("--keep", type=Path, help="an earlier frontier.json: its runs of the algorithms not in --algos "
-                        "go into this one's points (at its seeds), so the file and the plot hold every method")
     args = parser.parse_args(argv)
     algos = args.algos.split(",")
     try:
@@ -48,16 +41,6 @@ def _main(argv: list[str] | None) -> list[dict]:
     unknown = sorted(set(algos) - set(SWEEP))
     if unknown:
         parser.error(f"unknown --algos {unknown}; choose from {sorted(SWEEP)}")
-    kept, kept_from = [], None
-    if args.keep:
-        try:
-            earlier = json.loads(args.keep.read_text())
-            kept = [p for p in earlier["points"] if p["algo"] not in algos and p["seed"] in seeds]
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            parser.error(f"--keep {args.keep}: not a readable frontier.json ({e}); pass one benchmarks/frontier.py "
-                         f"wrote, or leave --keep out")
-        kept_from = {"file": args.keep.name, "algos": sorted({p["algo"] for p in kept}),
-                     "machine": earlier.get("machine"), "date": earlier.get("date")}
     holder = output_holder(args.out)
     if holder:
         raise OutputBusyError(busy_message(args.out, holder, "frontier sweep"))  # a fault, not a usage error
@@ -73,18 +56,10 @@ def _main(argv: list[str] | None) -> list[dict]:
                     print(f"seed {seed} {algo} β={beta:g}: reward {p['mean_reward']:+.2f}, positive "
                           f"{p['positive_rate']:.2f}, KL {p['kl']:.1f}, gold {p['gold']:+.2f}, "
                           f"ref ppl {p['ref_perplexity']:.0f}", flush=True)
-        seconds = time.perf_counter() - start
-        if kept_from:  # the same offline models start every run: else the kept runs are of another build
-            starts = {round(p["reward_before"], 3) for p in kept + points}
-            kept_from["same_start"] = len(starts) == 1
-            if len(starts) > 1:
-                print(f"Warning: the kept runs started from another mean reward ({sorted(starts)}): another build "
-                      f"of the offline models, so their points are not comparable; run every algorithm again.")
-        points = kept + points
         write_text_atomic(args.out / "frontier.json", json.dumps(
             {"profile": args.profile, "sweep": SWEEP, "seeds": seeds, "machine": machine(),
              "date": datetime.date.today().isoformat(), "points": points, "means": frontier_points(points),
-             "seconds": seconds, **({"kept": kept_from} if kept_from else {})}, indent=1))
+             "seconds": time.perf_counter() - start}, indent=1))
         import matplotlib
 
         matplotlib.use("Agg")
