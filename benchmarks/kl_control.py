@@ -39,7 +39,9 @@ def machine() -> str:
                      if line.startswith("model name"))
     except (OSError, StopIteration):
         model = platform.processor() or platform.machine()
-    return f"{model}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
+    # the vector unit torch dispatches to (AVX2, AVX512, ...): seeded runs repeat only on the same one
+    return (f"{model} ({torch.backends.cpu.get_cpu_capability()}), {torch.get_num_threads()} torch threads, "
+            f"torch {torch.__version__}")
 
 
 def main(argv: list[str] | None = None) -> dict:
