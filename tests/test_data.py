@@ -88,6 +88,44 @@ def test_prompts_are_token_prefixes(fast_world):
         assert tok(text, add_special_tokens=False)["input_ids"][: len(p["input_ids"])] == p["input_ids"]
 
 
+def test_prompt_sets_are_cached_by_data_tokenizer_and_settings(fast_world, monkeypatch, tmp_path):
+    """The cache returns exactly what `make_prompts` computes; a damaged file is recomputed, not trusted."""
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+
+    import rlhf_helpers.data as data
+
+    monkeypatch.delenv("RLHF_IMDB_DIR", raising=False)
+    monkeypatch.setenv("RLHF_CACHE_DIR", str(tmp_path))
+    tok = AutoTokenizer.from_pretrained(fast_world.tokenizer)
+    profile = get_profile("smoke")
+    texts = list(filter_and_clean(load_imdb("train", profile), profile.min_review_chars)["text"])
+    expected = Dataset.from_list(make_prompts(texts, tok, profile.prompt_min_tokens, profile.prompt_max_tokens, 3))
+
+    first = data.build_prompt_dataset(profile, tok, seed=3)
+    files = list((tmp_path / "prompts").glob("*.json"))
+    assert first[:] == expected[:] and first.features == expected.features and len(files) == 1
+
+    def no_recompute(*args, **kwargs):
+        raise AssertionError("the prompts were recomputed although their cache file is whole")
+
+    monkeypatch.setattr(data, "make_prompts", no_recompute)
+    tok("a text long enough to be cut", truncation=True, max_length=2)  # changes the backend's truncation state
+    assert data.build_prompt_dataset(profile, tok, seed=3)[:] == expected[:]
+    monkeypatch.undo()
+    monkeypatch.delenv("RLHF_IMDB_DIR", raising=False)
+    monkeypatch.setenv("RLHF_CACHE_DIR", str(tmp_path))
+
+    data.build_prompt_dataset(profile, tok, seed=4)  # another seed: other prompt lengths, another file
+    assert len(list((tmp_path / "prompts").glob("*.json"))) == 2
+    files[0].write_text(files[0].read_text()[:100])  # a half-written or damaged file
+    assert data.build_prompt_dataset(profile, tok, seed=3)[:] == expected[:]
+    assert data._read_cached_prompts(files[0], len(expected)) is not None  # rewritten whole
+    tok.clean_up_tokenization_spaces = not tok.clean_up_tokenization_spaces  # decodes differently: its own key
+    assert data._prompt_cache_file(filter_and_clean(load_imdb("train", profile), profile.min_review_chars), tok,
+                                   profile.prompt_min_tokens, profile.prompt_max_tokens, 3) != files[0]
+
+
 def test_heldout_prompts_are_fixed_and_from_test_split(fast_world, monkeypatch):
     from transformers import AutoTokenizer
 
