@@ -42,7 +42,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--eval-prompts", type=int, default=None, help="override the held-out prompt count")
     parser.add_argument("--small-stand-ins", action="store_true",
                         help="2-layer models with the real vocabulary and widths (for the test suite only)")
-    parser.add_argument("--out", type=Path, default=None, help="where the runs go (default: a temp folder)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="where the runs go (default: a temp folder, removed at the end)")
     args = parser.parse_args(argv)
     args.algos = [a.strip() for a in args.algos.split(",") if a.strip()]
     bad = sorted(set(args.algos) - set(ALGOS))
@@ -79,9 +80,7 @@ def _peak_memory_mb(device) -> float:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    import torch
-
-    from rlhf_helpers import evaluation, get_profile, train
+    from rlhf_helpers import evaluation, get_profile
     from rlhf_helpers.device import default_device
     from rlhf_helpers.offline import build_stand_ins
 
@@ -93,7 +92,16 @@ def main(argv=None) -> dict:
     profile = get_profile(args.profile, **overrides)
     timer = _Timer(evaluation.evaluate)
     evaluation.evaluate = timer  # train.run imports it at call time, so every held-out evaluation is timed
-    out = args.out or Path(tempfile.mkdtemp(prefix="rehearsal-"))
+    if args.out is None:  # the runs hold GPT-2-sized checkpoints (hundreds of MB): never leave them in /tmp
+        with tempfile.TemporaryDirectory(prefix="rehearsal-") as scratch:
+            return _rehearse(args, device, stand_ins, profile, timer, Path(scratch))
+    return _rehearse(args, device, stand_ins, profile, timer, args.out)
+
+
+def _rehearse(args, device, stand_ins, profile, timer, out: Path) -> dict:
+    import torch
+
+    from rlhf_helpers import train
 
     per_algo, phases, eval_calls = {}, {}, []
     for algo in args.algos:

@@ -161,8 +161,8 @@ def world_key(config: OfflineWorldConfig, source: str) -> str:
 
 
 def _texts(split: str, source: str) -> list[str]:
-    ds = load_imdb(split, source=source)
-    return [clean_review(t) for t in ds["text"]], list(ds["label"])
+    columns = load_imdb(split, source=source)[:]  # one batch read; `ds["text"]` would format row by row
+    return [clean_review(t) for t in columns["text"]], columns["label"]
 
 
 def _train_tokenizer(texts: list[str], config: OfflineWorldConfig, out: Path):
