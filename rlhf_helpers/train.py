@@ -375,7 +375,7 @@ def _run(algo, profile, out, seed, steps, batch_size, mini_batch_size, eval_ever
     tokenizer = load_tokenizer(profile)
     policy, reference = load_policy(profile), load_policy(profile)
     reward = load_reward(profile)
-    prompts = build_prompt_dataset(profile, tokenizer, split="train", seed=config.seed)
+    prompts = build_prompt_dataset(profile, tokenizer, split="train", seed=config.seed)[:]  # columns as lists
     heldout = heldout_prompts(profile, tokenizer)
     # The run really starts here: only now is --out marked as holding it (a start that failed while loading
     # leaves nothing that blocks the corrected command).

@@ -216,7 +216,9 @@ def make_trl_trainer(algo: str, policy, tokenizer, reward_func, train_prompts: l
             raise ValueError(f"min_completion_length must be in [1, max_completion_length = "
                              f"{args.max_completion_length}], got {min_completion_length}.")
         trainer_cls = _course_length_trainer(trainer_cls)
-    dataset = Dataset.from_dict({"prompt": train_prompts})
+    # `[:]`: a list, or a datasets Column read in one batch (from_dict would read a Column row by row: 3.8 s for
+    # IMDB's 25,000 prompts)
+    dataset = Dataset.from_dict({"prompt": list(train_prompts[:])})
     trainer = trainer_cls(model=policy, reward_funcs=reward_func, args=args, train_dataset=dataset,
                           processing_class=tokenizer, callbacks=list(callbacks))
     if min_completion_length is not None:
