@@ -38,7 +38,7 @@ def pytest_collection_finish(session):
 # at the end (longest-processing-time-first scheduling). This needs `--maxschedchunk=1` (pyproject.toml): without it,
 # pytest-xdist's `load` scheduler first hands each worker a quarter of its share of the items in collection order
 # (38 items each at 311 tests), so one worker got every long item in this list while the other ran the short ones
-# (cold-cache `.ci/run` at 5844c9e: the tests' times add up to 1,921 s, yet they took 1,334 s on two workers). With it,
+# (cold-cache `.ci/run` at 5844c9e: the tests' times add up to 1,921 s, yet they took 1,335 s on two workers). With it,
 # each worker starts with two items and takes the next as one finishes: 05 and 04 on one worker, 06 and 07 on the other.
 LONGEST_FIRST = ("notebooks/05_", "notebooks/04_", "notebooks/06_", "notebooks/07_", "tests/test_gpu_check.py",
                  "tests/test_exercises_drive.py", "tests/test_device.py::test_two_processes",
