@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .faults import DataFileError, MissingPathError
+from .faults import DataFileError, MissingPathError, write_text_atomic
 from .fixture import FIXTURE_DIR
 from .profiles import Profile
 
@@ -228,19 +228,12 @@ def _read_cached_prompts(path: Path, rows: int) -> dict | None:
 
 
 def _write_cached_prompts(path: Path, columns: dict) -> None:
-    """Write atomically (a reader never sees half a file; two writers of one key write the same bytes). A cache
-    that cannot be written is skipped: it only saves time."""
+    """Write atomically (`faults.write_text_atomic`: a reader never sees half a file). A cache that cannot be
+    written is skipped: it only saves time."""
     import json
-    import tempfile
 
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as handle:
-            json.dump(columns, handle)
-        os.replace(handle.name, path)
-    except OSError:
-        with contextlib.suppress(OSError, NameError):
-            os.unlink(handle.name)
+    with contextlib.suppress(OSError):
+        write_text_atomic(path, json.dumps(columns))
 
 
 def build_prompt_dataset(profile: Profile, tokenizer, split: str = "train", seed: int = 0):
