@@ -9,16 +9,12 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from kl_control import machine  # noqa: E402
-
-from rlhf_helpers import get_profile  # noqa: E402
-from rlhf_helpers.faults import run_cli, write_text_atomic  # noqa: E402
-from rlhf_helpers.train import run  # noqa: E402
+from rlhf_helpers import get_profile
+from rlhf_helpers.faults import run_cli, write_text_atomic
+from rlhf_helpers.results import machine
+from rlhf_helpers.train import RunSpec, run
 
 LEARNING_RATES = (1e-4, 2.5e-4, 5e-4, 1e-3)
 
@@ -37,7 +33,7 @@ def _main(argv: list[str] | None) -> dict:
     for lr in LEARNING_RATES:
         folder = args.out / f"lr-{lr:g}"
         summary = (json.loads((folder / "summary.json").read_text()) if (folder / "summary.json").exists() else
-                   run("dpo", get_profile(args.profile, dpo_learning_rate=lr), folder, seed=args.seed,
+                   run(RunSpec("dpo", seed=args.seed), get_profile(args.profile, dpo_learning_rate=lr), folder,
                        progress=False))
         points.append({"learning_rate": lr, **{k: summary["after"][k] for k in ("mean_reward", "positive_rate", "kl",
                                                                                "ref_perplexity")},
@@ -45,7 +41,7 @@ def _main(argv: list[str] | None) -> dict:
         p = points[-1]
         print(f"lr {lr:g}: reward {p['mean_reward']:+.2f}, positive {p['positive_rate']:.2f}, KL {p['kl']:.1f}, "
               f"ref ppl {p['ref_perplexity']:.0f}", flush=True)
-    result = {"profile": args.profile, "seed": args.seed, "dpo_beta": get_profile(args.profile).ppo.dpo_beta,
+    result = {"profile": args.profile, "seed": args.seed, "dpo_beta": get_profile(args.profile).dpo.beta,
               "machine": machine(), "date": datetime.date.today().isoformat(), "points": points}
     write_text_atomic(args.out / "dpo_learning_rate.json", json.dumps(result, indent=1))
     return result

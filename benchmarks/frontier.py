@@ -9,16 +9,15 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from kl_control import machine  # noqa: E402
+import matplotlib
 
-from rlhf_helpers.faults import (  # noqa: E402
+from rlhf_helpers.faults import (
     OutputBusyError, busy_message, hold_output, output_holder, run_cli, write_text_atomic)
-from rlhf_helpers.frontier import SEEDS, SWEEP, frontier_points, plot_frontier, run_point  # noqa: E402
+from rlhf_helpers.frontier import SEEDS, SWEEP, frontier_points, plot_frontier, run_point
+from rlhf_helpers.results import machine
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -60,8 +59,6 @@ def _main(argv: list[str] | None) -> list[dict]:
             {"profile": args.profile, "sweep": SWEEP, "seeds": seeds, "machine": machine(),
              "date": datetime.date.today().isoformat(), "points": points, "means": frontier_points(points),
              "seconds": time.perf_counter() - start}, indent=1))
-        import matplotlib
-
         matplotlib.use("Agg")
         fig = plot_frontier(points, f"Reward–KL frontier · {args.profile} profile")
         fig.savefig(args.out / "frontier.png", dpi=100)

@@ -15,15 +15,13 @@ import argparse
 import dataclasses
 import datetime
 import json
-import platform
 import time
 from pathlib import Path
 
-import torch
-
 from rlhf_helpers import get_profile
 from rlhf_helpers.faults import run_cli, write_text_atomic
-from rlhf_helpers.train import run
+from rlhf_helpers.results import machine
+from rlhf_helpers.train import RunSpec, run
 
 VARIANTS = {
     "as shipped": {},
@@ -31,17 +29,6 @@ VARIANTS = {
     "horizon 64": {"kl_horizon": 64},
 }
 """name -> PPOConfig overrides. 640 episodes = 10 steps of 64: β may move up to 2 % per step; 64: up to 20 %."""
-
-
-def machine() -> str:
-    try:
-        model = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                     if line.startswith("model name"))
-    except (OSError, StopIteration):
-        model = platform.processor() or platform.machine()
-    # the vector unit torch dispatches to (AVX2, AVX512, ...): seeded runs repeat only on the same one
-    return (f"{model} ({torch.backends.cpu.get_cpu_capability()}), {torch.get_num_threads()} torch threads, "
-            f"torch {torch.__version__}")
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -58,7 +45,7 @@ def _main(argv: list[str] | None) -> dict:
     for name, overrides in VARIANTS.items():
         profile = dataclasses.replace(base, ppo=dataclasses.replace(base.ppo, **overrides))
         out = args.out / name.replace(" ", "_").replace(",", "").replace("β", "beta")
-        summary = run("ppo", profile, out, seed=0, progress=False)
+        summary = run(RunSpec("ppo", seed=0), profile, out, progress=False)
         steps = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
         samples = (out / "samples.csv").read_text().splitlines()[1:4]
         points.append({"variant": name, **overrides, "kl_target": profile.ppo.kl_target,

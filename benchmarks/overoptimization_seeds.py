@@ -15,17 +15,13 @@ import argparse
 import dataclasses
 import datetime
 import json
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from kl_control import machine  # noqa: E402
-
-from rlhf_helpers import get_profile  # noqa: E402
-from rlhf_helpers.faults import run_cli, write_text_atomic  # noqa: E402
-from rlhf_helpers.overoptimization import HUB, SMOKE, goodhart_over_seeds, run_study, seed_bands  # noqa: E402
+from rlhf_helpers import get_profile
+from rlhf_helpers.faults import run_cli, write_text_atomic
+from rlhf_helpers.overoptimization import HUB, SMOKE, goodhart_over_seeds, run_study, seed_bands
+from rlhf_helpers.results import machine
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -80,7 +80,7 @@ def _peak_memory_mb(device) -> float:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    from rlhf_helpers import evaluation, get_profile
+    from rlhf_helpers import get_profile, runs
     from rlhf_helpers.device import default_device
     from rlhf_helpers.offline import build_stand_ins
 
@@ -90,8 +90,8 @@ def main(argv=None) -> dict:
     os.environ["RLHF_REWARD_MODEL"] = str(stand_ins.classifier)
     overrides = {"n_eval_prompts": args.eval_prompts} if args.eval_prompts else {}
     profile = get_profile(args.profile, **overrides)
-    timer = _Timer(evaluation.evaluate)
-    evaluation.evaluate = timer  # train.run imports it at call time, so every held-out evaluation is timed
+    timer = _Timer(runs.evaluate)
+    runs.evaluate = timer  # every run's held-out evaluation (`RunInputs.evaluate`) calls it: each one is timed
     if args.out is None:  # the runs hold GPT-2-sized checkpoints (hundreds of MB): never leave them in /tmp
         with tempfile.TemporaryDirectory(prefix="rehearsal-") as scratch:
             return _rehearse(args, device, stand_ins, profile, timer, Path(scratch))
@@ -106,8 +106,8 @@ def _rehearse(args, device, stand_ins, profile, timer, out: Path) -> dict:
     per_algo, phases, eval_calls = {}, {}, []
     for algo in args.algos:
         before_calls = len(timer.calls)
-        summary = train.run(algo, profile, out / algo, steps=args.steps, batch_size=args.batch_size,
-                            mini_batch_size=args.mini_batch_size, progress=False)
+        spec = train.RunSpec(algo, steps=args.steps, batch_size=args.batch_size, mini_batch_size=args.mini_batch_size)
+        summary = train.run(spec, profile, out / algo, progress=False)
         eval_calls += timer.calls[before_calls:]
         rows = [json.loads(line) for line in (out / algo / "metrics.jsonl").read_text().splitlines()]
         per_algo[algo] = summary["train_seconds"] / len(rows)

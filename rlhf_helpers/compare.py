@@ -1,7 +1,7 @@
-"""Evaluate saved policies on the course's held-out prompts, with the course's `evaluate()` and the gold judge.
+"""Compare saved policies on the course's held-out prompts, with the course's `evaluate()` and the gold judge.
 
-    python -m rlhf_helpers.evaluate --policy runs/ppo-smoke/policy --profile smoke
-    python -m rlhf_helpers.evaluate --policy runs/ppo-smoke/policy --policy runs/dpo-smoke/policy --out compare.json
+    python -m rlhf_helpers.compare --policy runs/ppo-smoke/policy --profile smoke
+    python -m rlhf_helpers.compare --policy runs/ppo-smoke/policy --policy runs/dpo-smoke/policy --out compare.json
 
 A policy is any folder saved with `save_pretrained` (every run writes one to `OUT/policy/`) or a hub id. Each is
 scored on the same held-out prompts with the same sampling seed as the runs' own "before"/"after" evaluations:
@@ -19,57 +19,44 @@ import os
 import sys
 from pathlib import Path
 
-from .faults import OutputExistsError, SettingError, run_cli, write_text_atomic
+import torch
+from transformers import AutoTokenizer
+
+from .data import check_imdb_source, heldout_prompts
+from .device import default_device
+from .evaluation import distinct_token_share, evaluate
+from .faults import (MissingPathError, OutputExistsError, OutputWriteError, SettingError, disk_full_message,
+                     is_disk_full, run_cli, unwritable_message, write_text_atomic)
+from .hub import ensure_available
+from .models import (check_model_folder, gold_model_id, load_causal_lm, load_gold, load_reward, model_ids,
+                     prepare_tokenizer)
+from .profiles import PROFILE_NAMES, get_profile
 
 
 def _check_model(spec: str, what: str) -> None:
     """A local folder must be a causal LM with weights and a tokenizer; anything else is taken as a hub id."""
-    from .hub import ensure_available
-    from .models import check_model_folder
-
     if os.path.isdir(spec):
         check_model_folder(spec, "policy")
         return
     if spec.startswith(("/", ".", "~")) or spec.count("/") > 1:
-        from .faults import MissingPathError
-
         raise MissingPathError(f"{what} {spec!r} is not a folder (resolved to {os.path.abspath(spec)}). Point it at "
                                f"a folder saved with save_pretrained, such as a run's OUT/policy.")
     ensure_available(spec)
 
 
 def _load(spec: str, device):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from .models import _quiet_loading, prepare_tokenizer
-
-    _quiet_loading()
-    model = AutoModelForCausalLM.from_pretrained(spec, use_safetensors=True).to(device).eval()
-    return model, prepare_tokenizer(AutoTokenizer.from_pretrained(spec))
-
-
-def distinct_token_share(response_ids) -> float:
-    """Mean over responses of (distinct tokens / tokens): 1.0 for no repeats, low for "great great great"."""
-    shares = [len(set(map(int, r))) / len(r) for r in response_ids if len(r)]
-    return sum(shares) / max(1, len(shares))
+    return load_causal_lm(spec, device), prepare_tokenizer(AutoTokenizer.from_pretrained(spec))
 
 
 def evaluate_policies(policies: list[str], profile, reference: str | None = None, gold: bool = True,
                       n_samples: int = 8) -> dict:
     """Every policy in `policies` on the profile's held-out prompts (see the module docstring). Returns a dict."""
-    import torch
-
-    from .data import check_imdb_source, heldout_prompts
-    from .device import default_device
-    from .evaluation import evaluate
-    from .models import gold_model_id, load_gold, load_reward, model_ids
-
     for spec in policies:
         _check_model(spec, "--policy")
     if reference:
         _check_model(reference, "--reference")
     check_imdb_source(profile, splits=("test",))
-    reference = reference or model_ids(profile)[0]
+    reference = reference or model_ids(profile).policy
     if gold:
         gold_model_id(profile)  # a missing or broken gold folder is named before anything loads
     device = torch.device(default_device())
@@ -85,8 +72,7 @@ def evaluate_policies(policies: list[str], profile, reference: str | None = None
             raise SettingError(f"--policy {spec} and the reference {reference} use different tokenizers, so the KL "
                                f"between them is undefined. Pass --reference with the policy this one was trained "
                                f"from.")
-        ev = evaluate(model, ref_model, ref_tokenizer, reward, heldout, cfg.gen_min_tokens, cfg.gen_max_tokens,
-                      cfg.temperature, profile.eval_batch_size)
+        ev = evaluate(model, ref_model, ref_tokenizer, reward, heldout, profile.eval_sampling)
         response_ids = [ref_tokenizer(r, add_special_tokens=False)["input_ids"] for r in ev.samples["response"]]
         row = {"policy": spec, **ev.metrics, "distinct_token_share": distinct_token_share(response_ids),
                "response_tokens": sum(map(len, response_ids)) / len(response_ids)}
@@ -97,7 +83,7 @@ def evaluate_policies(policies: list[str], profile, reference: str | None = None
         results.append(row)
         if model is not ref_model:
             del model
-    return {"profile": profile.name, "reference": reference, "reward_model": model_ids(profile)[1],
+    return {"profile": profile.name, "reference": reference, "reward_model": model_ids(profile).reward,
             "gold_model": gold_model_id(profile) if gold else None, "n_prompts": len(heldout),
             "sampling": {"gen_min_tokens": cfg.gen_min_tokens, "gen_max_tokens": cfg.gen_max_tokens,
                          "temperature": cfg.temperature}, "policies": results}
@@ -121,9 +107,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def _main(argv: list[str]) -> dict:
-    from .profiles import PROFILE_NAMES, get_profile
-
-    parser = argparse.ArgumentParser(prog="python -m rlhf_helpers.evaluate", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m rlhf_helpers.compare", description=__doc__.split("\n")[0])
     parser.add_argument("--policy", action="append", required=True,
                         help="a saved policy folder (a run's OUT/policy) or a hub id; repeat to compare")
     parser.add_argument("--reference", default=None, help="KL and perplexity against this (default: the profile's "
@@ -145,8 +129,6 @@ def _main(argv: list[str]) -> dict:
             args.out.parent.mkdir(parents=True, exist_ok=True)
             write_text_atomic(args.out, json.dumps(result, indent=2))
         except OSError as error:
-            from .faults import OutputWriteError, disk_full_message, is_disk_full, unwritable_message
-
             message = (f"{disk_full_message(args.out.parent, error)} Nothing was written; run the command again."
                        if is_disk_full(error) else unwritable_message(args.out, error))
             raise OutputWriteError(message) from error

@@ -11,6 +11,8 @@ Each path gives the same features: ``text`` (string) and ``label`` (ClassLabel `
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -20,11 +22,21 @@ import numpy as np
 
 from .faults import DataFileError, MissingPathError, write_text_atomic
 from .fixture import FIXTURE_DIR
+from .hub import ensure_available
 from .profiles import Profile
 
 IMDB_DIR_ENV = "RLHF_IMDB_DIR"
 SPLITS = ("train", "test", "unsupervised")
 HELDOUT_SEED = 1234
+
+
+CACHE_ENV = "RLHF_CACHE_DIR"
+"""Where the course caches what it builds: the offline world (`offline.py`) and tokenized prompts."""
+
+
+def cache_root() -> Path:
+    """`$RLHF_CACHE_DIR`, else ~/.cache/rlhf-course."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "rlhf-course")
 
 
 def imdb_source(profile: Profile | None = None) -> str:
@@ -130,8 +142,6 @@ def load_imdb(split: str = "train", profile: Profile | None = None, source: str 
         return ds
     if os.sep in source and not source.count("/") == 1:
         raise MissingPathError(f"IMDB folder {source!r} does not exist. Fix {IMDB_DIR_ENV}.")
-    from .hub import ensure_available
-
     ensure_available(source, repo_type="dataset")
     with _no_progress_bars():
         return load_dataset(source, split=split)
@@ -184,9 +194,6 @@ def _tokenizer_fingerprint(tokenizer) -> str | None:
 
     The backend's truncation and padding settings are left out: calling the tokenizer with `truncation=True`
     changes them, and they do not change which tokens a text gets."""
-    import hashlib
-    import json
-
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None:
         return None
@@ -201,11 +208,6 @@ def _prompt_cache_file(ds, tokenizer, min_tokens: int, max_tokens: int, seed: in
     """Where the prompts of this data, tokenizer and settings are cached, or None when they cannot be identified.
     `ds._fingerprint` is datasets' own identity of the loaded, filtered and cleaned split (it is what lets
     datasets reuse its cache of `filter_and_clean`)."""
-    import hashlib
-    import json
-
-    from .offline import cache_root
-
     tokenizer_id = _tokenizer_fingerprint(tokenizer)
     data_id = getattr(ds, "_fingerprint", None)
     if tokenizer_id is None or data_id is None:
@@ -216,8 +218,6 @@ def _prompt_cache_file(ds, tokenizer, min_tokens: int, max_tokens: int, seed: in
 
 def _read_cached_prompts(path: Path, rows: int) -> dict | None:
     """The cached columns if the file is whole and has `rows` prompts; None otherwise (then they are recomputed)."""
-    import json
-
     try:
         cached = json.loads(path.read_text())
         if len(cached["query"]) == len(cached["input_ids"]) == rows:
@@ -230,8 +230,6 @@ def _read_cached_prompts(path: Path, rows: int) -> dict | None:
 def _write_cached_prompts(path: Path, columns: dict) -> None:
     """Write atomically (`faults.write_text_atomic`: a reader never sees half a file). A cache that cannot be
     written is skipped: it only saves time."""
-    import json
-
     with contextlib.suppress(OSError):
         write_text_atomic(path, json.dumps(columns))
 

@@ -14,14 +14,22 @@ with log π(y|x) the **sum** of the response tokens' log-probs. β · (log π �
 
 from __future__ import annotations
 
+import math
+import tempfile
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from transformers.trainer_callback import PrinterCallback
+from trl import DPOConfig as TRLDPOConfig
+from trl import DPOTrainer
 
-from .ppo import logprobs_from_logits
-from .profiles import check_batch_split
-from .sampling import pack, response_logits
+from .device import trl_precision
+from .models import quiet_transformers
+from .profiles import PPOConfig, Profile, Sampling, check_batch_split
+from .reward_model import make_preference_pairs
+from .runs import RunInputs
+from .sampling import pack, response_logprobs
 from .trl_runs import CourseCallback
 
 
@@ -46,16 +54,14 @@ def sequence_logps(model, query_ids, response_ids, pad_id: int, temperature: flo
     The same path as PPO's log-probs (left-padded prompts, position ids from the mask, `response_logits`), so DPO and
     PPO score a response identically. Gradients flow when called outside `torch.no_grad()`."""
     batch = pack(query_ids, response_ids, pad_id).to(next(model.parameters()).device)
-    logits, _ = response_logits(model, batch)
-    logps = logprobs_from_logits(logits, batch.response_ids, temperature)  # (B, T)
-    return (logps * batch.response_mask).sum(-1)
+    return (response_logprobs(model, batch, temperature) * batch.response_mask).sum(-1)
 
 
 # ------------------------------------------------------------------------------------------- a DPO run with TRL
 
 
 def dpo_pairs(policy, tokenizer, reward, prompt_ids: list[list[int]], n_prompts: int, samples_per_prompt: int = 2,
-              gen_min: int = 4, gen_max: int = 16, temperature: float = 1.0, seed: int = 0):
+              sampling: Sampling = Sampling(batch_size=512), seed: int = 0):
     """Preference pairs for DPO, one per prompt: `samples_per_prompt` completions of the initial policy (prompts
     drawn with a seeded permutation). With 2 the pair is those two, the one the reward classifier scores higher
     chosen; with more, its best against its worst.
@@ -69,57 +75,51 @@ def dpo_pairs(policy, tokenizer, reward, prompt_ids: list[list[int]], n_prompts:
     2-8-token prefixes of reviews) can merge with its completion's first token; TRL then starts the completion at
     the merged token, so that pair's log-ratios include the prompt's last piece. TRL warns about it; the course
     silences that warning (`models.quiet_transformers`)."""
-    from .reward_model import make_preference_pairs
-
     if n_prompts > len(prompt_ids):
         raise ValueError(f"{n_prompts} pairs need as many training prompts, but there are {len(prompt_ids)}.")
     order = torch.randperm(len(prompt_ids), generator=torch.Generator().manual_seed(seed))[:n_prompts].tolist()
     return make_preference_pairs(policy, tokenizer, reward, [prompt_ids[i] for i in order], noise=0.0,
-                                 gen_min=gen_min, gen_max=gen_max, temperature=temperature, seed=seed, batch_size=512,
-                                 samples_per_prompt=samples_per_prompt)
+                                 sampling=sampling, seed=seed, samples_per_prompt=samples_per_prompt)
 
 
-def dpo_pair_count(config) -> int:
+def dpo_pair_count(config: PPOConfig) -> int:
     """Pairs of a DPO run: `steps × batch_size / 2`, one pair per two of PPO's episodes. With the profile's
-    `dpo_samples_per_prompt` = 2 the pairs' completions are exactly PPO's `steps × batch_size` episodes, and with
-    `dpo_epochs` = `ppo_epochs` the `pairs / (mini_batch_size / 2)` steps per pass make DPO's gradient steps PPO's
+    `dpo.samples_per_prompt` = 2 the pairs' completions are exactly PPO's `steps × batch_size` episodes, and with
+    `dpo.epochs` = `ppo_epochs` the `pairs / (mini_batch_size / 2)` steps per pass make DPO's gradient steps PPO's
     (`steps × ppo_epochs × batch_size / mini_batch_size`): the frontier compares the methods at one budget."""
     return max(1, config.steps * config.batch_size // 2)
 
 
-def pairs_for_run(config, policy, tokenizer, reward, prompt_ids: list[list[int]]):
-    """The pairs `run("dpo")` trains on, from the run's PPOConfig: `dpo_pair_count(config)` prompts,
-    `dpo_samples_per_prompt` completions each at the run's lengths and temperature, the run's seed."""
-    return dpo_pairs(policy, tokenizer, reward, prompt_ids, dpo_pair_count(config),
-                     config.dpo_samples_per_prompt, config.gen_min_tokens, config.gen_max_tokens, config.temperature,
+def pairs_for_run(inputs: RunInputs):
+    """The pairs `run("dpo")` trains on: `dpo_pair_count(config)` of the run's training prompts, the profile's
+    `dpo.samples_per_prompt` completions each at the run's lengths and temperature, the run's seed."""
+    config = inputs.config
+    return dpo_pairs(inputs.policy, inputs.tokenizer, inputs.reward, inputs.train_prompts["input_ids"],
+                     dpo_pair_count(config), inputs.profile.dpo.samples_per_prompt, config.sampling(512),
                      seed=config.seed)
 
 
-def dpo_learning_rate(config) -> float:
-    """DPO's learning rate: `dpo_learning_rate`, else PPO's `learning_rate`."""
-    return config.learning_rate if config.dpo_learning_rate is None else config.dpo_learning_rate
+def dpo_learning_rate(profile: Profile) -> float:
+    """DPO's learning rate: the profile's `dpo.learning_rate`, else PPO's `learning_rate`."""
+    return profile.ppo.learning_rate if profile.dpo.learning_rate is None else profile.dpo.learning_rate
 
 
-def dpo_config(profile, output_dir: str, seed: int = 0, batch_size: int | None = None,
+def dpo_config(profile: Profile, output_dir: str, seed: int = 0, batch_size: int | None = None,
                mini_batch_size: int | None = None, **overrides):
-    """A DPOConfig with the profile's settings: its DPO learning rate (`dpo_learning_rate`), `dpo_epochs` passes over
-    the pairs, `mini_batch_size / 2` pairs (two completions each) per gradient step, and DPO's β (`dpo_beta`)."""
-    from trl import DPOConfig
-
-    from .device import trl_precision
-    from .models import quiet_transformers
-
+    """TRL's DPOConfig with the profile's settings: its DPO learning rate (`dpo_learning_rate`), `dpo.epochs` passes
+    over the pairs, `mini_batch_size / 2` pairs (two completions each) per gradient step, and DPO's β (`dpo.beta`)."""
     cfg = profile.ppo
     batch = cfg.batch_size if batch_size is None else batch_size
     mini = cfg.mini_batch_size if mini_batch_size is None else mini_batch_size
     check_batch_split(batch, mini, per=2, what="dpo")
     settings = dict(output_dir=output_dir, seed=seed, data_seed=seed, per_device_train_batch_size=mini // 2,
-                    num_train_epochs=cfg.dpo_epochs, learning_rate=dpo_learning_rate(cfg), lr_scheduler_type="constant",
-                    max_grad_norm=cfg.max_grad_norm, beta=cfg.dpo_beta, loss_type=["sigmoid"], disable_dropout=True,
+                    num_train_epochs=profile.dpo.epochs, learning_rate=dpo_learning_rate(profile),
+                    lr_scheduler_type="constant", max_grad_norm=cfg.max_grad_norm, beta=profile.dpo.beta,
+                    loss_type=["sigmoid"], disable_dropout=True,
                     logging_steps=batch // mini, report_to="none", save_strategy="no", disable_tqdm=True,
                     **trl_precision())
     with quiet_transformers():  # TRL 1.16 touches transformers' deprecated gradient_checkpointing field
-        return DPOConfig(**{**settings, **overrides})
+        return TRLDPOConfig(**{**settings, **overrides})
 
 
 class DPOCallback(CourseCallback):
@@ -152,11 +152,6 @@ class DPOCallback(CourseCallback):
 
 def make_dpo_trainer(policy, reference, tokenizer, pairs, args, callbacks=()):
     """A TRL DPOTrainer on the course's policy, its frozen copy as the reference, and the pairs."""
-    from transformers.trainer_callback import PrinterCallback
-    from trl import DPOTrainer
-
-    from .models import quiet_transformers
-
     with quiet_transformers():
         trainer = DPOTrainer(model=policy, ref_model=reference, args=args, train_dataset=pairs.to_dataset(),
                              processing_class=tokenizer, callbacks=list(callbacks))
@@ -167,20 +162,17 @@ def make_dpo_trainer(policy, reference, tokenizer, pairs, args, callbacks=()):
 # ------------------------------------------------------------------------------------------- online (iterative) DPO
 
 
-def train_online_dpo(profile, config, policy, reference, tokenizer, reward, prompt_ids: list[list[int]],
-                     rounds: int = 4, scratch: str | None = None) -> dict:
+def train_online_dpo(inputs: RunInputs, rounds: int = 4, scratch: str | None = None) -> dict:
     """Online (iterative) DPO: the same pairs budget as `pairs_for_run`, split into `rounds` rounds; each round
-    samples its pairs from the **current** policy (`dpo_samples_per_prompt` completions per prompt, ordered by the
+    samples its pairs from the **current** policy (`dpo.samples_per_prompt` completions per prompt, ordered by the
     reward, on prompts no earlier round used), then trains on them with TRL's DPOTrainer against the frozen initial
     reference (Xu et al. 2023, "Some things are more CRINGE than others"; Guo et al. 2024, "Direct language model
     alignment from online AI feedback"). Offline DPO is `rounds=1`. Each round starts a fresh optimizer.
 
-    Trains `policy` in place and returns {"rounds", "pairs", "completions", "gradient_steps", "pair_accuracy"}."""
-    import math
-    import tempfile
-
-    from .models import quiet_transformers
-
+    Trains `inputs.policy` in place and returns {"rounds", "pairs", "completions", "gradient_steps",
+    "pair_accuracy"}."""
+    profile, config, dpo = inputs.profile, inputs.config, inputs.profile.dpo
+    policy, prompt_ids = inputs.policy, inputs.train_prompts["input_ids"]
     if rounds < 1:
         raise ValueError(f"rounds must be >= 1, got {rounds}.")
     total = max(rounds, dpo_pair_count(config))  # pairs, as pairs_for_run
@@ -192,13 +184,12 @@ def train_online_dpo(profile, config, policy, reference, tokenizer, reward, prom
     with tempfile.TemporaryDirectory(prefix="online-dpo-", dir=scratch) as tmp:
         for r in range(rounds):
             prompts = [prompt_ids[i] for i in order[r * per_round:(r + 1) * per_round]]
-            pairs = dpo_pairs(policy, tokenizer, reward, prompts, len(prompts), config.dpo_samples_per_prompt,
-                              config.gen_min_tokens, config.gen_max_tokens, config.temperature,
-                              seed=config.seed + 1000 * r)
+            pairs = dpo_pairs(policy, inputs.tokenizer, inputs.reward, prompts, len(prompts), dpo.samples_per_prompt,
+                              config.sampling(512), seed=config.seed + 1000 * r)
             args = dpo_config(profile, tmp, seed=config.seed + r, batch_size=config.batch_size,
-                              mini_batch_size=config.mini_batch_size, beta=config.dpo_beta)
+                              mini_batch_size=config.mini_batch_size)
             args.logging_steps = max(1, math.ceil(len(pairs) / args.per_device_train_batch_size))
-            trainer = make_dpo_trainer(policy, reference, tokenizer, pairs, args)
+            trainer = make_dpo_trainer(policy, inputs.reference, inputs.tokenizer, pairs, args)
             with quiet_transformers():
                 trainer.train()
             steps += trainer.state.global_step
@@ -207,5 +198,5 @@ def train_online_dpo(profile, config, policy, reference, tokenizer, reward, prom
             policy = trainer.model
             policy.eval()
     return {"rounds": rounds, "pairs": rounds * per_round,
-            "completions": rounds * per_round * config.dpo_samples_per_prompt, "gradient_steps": steps,
+            "completions": rounds * per_round * dpo.samples_per_prompt, "gradient_steps": steps,
             "pair_accuracy": accuracies}

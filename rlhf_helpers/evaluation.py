@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
-from .ppo import logprobs_from_logits
-from .sampling import pack, response_logits, sample_responses
+from .profiles import Sampling
+from .sampling import pack, response_logprobs, sample_with
 
 EVAL_SEED = 2024
 METRICS = ("mean_reward", "positive_rate", "kl", "ref_perplexity")
@@ -43,25 +43,32 @@ def sequence_logprobs(model, samples, pad_id: int, temperature: float = 1.0,
     for start in range(0, len(samples), batch_size):
         batch = pack(samples.query_ids[start:start + batch_size], samples.response_ids[start:start + batch_size],
                      pad_id).to(device)
-        logits, _ = response_logits(model, batch)  # float32 even on a GPU: the KL is a small difference
-        lp = logprobs_from_logits(logits, batch.response_ids, temperature)
+        lp = response_logprobs(model, batch, temperature)  # float32 even on a GPU: the KL is a small difference
         pad = width - lp.shape[1]
         logprobs.append(torch.nn.functional.pad(lp, (0, pad)))
         masks.append(torch.nn.functional.pad(batch.response_mask.float(), (0, pad)))
     return torch.cat(logprobs), torch.cat(masks)
 
 
+def distinct_token_share(response_ids) -> float:
+    """Mean over responses of (distinct tokens / tokens): 1.0 for no repeats, low for "great great great"."""
+    shares = [len(set(map(int, r))) / len(r) for r in response_ids if len(r)]
+    return sum(shares) / max(1, len(shares))
+
+
 @torch.no_grad()
-def evaluate(policy, reference, tokenizer, reward, prompts, gen_min: int = 4, gen_max: int = 16,
-             temperature: float = 1.0, batch_size: int = 64, seed: int = EVAL_SEED) -> Evaluation:
-    """Sample once per held-out prompt with a fixed seed, score, and measure KL and reference perplexity."""
+def evaluate(policy, reference, tokenizer, reward, prompts, sampling: Sampling = Sampling(),
+             seed: int = EVAL_SEED) -> Evaluation:
+    """Sample once per held-out prompt with a fixed seed, score, and measure KL and reference perplexity.
+    `sampling`: the run's lengths and temperature (`profile.eval_sampling` in every run)."""
     was_training = policy.training
     policy.eval()
-    samples = sample_responses(policy, tokenizer, prompts.input_ids, gen_min, gen_max, temperature=temperature,
-                               batch_size=batch_size, seed=seed)
+    samples = sample_with(policy, tokenizer, prompts.input_ids, sampling, seed)
     rewards = reward(samples.texts).cpu()
-    logprobs, mask = sequence_logprobs(policy, samples, tokenizer.pad_token_id, temperature, batch_size)
-    ref_logprobs, _ = sequence_logprobs(reference, samples, tokenizer.pad_token_id, temperature, batch_size)
+    logprobs, mask = sequence_logprobs(policy, samples, tokenizer.pad_token_id, sampling.temperature,
+                                       sampling.batch_size)
+    ref_logprobs, _ = sequence_logprobs(reference, samples, tokenizer.pad_token_id, sampling.temperature,
+                                        sampling.batch_size)
     logprobs, ref_logprobs, mask = logprobs.cpu(), ref_logprobs.cpu(), mask.cpu()
     policy.train(was_training)
     kl = ((logprobs - ref_logprobs) * mask).sum(1).mean().item()
@@ -73,8 +80,8 @@ def evaluate(policy, reference, tokenizer, reward, prompts, gen_min: int = 4, ge
 
 
 @torch.no_grad()
-def per_token_kl_tails(policy, reference, tokenizer, prompts, gen_min: int = 4, gen_max: int = 16,
-                       temperature: float = 1.0, batch_size: int = 64, seed: int = EVAL_SEED) -> dict:
+def per_token_kl_tails(policy, reference, tokenizer, prompts, sampling: Sampling = Sampling(),
+                       seed: int = EVAL_SEED) -> dict:
     """Why a logged per-token k3 KL can spike while the per-response KL stays moderate: on the policy's samples of
     the held-out prompts, each response token's log r = log π_ref − log π, its k1 = −log r and its
     k3 = r − 1 − log r (notebook 02). k3 is unbiased but heavy-tailed: where the reference finds a sampled token far
@@ -82,10 +89,11 @@ def per_token_kl_tails(policy, reference, tokenizer, prompts, gen_min: int = 4, 
 
     Returns tokens, k1_mean and k3_mean (per token), k3_median, k3_max, k3_top1pct_share (the share of the k3 sum
     carried by the 1 % largest tokens) and kl_per_response (k1 summed over each response, averaged)."""
-    samples = sample_responses(policy, tokenizer, prompts.input_ids, gen_min, gen_max, temperature=temperature,
-                               batch_size=batch_size, seed=seed)
-    logprobs, mask = sequence_logprobs(policy, samples, tokenizer.pad_token_id, temperature, batch_size)
-    ref_logprobs, _ = sequence_logprobs(reference, samples, tokenizer.pad_token_id, temperature, batch_size)
+    samples = sample_with(policy, tokenizer, prompts.input_ids, sampling, seed)
+    logprobs, mask = sequence_logprobs(policy, samples, tokenizer.pad_token_id, sampling.temperature,
+                                       sampling.batch_size)
+    ref_logprobs, _ = sequence_logprobs(reference, samples, tokenizer.pad_token_id, sampling.temperature,
+                                        sampling.batch_size)
     mask = mask.bool().cpu()
     log_r = (ref_logprobs - logprobs).cpu()
     tokens_log_r = log_r[mask].double()

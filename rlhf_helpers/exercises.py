@@ -13,6 +13,9 @@ from collections.abc import Callable
 import torch
 
 from . import ppo
+from .ppo_loop import ppo_update, rewards_and_advantages, sequence_kl
+from .reward import positive_label_index
+from .sampling import position_ids_from_mask, response_logits
 
 
 def _inputs(seed: int = 0):
@@ -137,6 +140,7 @@ def check_kl_estimate(fn: Callable) -> Callable:
 
 def check_bradley_terry_loss(fn: Callable) -> Callable:
     """fn(chosen_rewards (B,), rejected_rewards (B,)) -> scalar loss, mean of −log σ(r_chosen − r_rejected)."""
+    # TRL-backed: imported on first use, so that notebooks 01-05 do not pay TRL's import (seconds)
     from .reward_model import bradley_terry_loss
 
     g = torch.Generator().manual_seed(6)
@@ -178,8 +182,6 @@ def check_positive_label_index(fn: Callable) -> Callable:
     """fn(config, positive_label="POSITIVE") -> int, the output index whose label is `positive_label`."""
     from types import SimpleNamespace
 
-    from .reward import positive_label_index
-
     usual = SimpleNamespace(id2label={0: "NEGATIVE", 1: "POSITIVE"})
     out, attempted = _attempt("positive_label_index", fn, usual, module="rlhf_helpers.reward")
     if not attempted:
@@ -219,8 +221,6 @@ def check_positive_label_index(fn: Callable) -> Callable:
 
 def check_position_ids(fn: Callable) -> Callable:
     """fn(attention_mask (B, L)) -> position ids (B, L): 0 at each row's first real token."""
-    from .sampling import position_ids_from_mask
-
     mask = torch.tensor([[0, 0, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1], [0, 0, 0, 0, 1, 1]])
     out, attempted = _attempt("position_ids_from_mask", fn, mask, module="rlhf_helpers.sampling")
     if not attempted:
@@ -245,8 +245,6 @@ def check_position_ids(fn: Callable) -> Callable:
 
 def check_response_logits(fn: Callable, model, batch) -> Callable:
     """fn(model, batch: PackedBatch) -> logits (B, Lr, V) that predict each response token."""
-    from .sampling import response_logits
-
     reference = lambda model, batch: response_logits(model, batch)[0]  # noqa: E731
     with torch.no_grad():
         out, attempted = _attempt("response_logits", fn, model, batch, module="rlhf_helpers.sampling")
@@ -411,8 +409,6 @@ def check_adaptive_kl_update(fn: Callable) -> Callable:
 
 def check_rewards_and_advantages(fn: Callable) -> Callable:
     """fn(scores, logprobs, ref_logprobs, values, mask, kl_coef, gamma, lam) -> (rewards, advantages, returns)."""
-    from .ppo_loop import rewards_and_advantages
-
     mask, old, new, _, values, _ = _inputs(8)
     values = values * mask
     scores = torch.tensor([0.5, -1.0, 2.0, 0.0])
@@ -441,8 +437,6 @@ def check_rewards_and_advantages(fn: Callable) -> Callable:
 
 def check_sequence_kl(fn: Callable) -> Callable:
     """fn(logprobs, ref_logprobs, mask) -> float: k1 summed over each response, averaged over the batch."""
-    from .ppo_loop import sequence_kl
-
     mask, old, new, _, _, _ = _inputs(9)
     out, attempted = _attempt("sequence_kl", fn, new, old, mask, module="rlhf_helpers.ppo_loop")
     if not attempted:
@@ -470,8 +464,6 @@ def check_ppo_update(fn: Callable, state, rollout) -> Callable:
     starting point (weights, optimizer, generator) and compares the resulting weights. Leaves `state` as it
     found it: the notebook's next cell runs the update it returns."""
     import copy
-
-    from .ppo_loop import ppo_update
 
     def snapshot():
         return (copy.deepcopy(state.policy.state_dict()), copy.deepcopy(state.value_head.state_dict()),
@@ -534,58 +526,62 @@ def _group_rewards():
     return torch.tensor([0.9, -0.4, 0.2, 0.7, 1.5, 1.5, 0.0, -2.0])
 
 
+def _check_advantages(fn: Callable, reference: Callable, tolerance: float, mistakes: Callable, done: str) -> Callable:
+    """The notebook 05 checkers' common part: `fn` against `reference` on two groups of four rewards; on a mismatch,
+    name the mistake from `mistakes(rewards, grouped)` (hint -> what that mistake computes)."""
+    rewards = _group_rewards()
+    out, attempted = _attempt(reference.__name__, fn, rewards, 4, module="rlhf_helpers.trl_runs")
+    if not attempted:
+        return reference
+    want = reference(rewards, 4)
+    assert torch.is_tensor(out) and out.shape == rewards.shape, "Return one advantage per completion, shape (N,)."
+    if not _close(out, want, tolerance):
+        _name_the_mistake(out, mistakes(rewards, rewards.view(2, 4)), tolerance)
+        raise AssertionError(f"Got {out.tolist()}, expected {[round(x, 4) for x in want.tolist()]}.")
+    print(done)
+    return fn
+
+
+def _grpo_mistakes(rewards: torch.Tensor, grouped: torch.Tensor) -> dict:
+    centred = grouped - grouped.mean(1, keepdim=True)
+    return {
+        "the whole batch was one group: the baseline is the mean of *this prompt's* completions "
+        "(rewards.view(-1, group_size))": (rewards - rewards.mean()) / (rewards.std() + 1e-4),
+        "not divided by the group's std (that is scale_rewards='none', i.e. Dr. GRPO)": centred.reshape(-1),
+        "the biased std (N): TRL divides by the unbiased one (torch.std's default, N − 1)":
+            (centred / (grouped.std(1, unbiased=False, keepdim=True) + 1e-4)).reshape(-1),
+        "groups were taken as strided columns: the G completions of one prompt are adjacent, view(-1, G)":
+            ((rewards.view(4, 2) - rewards.view(4, 2).mean(0)) / (rewards.view(4, 2).std(0) + 1e-4)).reshape(-1),
+    }
+
+
+def _rloo_mistakes(rewards: torch.Tensor, grouped: torch.Tensor) -> dict:
+    return {
+        "the baseline includes the completion itself (plain group mean): leave it out, "
+        "(group sum − r) / (G − 1)": (grouped - grouped.mean(1, keepdim=True)).reshape(-1),
+        "divided by G instead of G − 1: the baseline averages the G − 1 *other* completions":
+            (grouped - (grouped.sum(1, keepdim=True) - grouped) / 4).reshape(-1),
+        "the whole batch was one group: use rewards.view(-1, group_size)":
+            rewards - (rewards.sum() - rewards) / (len(rewards) - 1),
+    }
+
+
 def check_group_relative_advantages(fn: Callable) -> Callable:
     """fn(rewards (N,), group_size) -> (N,) GRPO advantages: (r − group mean) / (group std + 1e-4)."""
+    # TRL-backed: imported on first use, so that notebooks 01-05 do not pay TRL's import (seconds)
     from .trl_runs import group_relative_advantages
 
-    rewards = _group_rewards()
-    out, attempted = _attempt("group_relative_advantages", fn, rewards, 4, module="rlhf_helpers.trl_runs")
-    if not attempted:
-        return group_relative_advantages
-    want = group_relative_advantages(rewards, 4)
-    assert torch.is_tensor(out) and out.shape == rewards.shape, "Return one advantage per completion, shape (N,)."
-    if not _close(out, want, 1e-4):
-        grouped = rewards.view(2, 4)
-        centred = grouped - grouped.mean(1, keepdim=True)
-        wrong = {
-            "the whole batch was one group: the baseline is the mean of *this prompt's* completions "
-            "(rewards.view(-1, group_size))": (rewards - rewards.mean()) / (rewards.std() + 1e-4),
-            "not divided by the group's std (that is scale_rewards='none', i.e. Dr. GRPO)": centred.reshape(-1),
-            "the biased std (N): TRL divides by the unbiased one (torch.std's default, N − 1)":
-                (centred / (grouped.std(1, unbiased=False, keepdim=True) + 1e-4)).reshape(-1),
-            "groups were taken as strided columns: the G completions of one prompt are adjacent, view(-1, G)":
-                ((rewards.view(4, 2) - rewards.view(4, 2).mean(0)) / (rewards.view(4, 2).std(0) + 1e-4)).reshape(-1),
-        }
-        _name_the_mistake(out, wrong, 1e-4)
-        raise AssertionError(f"Got {out.tolist()}, expected {[round(x, 4) for x in want.tolist()]}.")
-    print("✅ group-relative advantages match GRPO's.")
-    return fn
+    return _check_advantages(fn, group_relative_advantages, 1e-4, _grpo_mistakes,
+                             "✅ group-relative advantages match GRPO's.")
 
 
 def check_leave_one_out_advantages(fn: Callable) -> Callable:
     """fn(rewards (N,), group_size) -> (N,) RLOO advantages: r − mean of the other completions of the prompt."""
+    # TRL-backed: imported on first use, so that notebooks 01-05 do not pay TRL's import (seconds)
     from .trl_runs import leave_one_out_advantages
 
-    rewards = _group_rewards()
-    out, attempted = _attempt("leave_one_out_advantages", fn, rewards, 4, module="rlhf_helpers.trl_runs")
-    if not attempted:
-        return leave_one_out_advantages
-    want = leave_one_out_advantages(rewards, 4)
-    assert torch.is_tensor(out) and out.shape == rewards.shape, "Return one advantage per completion, shape (N,)."
-    if not _close(out, want, 1e-5):
-        grouped = rewards.view(2, 4)
-        wrong = {
-            "the baseline includes the completion itself (plain group mean): leave it out, "
-            "(group sum − r) / (G − 1)": (grouped - grouped.mean(1, keepdim=True)).reshape(-1),
-            "divided by G instead of G − 1: the baseline averages the G − 1 *other* completions":
-                (grouped - (grouped.sum(1, keepdim=True) - grouped) / 4).reshape(-1),
-            "the whole batch was one group: use rewards.view(-1, group_size)":
-                rewards - (rewards.sum() - rewards) / (len(rewards) - 1),
-        }
-        _name_the_mistake(out, wrong, 1e-5)
-        raise AssertionError(f"Got {out.tolist()}, expected {[round(x, 4) for x in want.tolist()]}.")
-    print("✅ leave-one-out advantages match RLOO's.")
-    return fn
+    return _check_advantages(fn, leave_one_out_advantages, 1e-5, _rloo_mistakes,
+                             "✅ leave-one-out advantages match RLOO's.")
 
 
 # ---------------------------------------------------------------------------------------------- notebook 07
@@ -606,6 +602,7 @@ def check_dpo_loss(fn: Callable) -> Callable:
     computes them from the sequence sums."""
     import torch.nn.functional as F
 
+    # TRL-backed: imported on first use, so that notebooks 01-05 do not pay TRL's import (seconds)
     from .dpo import dpo_loss
 
     def reference(pc, pr, rc, rr, mc, mr, beta):

@@ -22,6 +22,7 @@ import shlex
 import sys
 import time
 from collections.abc import Callable, Iterator
+from typing import IO
 from pathlib import Path
 
 DEBUG_ENV = "RLHF_DEBUG"
@@ -106,18 +107,31 @@ def _command_line() -> str:
     return shlex.join([program.name, *sys.argv[1:]]) or "python"
 
 
+@contextlib.contextmanager
+def file_lock(path: Path | str, wait: Callable[[], None] | None = None) -> Iterator[IO | None]:
+    """The one lock of the course: an exclusive `fcntl` lock on the file `path` (created if need be) for the block,
+    yielding the open file. If another process holds it: with `wait`, call `wait()` (to say why we wait) and block
+    until it is free; without, yield None at once and let the caller refuse or skip. The kernel frees a lock when
+    its process ends, however it ends (SIGKILL included): a lock file left behind never blocks anyone."""
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if wait is None:
+                yield None
+                return
+            wait()
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield handle  # closing the file releases the lock
+
+
 def output_holder(out: Path | str) -> str | None:
     """Who holds `out`'s lock right now, or None if nobody does (checked without waiting; the lock is not kept)."""
     lock_path = Path(out) / LOCK_NAME
     if not lock_path.is_file():
         return None
-    with open(lock_path, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return _owner(lock_path)
-        fcntl.flock(handle, fcntl.LOCK_UN)
-    return None
+    with file_lock(lock_path) as handle:
+        return None if handle else _owner(lock_path)
 
 
 def busy_message(out: Path | str, holder: str, what: str = "run") -> str:
@@ -133,24 +147,20 @@ def hold_output(out: Path | str, what: str = "run") -> Iterator[Path]:
     written only once the lock is ours, and left in place afterwards: a lock belongs to a live open file, not to the
     file's existence, so a file left by a killed process blocks nobody."""
     out = Path(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        handle = open(out / LOCK_NAME, "a+")
-    except OSError as error:
-        raise OutputWriteError(unwritable_message(out, error)) from error
-    try:
+    with contextlib.ExitStack() as stack:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise OutputBusyError(busy_message(out, _owner(out / LOCK_NAME), what)) from None
+            out.mkdir(parents=True, exist_ok=True)
+            handle = stack.enter_context(file_lock(out / LOCK_NAME))
+        except OSError as error:
+            raise OutputWriteError(unwritable_message(out, error)) from error
+        if handle is None:
+            raise OutputBusyError(busy_message(out, _owner(out / LOCK_NAME), what))
         handle.seek(0)
         handle.truncate()
         handle.write(json.dumps({"pid": os.getpid(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
                                  "command": _command_line()}))
         handle.flush()
         yield out
-    finally:
-        handle.close()  # closing the file releases the lock
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -257,6 +267,30 @@ def disk_full_message(out: Path, error: BaseException) -> str:
     name = _filename(error)
     where = f" while writing {name}" if name else ""
     return f"No space left on the device that holds {out}{where}. Free some space first."
+
+
+@contextlib.contextmanager
+def explain_faults(out: Path, where: Callable[[], str], next_step: Callable[[], str],
+                   memory: Callable[[], str]) -> Iterator[None]:
+    """Ctrl-C, a full disk, an unwritable `out` and CUDA running out of memory, turned into messages that say where the
+    work stopped (`where()`: "at step 3 of 60", "while training the reward models"), what is intact and how to go on
+    (`next_step()`), and, for memory, which setting to lower (`memory()`). Every long job uses this one translator."""
+    try:
+        yield
+    except RunInterrupted:
+        raise
+    except KeyboardInterrupt:
+        raise RunInterrupted(f"Interrupted {where()} ({out}). {next_step()}") from None
+    except Exception as error:
+        if is_disk_full(error):
+            raise OutputWriteError(f"{disk_full_message(out, error)} It stopped {where()}. {next_step()}") from error
+        if is_out_of_memory(error):
+            raise OutOfMemoryError(f"CUDA ran out of memory {where()}. {memory()} {next_step()}") from error
+        cannot_write = isinstance(error, (PermissionError, NotADirectoryError, IsADirectoryError)) or (
+            isinstance(error, OSError) and error.errno == errno.EROFS)
+        if cannot_write and is_under(error.filename, out):
+            raise OutputWriteError(unwritable_message(out, error)) from error
+        raise
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -8,13 +8,30 @@ budget, re-sampled from the current policy in rounds). Every β is fixed: no ada
 not the same pressure across methods, so the methods are compared on the frontier, not at one shared β. Every run
 is scored by the same `evaluate()` on the same held-out prompts and sampling seed; the gold rater of notebook 06
 also scores each run's held-out samples. `benchmarks/frontier.py` runs the sweep; the smoke profile's measured
-runs ship with the package (`measured_frontier`), for notebook 07.
+runs ship with the package (`results.load_result("frontier", "smoke")`), for notebook 07.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import tempfile
+import time
 from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from .dpo import pairs_for_run, train_online_dpo
+from .faults import hold_output
+from .models import load_gold, model_ids
+from .overoptimization import HUB, SMOKE
+from .ppo_loop import make_state, train
+from .profiles import get_profile
+from .reward_model import train_reward_model
+from .runs import RunInputs, write_results
+from .train import RunSpec, run
 
 SWEEP = {"ppo": [0.02, 0.06, 0.2], "ppo_rm": [0.02, 0.06, 0.2], "grpo": [0.02, 0.06, 0.2], "dpo": [0.05, 0.1, 0.3],
          "online_dpo": [0.05, 0.1, 0.3]}
@@ -30,12 +47,6 @@ ONLINE_DPO_ROUNDS = 4
 def run_point(algo: str, beta: float, profile_name: str, out: Path, seed: int = 0) -> dict:
     """One run of the sweep (reused if its folder already holds a finished one), scored by the classifier and the
     gold rater on the held-out prompts."""
-    import pandas as pd
-
-    from rlhf_helpers import get_profile
-    from rlhf_helpers.models import load_gold
-    from rlhf_helpers.train import run
-
     field = {"dpo": {"dpo_beta": beta}, "online_dpo": {"dpo_beta": beta}}.get(
         algo, {"init_kl_coef": beta, "kl_target": None})
     profile = get_profile(profile_name, **field)
@@ -44,8 +55,8 @@ def run_point(algo: str, beta: float, profile_name: str, out: Path, seed: int = 
         summary = json.loads((folder / "summary.json").read_text())
     elif algo in ("ppo_rm", "online_dpo"):
         summary = _custom_run(algo, profile, folder, seed)
-    else:
-        summary = run(algo, profile, folder, seed=seed, progress=False, resume=True)  # an unfinished point restarts
+    else:  # an unfinished point restarts
+        summary = run(RunSpec(algo, seed=seed, resume=True), profile, folder, progress=False)
     samples = pd.read_csv(folder / "samples.csv", keep_default_na=False)
     judge = load_gold(profile)
     gold = judge((samples["prompt"] + samples["response_after"]).tolist()).float().mean().item()
@@ -67,61 +78,30 @@ def _custom_run(algo: str, profile, folder: Path, seed: int) -> dict:
     online_dpo  `dpo.train_online_dpo`: DPO's pairs budget in `ONLINE_DPO_ROUNDS` rounds, each sampled from the
                 current policy and labelled by the classifier.
     Writes summary.json (before, after, train_seconds, episodes, labelled_completions) and samples.csv."""
-    import dataclasses
-    import tempfile
-    import time
-
-    import pandas as pd
-    from transformers import set_seed
-
-    from .data import build_prompt_dataset, heldout_prompts
-    from .dpo import pairs_for_run, train_online_dpo
-    from .evaluation import evaluate
-    from .faults import atomic_write, hold_output, write_text_atomic
-    from .models import load_policy, load_reward, load_tokenizer, model_ids
-    from .overoptimization import HUB, SMOKE
-    from .ppo_loop import make_state, train
-    from .reward_model import train_reward_model
-
     config = dataclasses.replace(profile.ppo, seed=seed)
     with hold_output(folder, f"{algo} run"):
-        set_seed(seed)
-        tokenizer = load_tokenizer(profile)
-        policy, reference = load_policy(profile), load_policy(profile)
-        reward = load_reward(profile)
-        prompt_ids = build_prompt_dataset(profile, tokenizer, split="train", seed=seed)["input_ids"]
-        heldout = heldout_prompts(profile, tokenizer)
-
-        def evaluate_fn(model):
-            return evaluate(model, reference, tokenizer, reward, heldout, config.gen_min_tokens,
-                            config.gen_max_tokens, config.temperature, profile.eval_batch_size)
-
-        before = evaluate_fn(policy)
+        inputs = RunInputs(profile, config).load()
+        before = inputs.evaluate(inputs.policy)
         start = time.perf_counter()
         if algo == "ppo_rm":
             recipe = SMOKE if profile.offline else HUB
-            pairs = pairs_for_run(config, policy, tokenizer, reward, prompt_ids)
+            pairs = pairs_for_run(inputs)
             with tempfile.TemporaryDirectory(prefix="reward-model-") as scratch:
-                _, scorer = train_reward_model(model_ids(profile)[1], pairs, scratch, epochs=recipe.rm_epochs,
+                _, scorer = train_reward_model(model_ids(profile).reward, pairs, scratch, epochs=recipe.rm_epochs,
                                                learning_rate=recipe.rm_learning_rate, seed=seed)
-            state = make_state(config, policy, reference, tokenizer, scorer, prompt_ids)
+            state = make_state(config, inputs.policy, inputs.reference, inputs.tokenizer, scorer,
+                               inputs.train_prompts["input_ids"])
             train(state, progress=False)
             info = {"episodes": config.steps * config.batch_size, "reward_model_pairs": len(pairs),
-                    "labelled_completions": len(pairs) * config.dpo_samples_per_prompt}
+                    "labelled_completions": len(pairs) * profile.dpo.samples_per_prompt}
         else:
-            online = train_online_dpo(profile, config, policy, reference, tokenizer, reward, prompt_ids,
-                                      rounds=ONLINE_DPO_ROUNDS)
+            online = train_online_dpo(inputs, rounds=ONLINE_DPO_ROUNDS)
             info = {"episodes": online["completions"], "labelled_completions": online["completions"], **online}
         train_seconds = time.perf_counter() - start
-        after = evaluate_fn(policy)
-        samples = pd.DataFrame({"prompt": before.samples["prompt"], "response_before": before.samples["response"],
-                                "reward_before": before.samples["reward"],
-                                "response_after": after.samples["response"], "reward_after": after.samples["reward"]})
-        with atomic_write(folder / "samples.csv") as tmp:
-            samples.to_csv(tmp, index=False)
+        after = inputs.evaluate(inputs.policy)
         summary = {"algo": algo, "profile": profile.name, "seed": seed, "before": before.metrics,
                    "after": after.metrics, "train_seconds": train_seconds, **info}
-        write_text_atomic(folder / "summary.json", json.dumps(summary, indent=2))
+        write_results(folder, summary, before, after)
     return summary
 
 
@@ -134,8 +114,6 @@ METRICS = ("mean_reward", "positive_rate", "kl", "gold", "ref_perplexity")
 def frontier_points(points: list[dict]) -> list[dict]:
     """Runs (one dict per algorithm, β and seed) -> one point per (algorithm, β): the mean over its seeds of each
     metric (`METRICS`) and, as `<metric>_std`, the across-seed standard deviation (0 with one seed)."""
-    import numpy as np
-
     groups = {}
     for p in points:
         groups.setdefault((p["algo"], p["beta"]), []).append(p)
@@ -153,8 +131,6 @@ def frontier_points(points: list[dict]) -> list[dict]:
 def plot_frontier(points: list[dict], title: str = ""):
     """Reward (left) and gold reward (right) against KL to the reference: one line per method, each point the mean
     over its seeds with the across-seed standard deviation as error bars in both directions."""
-    import matplotlib.pyplot as plt
-
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.3))
     for algo, marker in MARKERS.items():
         rows = sorted((p for p in frontier_points(points) if p["algo"] == algo), key=lambda p: p["kl"])
@@ -180,18 +156,3 @@ def plot_frontier(points: list[dict], title: str = ""):
         fig.suptitle(title)
     fig.tight_layout()
     return fig
-
-
-def measured_frontier(profile_name: str) -> dict | None:
-    """The sweep measured by `benchmarks/frontier.py` for this profile, shipped with the package; None if there is
-    none (only `smoke` has been measured: the hub models cannot be reached from the machines the course is built on)."""
-    return measured_result("frontier", profile_name)
-
-
-def measured_result(kind: str, profile_name: str) -> dict | None:
-    """A benchmark's measured result for a profile, shipped with the package (`rlhf_helpers/results/KIND_PROFILE.json`,
-    written by `benchmarks/KIND.py`, with its machine and date inside); None if none was measured for the profile."""
-    from importlib.resources import files
-
-    path = files("rlhf_helpers").joinpath(f"results/{kind}_{profile_name}.json")
-    return json.loads(path.read_text()) if path.is_file() else None

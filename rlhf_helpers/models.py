@@ -7,20 +7,32 @@ folders. Both go through the same `from_pretrained` / `pipeline` calls.
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
 import os
 import warnings
+from pathlib import Path
+from typing import NamedTuple
 
 import torch
+from datasets.utils import logging as datasets_logging
+from safetensors import safe_open
+from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
+from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+                                                    MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES)
+from transformers.utils import logging as hf_logging
 
 from .device import default_device
+from .faults import MissingPathError, ModelFolderError
+from .hub import ensure_available
+from .offline import build_offline_world
 from .profiles import Profile
+from .reward import GoldRater, SentimentReward
 
 
 def _quiet_loading() -> None:
     """transformers 5 draws a "Loading weights" bar per checkpoint (7 in some cells); the course loads a handful of
     small models, so the bars are noise, not progress."""
-    from transformers.utils import logging as hf_logging
-
     hf_logging.disable_progress_bar()
 
 @contextlib.contextmanager
@@ -30,11 +42,6 @@ def quiet_transformers():
     touches transformers' deprecated `gradient_checkpointing` field, and DPOTrainer warns when a prompt cut mid-word
     re-tokenizes into its completion (the course's prompts are token prefixes of reviews; TRL then starts the
     completion at the merged token, see `dpo.dpo_pairs`). None is something a learner can act on."""
-    import logging
-
-    from datasets.utils import logging as datasets_logging
-    from transformers.utils import logging as hf_logging
-
     before, trl_logger = hf_logging.get_verbosity(), logging.getLogger("trl")
     trl_before, bars = trl_logger.level, datasets_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
@@ -65,9 +72,6 @@ _PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
 
 def _architecture_kind(architectures: list[str]) -> str | None:
     """"causal-lm", "classifier" or None (unknown) for a config.json's `architectures`."""
-    from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
-                                                        MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES)
-
     def names(mapping):
         return {n for v in mapping.values() for n in ((v,) if isinstance(v, str) else v)}
 
@@ -83,10 +87,6 @@ def check_model_folder(folder: str | os.PathLike, role: str, env: str | None = N
     """Refuse, before anything loads, a folder that is not a model for `role` ("policy": a causal LM; "reward" or
     "gold": a sequence classifier): no config.json, no safetensors weights, no tokenizer, the wrong architecture.
     Reads config.json and the weights' header only (milliseconds)."""
-    from pathlib import Path
-
-    from .faults import ModelFolderError
-
     folder = Path(folder)
     where = f"{env}={str(folder)!r}" if env else f"the {role} model folder {str(folder)!r}"
     unset = f", or unset {env}" if env else ""
@@ -95,8 +95,6 @@ def check_model_folder(folder: str | os.PathLike, role: str, env: str | None = N
         raise ModelFolderError(f"{where} is not a model folder: it has no config.json. Point it at a folder saved with "
                                f"save_pretrained (config.json, model.safetensors, tokenizer files){unset}.")
     try:
-        import json
-
         config = json.loads(config_path.read_text())
     except ValueError as error:
         raise ModelFolderError(f"{config_path} is not valid JSON ({error}). Save the model again with "
@@ -112,8 +110,6 @@ def check_model_folder(folder: str | os.PathLike, role: str, env: str | None = N
         raise ModelFolderError(f"{where} has config.json but no weights (model.safetensors). Save the model there with "
                                f"save_pretrained, or copy its model.safetensors beside config.json{unset}.")
     if weights[0].name == "model.safetensors":
-        from safetensors import safe_open
-
         try:
             with safe_open(str(weights[0]), framework="pt") as handle:
                 handle.keys()
@@ -137,8 +133,6 @@ def check_model_folder(folder: str | os.PathLike, role: str, env: str | None = N
 def _override(env: str) -> str | None:
     """A local folder (or hub id) from `env`; a path that does not exist is an error that names the variable, and a
     folder that is not a model for its role is refused before anything loads (`check_model_folder`)."""
-    from .faults import MissingPathError
-
     value = os.environ.get(env, "").strip()
     if not value:
         return None
@@ -153,32 +147,32 @@ def _override(env: str) -> str | None:
     return value  # a hub id such as "gpt2-large": checked below like the profile's own ids
 
 
-def model_ids(profile: Profile) -> tuple[str, str]:
-    """(policy, classifier) as `from_pretrained` takes them: the profile's hub ids (local folders in `smoke`), or
-    RLHF_POLICY_MODEL / RLHF_REWARD_MODEL when set (pre-downloaded weights, air-gapped clusters, the rehearsal)."""
-    from .hub import ensure_available
+class ModelIds(NamedTuple):
+    """Where the policy and the reward classifier load from, as `from_pretrained` takes them."""
 
+    policy: str
+    reward: str
+
+
+def model_ids(profile: Profile) -> ModelIds:
+    """The policy's and the classifier's ids: the profile's hub ids, or RLHF_POLICY_MODEL / RLHF_REWARD_MODEL when set
+    (pre-downloaded weights, air-gapped clusters, the rehearsal). In `smoke` they are the offline world's folders:
+    the first lookup on a machine builds that world (a few minutes), every later one finds it cached."""
     _quiet_loading()  # a notebook that loads these ids itself (01's pipeline cell) gets no loading bars either
     policy, reward = _override(POLICY_ENV), _override(REWARD_ENV)
     if profile.offline and not (policy and reward):
-        from .offline import build_offline_world
-
         world = build_offline_world()
         policy, reward = policy or str(world.policy), reward or str(world.classifier)
     policy, reward = policy or profile.policy_model, reward or profile.reward_model
     ensure_available(policy)  # returns at once for a local folder
     ensure_available(reward)
-    return policy, reward
+    return ModelIds(policy, reward)
 
 
 def gold_model_id(profile: Profile) -> str:
     """The gold judge (notebook 06): RLHF_GOLD_MODEL, else the offline world's in `smoke`, else the hub id."""
-    from .hub import ensure_available
-
     gold = _override(GOLD_ENV)
     if gold is None and profile.offline:
-        from .offline import build_offline_world
-
         gold = str(build_offline_world().gold)
     gold = gold or profile.gold_model
     ensure_available(gold)
@@ -188,10 +182,6 @@ def gold_model_id(profile: Profile) -> str:
 def load_gold(profile: Profile, device: torch.device | str | None = None):
     """The gold rater of notebooks 06-07 (`reward.GoldRater`): the gold judge's POSITIVE logit (by label name) minus
     a penalty for repetitive, degenerate text; its `.sentiment` is the judge alone."""
-    from transformers import pipeline
-
-    from .reward import GoldRater, SentimentReward
-
     classifier = pipeline("sentiment-analysis", model=gold_model_id(profile),
                           device=torch.device(device or default_device()))
     return GoldRater(SentimentReward(classifier))
@@ -207,35 +197,30 @@ def prepare_tokenizer(tokenizer):
 
 
 def load_tokenizer(profile: Profile):
-    from transformers import AutoTokenizer
-
-    policy_id, _ = model_ids(profile)
-    return prepare_tokenizer(AutoTokenizer.from_pretrained(policy_id))
+    return prepare_tokenizer(AutoTokenizer.from_pretrained(model_ids(profile).policy))
 
 
 def load_policy(profile: Profile, device: torch.device | str | None = None):
     """The policy in eval mode: dropout off, because PPO compares log-probs of the same tokens under
     the old and new policy, and dropout noise would make that ratio differ from 1 with no update at all."""
-    from transformers import AutoModelForCausalLM
+    return load_causal_lm(model_ids(profile).policy, device)
 
-    policy_id, _ = model_ids(profile)
+
+def load_causal_lm(model_id: str, device: torch.device | str | None = None):
+    """A causal LM from a hub id or a `save_pretrained` folder (safetensors only), in eval mode on `device`."""
     _quiet_loading()
-    model = AutoModelForCausalLM.from_pretrained(policy_id, use_safetensors=True)
+    model = AutoModelForCausalLM.from_pretrained(model_id, use_safetensors=True)
     return model.to(device or default_device()).eval()
 
 
 def load_classifier(profile: Profile, device: torch.device | str | None = None):
     """The sentiment classifier as a `pipeline("sentiment-analysis", ...)`."""
-    from transformers import pipeline
-
-    _, reward_id = model_ids(profile)
     _quiet_loading()
-    return pipeline("sentiment-analysis", model=reward_id, device=torch.device(device or default_device()))
+    return pipeline("sentiment-analysis", model=model_ids(profile).reward,
+                    device=torch.device(device or default_device()))
 
 
 def load_reward(profile: Profile, device: torch.device | str | None = None, **kwargs):
-    from .reward import SentimentReward
-
     return SentimentReward(load_classifier(profile, device), **kwargs)
 
 

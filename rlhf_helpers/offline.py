@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import contextlib
-import fcntl
 import json
 import os
 import shutil
@@ -32,9 +30,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import clean_review, imdb_source, load_imdb
+from .data import cache_root, clean_review, imdb_source, load_imdb
+from .faults import file_lock
+from .profiles import get_profile
 
-CACHE_ENV = "RLHF_CACHE_DIR"
 BUILDER_VERSION = 3  # 2: checksums.json in every world; 3: the gold judge
 CHECKSUMS = "checksums.json"
 EOS = "<|endoftext|>"
@@ -142,10 +141,6 @@ class OfflineWorld:
     info: dict
     gold: Path | None = None
     """The gold judge of notebook 06 (a second, independent classifier); None for the stand-ins."""
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "rlhf-course")
 
 
 def _data_fingerprint(source: str) -> str:
@@ -352,19 +347,10 @@ def verify_world(root: Path) -> str | None:
     return None
 
 
-@contextlib.contextmanager
-def _build_lock(lock_path: Path, log):
-    """Hold an exclusive lock on `lock_path`: concurrent builders of one world wait for a single build."""
-    with open(lock_path, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log(f"Another process is building {lock_path.name[:-len('.lock')]}; waiting for it ...")
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+def _build_lock(root: Path, log):
+    """Concurrent builders of one world wait for a single build (`faults.file_lock` on `<world>.lock`)."""
+    return file_lock(root.parent / f"{root.name}.lock",
+                     wait=lambda: log(f"Another process is building {root.name}; waiting for it ..."))
 
 
 def _remove_stale_builds(parent: Path, own_name: str, log) -> None:
@@ -377,10 +363,8 @@ def _remove_stale_builds(parent: Path, own_name: str, log) -> None:
             continue
         name = tmp.name.split(".tmp-")[0]
         if name != own_name:
-            with open(parent / f"{name}.lock", "a+") as handle:
-                try:
-                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
+            with file_lock(parent / f"{name}.lock") as handle:
+                if handle is None:
                     continue  # that world is being built right now
                 shutil.rmtree(tmp, ignore_errors=True)
         else:
@@ -396,15 +380,13 @@ def build_offline_world(config: OfflineWorldConfig = OfflineWorldConfig(), data_
     `data_source` is a folder in IMDB's parquet layout; by default `RLHF_IMDB_DIR`, else the shipped
     fixture. The first build takes about two minutes on two CPU cores, a cached one about a second.
     """
-    from .profiles import get_profile
-
     source = data_source or imdb_source(get_profile("smoke"))
     root = Path(cache_dir or cache_root()) / f"offline-world-{world_key(config, source)}"
     log = print if verbose else (lambda *_: None)
     if not force and (world := _load_verified(root, log)):
         return world
     root.parent.mkdir(parents=True, exist_ok=True)
-    with _build_lock(root.parent / f"{root.name}.lock", log):
+    with _build_lock(root, log):
         # Whoever held the lock before us may have just built it: then there is nothing left to do.
         if not force and (world := _load_verified(root, log, quiet=True)):
             return world
@@ -579,7 +561,7 @@ def build_stand_ins(small: bool = False, cache_dir: str | Path | None = None, ve
     if world := _load_verified(root, log, tokenizer="policy"):
         return world
     root.parent.mkdir(parents=True, exist_ok=True)
-    with _build_lock(root.parent / f"{root.name}.lock", log):
+    with _build_lock(root, log):
         if world := _load_verified(root, log, quiet=True, tokenizer="policy"):
             return world
         log(f"Writing {'small ' if small else ''}GPT-2-scale stand-ins to {root} ...")

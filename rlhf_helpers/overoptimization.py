@@ -24,7 +24,6 @@ Writes summary.json, curves.png, samples.csv and the two reward models (reward_m
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import math
@@ -34,8 +33,23 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import torch
+
+from .data import check_imdb_source, heldout_prompts
+from .evaluation import evaluate
+from .faults import (OutputBusyError, OutputExistsError, atomic_write, busy_message, explain_faults, hold_output,
+                     output_holder, run_cli, write_text_atomic)
+from .models import gold_model_id, load_policy, model_ids
+from .plots import save_figure
+from .ppo_loop import make_state, train
+from .profiles import PROFILE_NAMES, Sampling, get_profile
+from .reward import repeated_word_share
+from .reward_model import make_preference_pairs, pair_accuracy, train_reward_model
+from .runs import RunInputs
+from .sampling import sample_with
 
 
 @dataclass(frozen=True)
@@ -153,29 +167,25 @@ def best_of_n_rows(proxy_scores: torch.Tensor, gold_scores: torch.Tensor) -> lis
 
 
 @torch.no_grad()
-def best_of_n(policy, tokenizer, proxy, gold, query_ids, max_n: int = 64, gen_min: int = 4, gen_max: int = 16,
-              temperature: float = 1.0, seed: int = 0) -> tuple[list[dict], dict]:
+def best_of_n(policy, tokenizer, proxy, gold, query_ids, max_n: int = 64, sampling: Sampling = Sampling(),
+              seed: int = 0) -> tuple[list[dict], dict]:
     """Sample `max_n` completions per prompt; for n = 1, 2, 4, … pick the proxy's favourite in each group of n.
 
     Returns one row per n (n, kl, proxy, gold) and the raw samples and scores ((prompts, max_n) each), so that
     another reward model can pick from the same samples: `best_of_n_rows(other(raw["texts"]).view(...), ...)`."""
-    from .sampling import sample_responses
-
     repeated = [q for q in query_ids for _ in range(max_n)]
-    samples = sample_responses(policy, tokenizer, repeated, gen_min, gen_max, temperature=temperature,
-                               batch_size=512, seed=seed)
+    samples = sample_with(policy, tokenizer, repeated, dataclasses.replace(sampling, batch_size=512), seed)
     proxy_scores = proxy(samples.texts).float().cpu().view(len(query_ids), max_n)
     gold_scores = gold(samples.texts).float().cpu().view(len(query_ids), max_n)
     return best_of_n_rows(proxy_scores, gold_scores), {"proxy": proxy_scores, "gold": gold_scores,
                                                        "texts": samples.texts}
 
 
-def best_of_n_per_model(policy, tokenizer, proxies: dict, gold, query_ids, max_n: int = 64, gen_min: int = 4,
-                        gen_max: int = 16, temperature: float = 1.0, seed: int = 0) -> list[dict]:
+def best_of_n_per_model(policy, tokenizer, proxies: dict, gold, query_ids, max_n: int = 64,
+                        sampling: Sampling = Sampling(), seed: int = 0) -> list[dict]:
     """`best_of_n` for several reward models on the **same** samples: rows (rm, n, kl, proxy, gold), by model."""
     names = list(proxies)
-    first, raw = best_of_n(policy, tokenizer, proxies[names[0]], gold, query_ids, max_n, gen_min, gen_max,
-                           temperature, seed)
+    first, raw = best_of_n(policy, tokenizer, proxies[names[0]], gold, query_ids, max_n, sampling, seed)
     rows = [{"rm": names[0], **r} for r in first]
     for name in names[1:]:
         scores = proxies[name](raw["texts"]).float().cpu().view(len(query_ids), max_n)
@@ -201,24 +211,21 @@ class RLRun:
         return f"{self.rm} RM, β={self.beta:g}"
 
 
-def rl_against_proxy(profile, tokenizer, proxy, gold, train_prompts, heldout, beta: float, config: OveroptConfig,
-                     rm: str = "main", progress: bool = False) -> RLRun:
-    """The course's hand-built PPO with a reward model as reward and a fixed β; proxy, gold and KL on the held-out
-    prompts before training and every `rl_eval_every` steps (same sampling seed each time)."""
-    from .evaluation import evaluate
-    from .models import load_policy
-    from .ppo_loop import make_state, train
-    from .reward import repeated_word_share
-
+def rl_against_proxy(inputs: RunInputs, proxy, gold, beta: float, config: OveroptConfig, rm: str = "main",
+                     progress: bool = False) -> RLRun:
+    """The course's hand-built PPO with a reward model as reward and a fixed β, from a fresh copy of the initial
+    policy; proxy, gold and KL on the held-out prompts (`inputs.heldout`) before training and every `rl_eval_every`
+    steps (same sampling seed each time)."""
+    profile = inputs.profile
     ppo_config = dataclasses.replace(profile.ppo, seed=config.seed, steps=config.rl_steps, init_kl_coef=beta,
                                      kl_target=None)
     policy, reference = load_policy(profile, proxy.device), load_policy(profile, proxy.device)
-    state = make_state(ppo_config, policy, reference, tokenizer, proxy, train_prompts)
+    state = make_state(ppo_config, policy, reference, inputs.tokenizer, proxy, inputs.train_prompts["input_ids"])
     run = RLRun(rm, beta)
 
     def record(step: int) -> None:
-        ev = evaluate(policy, reference, tokenizer, proxy, heldout, ppo_config.gen_min_tokens,
-                      ppo_config.gen_max_tokens, ppo_config.temperature, profile.eval_batch_size)
+        ev = evaluate(policy, reference, inputs.tokenizer, proxy, inputs.heldout,
+                      ppo_config.sampling(profile.eval_batch_size))
         texts = (ev.samples["prompt"] + ev.samples["response"]).tolist()
         gold_scores = gold(texts).float().cpu()
         run.rows.append({"run": run.name, "rm": rm, "beta": beta, "step": step, "kl": ev.metrics["kl"],
@@ -319,8 +326,6 @@ def fit_intervals(by_seed: dict) -> dict:
 def plot_seed_bands(bands: list[dict], rl_rows: list[dict] | None = None):
     """One column per PPO run: proxy (top) and gold (bottom) reward against the step, the mean over seeds with a
     ±1 standard-deviation band, and this notebook's own run drawn over it (dots)."""
-    import matplotlib.pyplot as plt
-
     runs = list(dict.fromkeys(b["run"] for b in bands))
     fig, axes = plt.subplots(2, len(runs), figsize=(4.4 * len(runs), 6.5), sharex=True, squeeze=False)
     for col, run in enumerate(runs):
@@ -375,8 +380,6 @@ def plot_overoptimization(bon: list[dict], rl_rows: list[dict], fits: dict, draw
     """Proxy (top) and gold (bottom) reward against d = √KL, best-of-n (left) and the PPO runs (right); a gold
     curve's Gao et al. fit (dotted) only if its name is in `draw_fits` (default: every curve). One colour per reward
     model or run."""
-    import matplotlib.pyplot as plt
-
     fig, axes = plt.subplots(2, 2, figsize=(13, 7.5), sharex="col")
     curves = [(0, f"{rm} RM", [r for r in bon if r.get("rm", "main") == rm], f"best-of-n, {rm} RM", "bon")
               for rm in dict.fromkeys(r.get("rm", "main") for r in bon)]
@@ -410,17 +413,14 @@ HELDOUT_PAIRS_SEED = 99
 def study_pairs(profile, config: OveroptConfig, policy, tokenizer, gold, train_prompts: list[list[int]]):
     """Step 1: the noisy rater's preference pairs, (training pairs, held-out pairs). Training pairs come from the
     first `n_pairs` training prompts, held-out pairs from `n_heldout_pairs` test-split prompts."""
-    from .data import heldout_prompts
-    from .reward_model import make_preference_pairs
-
     if config.n_pairs > len(train_prompts):
         raise ValueError(f"n_pairs={config.n_pairs} but only {len(train_prompts)} training prompts; lower n_pairs.")
-    gen = (profile.ppo.gen_min_tokens, profile.ppo.gen_max_tokens)
+    sampling = profile.ppo.sampling(batch_size=128)
     pair_prompts = heldout_prompts(profile, tokenizer, n=config.n_heldout_pairs, seed=HELDOUT_PAIRS_SEED)
-    pairs = make_preference_pairs(policy, tokenizer, gold, train_prompts[: config.n_pairs], config.label_noise, *gen,
-                                  seed=config.seed)
-    test_pairs = make_preference_pairs(policy, tokenizer, gold, pair_prompts.input_ids, config.label_noise, *gen,
-                                       seed=config.seed + 7)  # other sampling draws than the training pairs'
+    pairs = make_preference_pairs(policy, tokenizer, gold, train_prompts[: config.n_pairs], config.label_noise,
+                                  sampling, seed=config.seed)
+    test_pairs = make_preference_pairs(policy, tokenizer, gold, pair_prompts.input_ids, config.label_noise,
+                                       sampling, seed=config.seed + 7)  # other sampling draws than the training pairs'
     return pairs, test_pairs
 
 
@@ -433,8 +433,6 @@ def reward_model_recipes(config: OveroptConfig, pairs) -> dict:
 
 def train_proxy(classifier_id: str, recipe: tuple, test_pairs, config: OveroptConfig, scratch: str):
     """Step 2, one proxy: TRL's RewardTrainer on the recipe's pairs -> (trainer, reward model, held-out accuracy)."""
-    from .reward_model import pair_accuracy, train_reward_model
-
     rm_pairs, epochs, lr = recipe
     trainer, proxy = train_reward_model(classifier_id, rm_pairs, scratch, epochs=epochs, learning_rate=lr,
                                         seed=config.seed)
@@ -447,8 +445,7 @@ def study_best_of_n(profile, config: OveroptConfig, policy, tokenizer, proxies: 
     """Step 3: best-of-n for every proxy on the same `bon_max_n` samples of the first `bon_prompts` held-out
     prompts."""
     return best_of_n_per_model(policy, tokenizer, proxies, gold, heldout.input_ids[: config.bon_prompts],
-                               config.bon_max_n, profile.ppo.gen_min_tokens, profile.ppo.gen_max_tokens,
-                               seed=config.seed)
+                               config.bon_max_n, profile.ppo.sampling(), seed=config.seed)
 
 
 def most_overoptimized(runs: list[RLRun]) -> RLRun:
@@ -462,8 +459,6 @@ def most_overoptimized(runs: list[RLRun]) -> RLRun:
 
 def hacking_samples(run: RLRun, peak: dict, rows: int = 16):
     """The same held-out prompts at the gold peak and at the end of `run`, side by side."""
-    import pandas as pd
-
     at_peak, at_end = run.samples[peak["peak_step"]], run.samples[peak["end_step"]]
     return pd.DataFrame({"prompt": at_peak["prompt"],
                          "response_at_gold_peak": at_peak["response"], "gold_at_peak": at_peak["gold"].round(3),
@@ -478,61 +473,31 @@ def run_study(profile, out: Path | str, config: OveroptConfig | None = None, pro
 
     Holds `out`'s lock while it runs (a second study into it is refused at once); Ctrl-C, a full disk and CUDA out
     of memory are raised as `faults.CourseError`s that say where the study was and what to do."""
-    from .data import check_imdb_source
-    from .faults import OutputExistsError, hold_output
-
     config = config or (SMOKE if profile.offline else HUB)
     out = Path(out)
     if (out / "summary.json").exists():
         raise OutputExistsError(f"{out} already holds a finished study (summary.json); choose another --out.")
     check_imdb_source(profile)
     phase = {"now": "loading the models"}
-    with hold_output(out, "over-optimization study"), _study_faults(out, phase):
+    again = (f"The study keeps no checkpoints and writes its results only at the end, so nothing finished is in {out} "
+             f"and nothing can be resumed: run the same command again (the same --out is fine).")
+    faults = explain_faults(out, where=lambda: f"while {phase['now']}", next_step=lambda: again,
+                            memory=lambda: "The study's batch sizes are its profile's: run a smaller profile "
+                                           "(--profile cpu or smoke) or on a GPU with more memory.")
+    with hold_output(out, "over-optimization study"), faults:
         if (out / "summary.json").exists():  # another process finished it while we waited
             raise OutputExistsError(f"{out} already holds a finished study (summary.json); choose another --out.")
         return _study(profile, out, config, progress, log, phase)
 
 
-@contextlib.contextmanager
-def _study_faults(out: Path, phase: dict):
-    """Ctrl-C, a full disk and CUDA out of memory, explained: where the study was and what to do."""
-    from .faults import (OutOfMemoryError, OutputWriteError, RunInterrupted, disk_full_message, is_disk_full,
-                         is_out_of_memory)
-
-    again = (f"The study keeps no checkpoints and writes its results only at the end, so nothing finished is in {out} "
-             f"and nothing can be resumed: run the same command again (the same --out is fine).")
-    try:
-        yield
-    except RunInterrupted:
-        raise
-    except KeyboardInterrupt:
-        raise RunInterrupted(f"Interrupted while {phase['now']}. {again}") from None
-    except Exception as error:
-        if is_disk_full(error):
-            raise OutputWriteError(f"{disk_full_message(out, error)} The study was {phase['now']}. {again}") from error
-        if is_out_of_memory(error):
-            raise OutOfMemoryError(f"CUDA ran out of memory while {phase['now']}. The study's batch sizes are its "
-                                   f"profile's: run a smaller profile (--profile cpu or smoke) or on a GPU with more "
-                                   f"memory. {again}") from error
-        raise
-
-
 def _study(profile, out: Path, config: OveroptConfig, progress: bool, log, phase: dict) -> dict:
-    from transformers import set_seed
-
-    from .data import build_prompt_dataset, heldout_prompts
-    from .faults import atomic_write, write_text_atomic
-    from .models import gold_model_id, load_gold, load_policy, load_tokenizer, model_ids
-
     start = time.perf_counter()
-    set_seed(config.seed)
-    _, classifier_id = model_ids(profile)
+    classifier_id = model_ids(profile).reward
     gold_model_id(profile)  # a missing or broken gold-judge folder is named before anything loads
-    tokenizer = load_tokenizer(profile)
-    policy = load_policy(profile)
-    gold = load_gold(profile)
-    train_prompts = build_prompt_dataset(profile, tokenizer, split="train", seed=config.seed)["input_ids"]
-    heldout = heldout_prompts(profile, tokenizer, n=config.n_eval_prompts)
+    inputs = RunInputs(profile, dataclasses.replace(profile.ppo, seed=config.seed), n_heldout=config.n_eval_prompts)
+    inputs.load("tokenizer", "policy", "gold", "train_prompts", "heldout")
+    tokenizer, policy, gold, heldout = inputs.tokenizer, inputs.policy, inputs.gold, inputs.heldout
+    train_prompts = inputs.train_prompts["input_ids"]
     seconds = {}
 
     t = time.perf_counter()
@@ -566,8 +531,7 @@ def _study(profile, out: Path, config: OveroptConfig, progress: bool, log, phase
     runs = []
     for i, (rm, beta) in enumerate(config.rl_runs, 1):
         phase["now"] = f"running PPO against the {rm} reward model (β = {beta:g}, run {i} of {len(config.rl_runs)})"
-        runs.append(rl_against_proxy(profile, tokenizer, proxies[rm], gold, train_prompts, heldout, beta, config,
-                                     rm=rm, progress=progress))
+        runs.append(rl_against_proxy(inputs, proxies[rm], gold, beta, config, rm=rm, progress=progress))
         peak = gold_peak_and_end(runs[-1].rows)
         log(f"4. PPO, {runs[-1].name}: proxy {runs[-1].rows[0]['proxy']:+.2f} → {peak['end_proxy']:+.2f}; gold "
             f"{runs[-1].rows[0]['gold']:+.2f} → peak {peak['peak_gold']:+.2f} (step {peak['peak_step']}) → "
@@ -594,30 +558,18 @@ def _study(profile, out: Path, config: OveroptConfig, progress: bool, log, phase
     summary["reward_models"] = {rm: f"reward_models/{rm}" for rm in proxies}
     with atomic_write(out / "samples.csv") as tmp:
         samples.to_csv(tmp, index=False)
-    import matplotlib.pyplot as plt
-
-    fig = plot_overoptimization(bon, rl_rows, fits)
-    try:
-        with atomic_write(out / "curves.png") as tmp:
-            fig.savefig(tmp, dpi=100, format="png")
-    finally:
-        plt.close(fig)
+    save_figure(plot_overoptimization(bon, rl_rows, fits), out / "curves.png")
     write_text_atomic(out / "summary.json", json.dumps(summary, indent=2))  # last: it marks a finished study
     return summary
 
 
 def main(argv: list[str] | None = None) -> dict:
     """The CLI: expected faults print a few lines and exit 2 (130 for Ctrl-C); RLHF_DEBUG=1 shows tracebacks."""
-    from .faults import run_cli
-
     argv = sys.argv[1:] if argv is None else list(argv)
     return run_cli(lambda: _main(argv))
 
 
 def _main(argv: list[str]) -> dict:
-    from .faults import OutputBusyError, busy_message, output_holder
-    from .profiles import PROFILE_NAMES, get_profile
-
     parser = argparse.ArgumentParser(prog="python -m rlhf_helpers.overoptimization",
                                      description=__doc__.split("\n")[0])
     parser.add_argument("--profile", choices=PROFILE_NAMES, default=None,

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import matplotlib.pyplot as plt
 import numpy as np
+
+from .faults import atomic_write
 
 
 def _smooth(x, window: int = 5):
@@ -18,8 +23,6 @@ def plot_training_curves(history: list[dict], title: str = "", before: dict | No
                          after: dict | None = None, kl_target: float | None = None):
     """2x3 figure: reward (mean with a ±std band); KL with its target; β on its own axis; clipfrac/approxkl;
     entropy and response length; the value head's explained variance (panels without data say so)."""
-    import matplotlib.pyplot as plt
-
     episodes = np.array([h["episodes"] for h in history])
     fig, ax = plt.subplots(2, 3, figsize=(14, 6.5))
     mean = np.array([h["reward_mean"] for h in history])
@@ -88,8 +91,6 @@ def plot_comparison(evals: dict[str, list[dict]], title: str = ""):
     `evals` maps an algorithm's name to its held-out evaluations (eval.jsonl rows: episodes, train_seconds,
     mean_reward, positive_rate, kl, ...), all on the same prompts and sampling seed.
     """
-    import matplotlib.pyplot as plt
-
     fig, ax = plt.subplots(1, 3, figsize=(14, 3.8))
     for name, rows in evals.items():
         episodes = [r["episodes"] for r in rows]
@@ -114,8 +115,6 @@ def plot_comparison(evals: dict[str, list[dict]], title: str = ""):
 def plot_dpo_curves(history: list[dict], evals: list[dict], title: str = ""):
     """1x3 figure of a DPO run: the loss (log 2 at the start: the policy is its reference); the implicit rewards
     β·log π/π_ref of chosen and rejected; held-out reward and KL from the evaluations."""
-    import matplotlib.pyplot as plt
-
     episodes = [h["episodes"] for h in history]
     fig, ax = plt.subplots(1, 3, figsize=(14, 3.8))
     ax[0].plot(episodes, [h["loss"] for h in history], marker="o", label="DPO loss")
@@ -143,3 +142,12 @@ def plot_dpo_curves(history: list[dict], evals: list[dict], title: str = ""):
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def save_figure(fig, path: Path) -> None:
+    """Write `fig` as a PNG under a temporary name, rename it into place, and close it."""
+    try:
+        with atomic_write(path) as tmp:
+            fig.savefig(tmp, dpi=100, format="png")
+    finally:
+        plt.close(fig)

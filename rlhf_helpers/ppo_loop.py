@@ -83,16 +83,12 @@ def make_state(config: PPOConfig, policy, reference, tokenizer, reward, prompts:
                       generator)
 
 
-def _autocast(device: torch.device):
-    # bf16 for the big matmuls only where the GPU has it natively (rlhf_helpers.device); log-probs and values are
-    # computed in float32 (details #12).
-    return autocast(device)
-
-
 def forward_logprobs_values(state: TrainState, batch: PackedBatch, with_entropy: bool = True):
     """One forward pass of the policy: response log-probs (B, T), values (B, T), entropy (B, T) or None.
     The entropy (a full-vocabulary reduction) is only logged, so the update's minibatches skip it."""
-    with _autocast(state.device):
+    # bf16 for the big matmuls only where the GPU has it natively (`device.autocast`); log-probs and values are
+    # computed in float32 (details #12).
+    with autocast(state.device):
         logits, hidden = response_logits(state.policy, batch, output_hidden_states=True)
     tokens = batch.response_ids.to(state.device)
     logprobs = ppo.logprobs_from_logits(logits, tokens, state.config.temperature)
@@ -146,7 +142,7 @@ def collect_rollout(state: TrainState, query_ids: list[list[int]], advantages_fn
         batch = pack(samples.query_ids, samples.response_ids, state.tokenizer.pad_token_id).to(state.device)
         mask = batch.response_mask.float()
         logprobs, values, entropy = forward_logprobs_values(state, batch)
-        with _autocast(state.device):
+        with autocast(state.device):
             ref_logits, _ = response_logits(state.reference, batch)
         ref_logprobs = ppo.logprobs_from_logits(ref_logits, batch.response_ids, cfg.temperature)
     values = values * mask

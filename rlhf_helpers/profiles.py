@@ -13,6 +13,9 @@ from dataclasses import dataclass
 
 PROFILE_ENV = "RLHF_PROFILE"
 PROFILE_NAMES = ("gpu", "cpu", "smoke")
+NUM_GENERATIONS = {"grpo": 8, "rloo": 8}
+"""GRPO's and RLOO's completions per prompt. Equal, so that the two differ only in their advantage (and KL
+placement)."""
 
 
 def check_batch_split(batch: int, mini: int, processes: int = 1, per: int = 1, what: str = "") -> None:
@@ -28,6 +31,22 @@ def check_batch_split(batch: int, mini: int, processes: int = 1, per: int = 1, w
         why = ("must be even: DPO trains on pairs, two completions each" if per == 2 else
                f"must be a multiple of num_generations ({per}): a GRPO/RLOO group stays in one mini-batch")
         raise ValueError(f"{prefix}mini-batch size {mini} {why}.")
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How responses are sampled: a length cap drawn from [min_tokens, max_tokens] per response, the temperature,
+    and how many prompts go through `generate` at once (part of a seeded draw: another batch size draws other
+    samples)."""
+
+    min_tokens: int = 4
+    """Fewest new tokens per response."""
+    max_tokens: int = 16
+    """Most new tokens per response."""
+    temperature: float = 1.0
+    """Sampling temperature (plain sampling: top_k=0, top_p=1)."""
+    batch_size: int = 64
+    """Prompts per generation batch."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -72,20 +91,8 @@ class PPOConfig:
     """Weight of the value loss."""
     max_grad_norm: float = 1.0
     """Gradient-norm clip."""
-    dpo_beta: float = 0.1
-    """DPO's β (`--algo dpo`): the strength of its implicit KL-to-reference, like PPO's β but inside the loss
-    (TRL's default; the DPO paper's IMDB sweep spans 0.05 to 5)."""
-    dpo_samples_per_prompt: int = 2
-    """DPO pairs: completions per prompt (`steps × batch_size / 2` pairs). 2: the pair is those two, ordered by the
-    reward, so the pairs cost PPO's `steps × batch_size` episodes; more: the reward's best against its worst."""
-    dpo_learning_rate: float | None = None
-    """DPO's Adam learning rate (None: `learning_rate`, PPO's); the smoke profile's was chosen by
-    `benchmarks/dpo_learning_rate.py`."""
-    dpo_epochs: int = 4
-    """DPO: passes over the pairs (= `ppo_epochs`: DPO then takes PPO's gradient steps, see `dpo.dpo_pair_count`)."""
-
     def __post_init__(self):
-        for name in ("steps", "batch_size", "mini_batch_size", "ppo_epochs", "kl_horizon", "dpo_epochs"):
+        for name in ("steps", "batch_size", "mini_batch_size", "ppo_epochs", "kl_horizon"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f"PPOConfig.{name} must be a positive integer, got {value!r}.")
@@ -97,14 +104,40 @@ class PPOConfig:
                              f"{self.gen_max_tokens}.")
         if self.temperature <= 0:
             raise ValueError(f"PPOConfig.temperature must be positive, got {self.temperature}.")
-        if self.dpo_learning_rate is not None and not self.dpo_learning_rate > 0:
-            raise ValueError(f"PPOConfig.dpo_learning_rate must be positive (or None: PPO's learning_rate), got "
-                             f"{self.dpo_learning_rate!r}.")
-        if self.dpo_beta <= 0:
-            raise ValueError(f"PPOConfig.dpo_beta must be positive, got {self.dpo_beta}.")
-        if not isinstance(self.dpo_samples_per_prompt, int) or self.dpo_samples_per_prompt < 2:
-            raise ValueError(f"PPOConfig.dpo_samples_per_prompt must be an integer >= 2 (a pair needs two "
-                             f"completions), got {self.dpo_samples_per_prompt!r}.")
+
+    def sampling(self, batch_size: int = 64) -> Sampling:
+        """This run's response lengths and temperature, sampled `batch_size` prompts at a time."""
+        return Sampling(self.gen_min_tokens, self.gen_max_tokens, self.temperature, batch_size)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DPOConfig:
+    """DPO's own settings (`--algo dpo`, online DPO, the frontier); its pairs' lengths, temperature, steps, batch
+    and seed are the run's `PPOConfig`, so that DPO and PPO train on one budget."""
+
+    beta: float = 0.1
+    """DPO's β: the strength of its implicit KL-to-reference, like PPO's β but inside the loss (TRL's default; the
+    DPO paper's IMDB sweep spans 0.05 to 5)."""
+    samples_per_prompt: int = 2
+    """Completions per prompt (`steps × batch_size / 2` pairs). 2: the pair is those two, ordered by the reward, so
+    the pairs cost PPO's `steps × batch_size` episodes; more: the reward's best against its worst."""
+    learning_rate: float | None = None
+    """Adam learning rate (None: PPO's `learning_rate`); the smoke profile's was chosen by
+    `benchmarks/dpo_learning_rate.py`."""
+    epochs: int = 4
+    """Passes over the pairs (= `ppo_epochs`: DPO then takes PPO's gradient steps, see `dpo.dpo_pair_count`)."""
+
+    def __post_init__(self):
+        if not isinstance(self.epochs, int) or self.epochs <= 0:
+            raise ValueError(f"DPOConfig.epochs must be a positive integer, got {self.epochs!r}.")
+        if self.learning_rate is not None and not self.learning_rate > 0:
+            raise ValueError(f"DPOConfig.learning_rate must be positive (or None: PPO's learning_rate), got "
+                             f"{self.learning_rate!r}.")
+        if self.beta <= 0:
+            raise ValueError(f"DPOConfig.beta must be positive, got {self.beta}.")
+        if not isinstance(self.samples_per_prompt, int) or self.samples_per_prompt < 2:
+            raise ValueError(f"DPOConfig.samples_per_prompt must be an integer >= 2 (a pair needs two completions), "
+                             f"got {self.samples_per_prompt!r}.")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -135,6 +168,13 @@ class Profile:
     """Prompts per generation batch during evaluation."""
     ppo: PPOConfig = PPOConfig()
     """The run's hyper-parameters (`profile.ppo.learning_rate`, ...): one flat dataclass, see `PPOConfig`."""
+    dpo: DPOConfig = DPOConfig()
+    """DPO's own settings (`profile.dpo.beta`, ...), see `DPOConfig`."""
+
+    @property
+    def eval_sampling(self) -> Sampling:
+        """How every held-out evaluation samples: the run's lengths and temperature, `eval_batch_size` at a time."""
+        return self.ppo.sampling(self.eval_batch_size)
 
     def describe(self) -> str:
         source = "built offline by rlhf_helpers.offline" if self.offline else "Hugging Face Hub"
@@ -172,7 +212,8 @@ PROFILES: dict[str, Profile] = {
         n_eval_prompts=128, eval_batch_size=128,
         # A tiny model tolerates a far larger learning rate than GPT-2's 1.41e-5.
         ppo=PPOConfig(batch_size=64, mini_batch_size=16, ppo_epochs=4, steps=60, learning_rate=5e-4,
-                      init_kl_coef=0.06, kl_target=6.0, kl_horizon=10_000, dpo_learning_rate=1e-3),
+                      init_kl_coef=0.06, kl_target=6.0, kl_horizon=10_000),
+        dpo=DPOConfig(learning_rate=1e-3),
     ),
 }
 
@@ -197,12 +238,14 @@ def get_profile(name: str | None = None, **overrides) -> Profile:
             f"(argument or the {PROFILE_ENV} environment variable); 'smoke' runs fully offline.")
     profile = PROFILES[chosen]
     if overrides:
-        own = {f.name for f in dataclasses.fields(Profile)} - {"ppo"}
+        own = {f.name for f in dataclasses.fields(Profile)} - {"ppo", "dpo"}
         ppo = {f.name for f in dataclasses.fields(PPOConfig)}
-        unknown = sorted(set(overrides) - own - ppo)
+        dpo = {f"dpo_{f.name}" for f in dataclasses.fields(DPOConfig)}
+        unknown = sorted(set(overrides) - own - ppo - dpo)
         if unknown:
-            raise ValueError(f"Unknown profile field(s) {unknown}; valid fields: {sorted(own | ppo)}")
-        ppo_changes = {k: v for k, v in overrides.items() if k in ppo}
-        profile = dataclasses.replace(profile, **{k: v for k, v in overrides.items() if k in own},
-                                      ppo=dataclasses.replace(profile.ppo, **ppo_changes))
+            raise ValueError(f"Unknown profile field(s) {unknown}; valid fields: {sorted(own | ppo | dpo)}")
+        profile = dataclasses.replace(
+            profile, **{k: v for k, v in overrides.items() if k in own},
+            ppo=dataclasses.replace(profile.ppo, **{k: v for k, v in overrides.items() if k in ppo}),
+            dpo=dataclasses.replace(profile.dpo, **{k[len("dpo_"):]: v for k, v in overrides.items() if k in dpo}))
     return profile

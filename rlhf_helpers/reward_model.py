@@ -25,6 +25,15 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from datasets import Dataset
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_seed
+from transformers.trainer_callback import PrinterCallback
+from trl import RewardConfig, RewardTrainer
+
+from .device import trl_precision
+from .models import quiet_transformers
+from .profiles import Sampling
+from .sampling import sample_with
 
 
 def bradley_terry_loss(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor) -> torch.Tensor:
@@ -74,26 +83,21 @@ class PreferencePairs:
 
     def to_dataset(self):
         """A `datasets.Dataset` in TRL's preference format (explicit prompt)."""
-        from datasets import Dataset
-
         return Dataset.from_dict({"prompt": self.prompt, "chosen": self.chosen, "rejected": self.rejected})
 
 
-def make_preference_pairs(policy, tokenizer, gold, query_ids: list[list[int]], noise: float, gen_min: int = 4,
-                          gen_max: int = 16, temperature: float = 1.0, seed: int = 0, batch_size: int = 128,
+def make_preference_pairs(policy, tokenizer, gold, query_ids: list[list[int]], noise: float,
+                          sampling: Sampling = Sampling(batch_size=128), seed: int = 0,
                           samples_per_prompt: int = 2) -> PreferencePairs:
     """One pair per prompt: completions from `policy`, scored by `gold`, labelled by a Bradley–Terry rater of noise τ.
 
     With 2 completions per prompt the pair is those two (also DPO's pairs in notebook 07, where `gold` is the reward
     classifier and noise is 0); with more, it is `gold`'s best against its worst."""
-    from .sampling import sample_responses
-
     if samples_per_prompt < 2:
         raise ValueError(f"samples_per_prompt must be >= 2 (a pair needs two completions), got {samples_per_prompt}.")
     k = samples_per_prompt
     repeated = [q for q in query_ids for _ in range(k)]
-    samples = sample_responses(policy, tokenizer, repeated, gen_min, gen_max, temperature=temperature,
-                               batch_size=batch_size, seed=seed)
+    samples = sample_with(policy, tokenizer, repeated, sampling, seed)
     scores = gold(samples.texts).float().cpu().view(len(query_ids), k)
     if k == 2:
         first, second = torch.zeros(len(query_ids), dtype=torch.long), torch.ones(len(query_ids), dtype=torch.long)
@@ -149,10 +153,6 @@ class RewardModelScorer:
 def fresh_reward_model(init_dir: str, seed: int = 0):
     """(model, tokenizer): `init_dir`'s network with a fresh one-number head (a classifier's 2-way head is replaced,
     not reused), right-padded, as `train_reward_model` trains it and notebook 06's by-hand loop does."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_seed
-
-    from .models import quiet_transformers
-
     tokenizer = AutoTokenizer.from_pretrained(init_dir)
     tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
     tokenizer.padding_side = "right"
@@ -173,12 +173,6 @@ def train_reward_model(init_dir: str, pairs: PreferencePairs, output_dir: str, e
     RewardTrainer.
 
     Returns (trainer, scorer). The trainer's loss is `bradley_terry_loss` (see the correspondence test)."""
-    from transformers.trainer_callback import PrinterCallback
-    from trl import RewardConfig, RewardTrainer
-
-    from .device import trl_precision
-    from .models import quiet_transformers
-
     model, tokenizer = fresh_reward_model(init_dir, seed)
     with quiet_transformers():
         args = RewardConfig(output_dir=output_dir, num_train_epochs=epochs, per_device_train_batch_size=batch_size,

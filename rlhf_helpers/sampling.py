@@ -15,6 +15,9 @@ from dataclasses import dataclass
 
 import torch
 
+from .ppo import logprobs_from_logits
+from .profiles import Sampling
+
 
 @dataclass
 class Samples:
@@ -88,6 +91,12 @@ def sample_responses(policy, tokenizer, query_ids: list[list[int]] | list[torch.
                    responses=tokenizer.batch_decode(responses, skip_special_tokens=True))
 
 
+def sample_with(policy, tokenizer, query_ids, sampling: Sampling, seed: int | None = None) -> Samples:
+    """`sample_responses` with its lengths, temperature and batch size from one `Sampling`."""
+    return sample_responses(policy, tokenizer, query_ids, sampling.min_tokens, sampling.max_tokens,
+                            temperature=sampling.temperature, batch_size=sampling.batch_size, seed=seed)
+
+
 @dataclass
 class PackedBatch:
     """Prompts left-padded, responses right-padded, side by side: [pad pad q q q | r r r pad]."""
@@ -145,3 +154,12 @@ def response_logits(model, batch: PackedBatch, output_hidden_states: bool = Fals
     start = batch.query_len - 1
     hidden = out.hidden_states[-1][:, start:start + width] if output_hidden_states else None
     return logits, hidden
+
+
+def response_logprobs(model, batch: PackedBatch, temperature: float = 1.0) -> torch.Tensor:
+    """log π of each response token under `model`, (B, Lr) on its device: the one per-token log-prob path that the
+    evaluation, DPO and the notebooks share (PPO's loop also keeps the hidden states for its value head). Padding
+    positions hold log-probs of the pad token: mask them with `batch.response_mask`. Gradients flow outside
+    `torch.no_grad()`."""
+    logits, _ = response_logits(model, batch)
+    return logprobs_from_logits(logits, batch.response_ids.to(logits.device), temperature)

@@ -36,12 +36,6 @@ def tensorboard_dir(out: Path) -> Path:
     return Path(out) / "tensorboard"
 
 
-def trl_report_to(name: str) -> str:
-    """What TRL's configs take: "none" or the integration's name."""
-    check_tracker(name)
-    return name
-
-
 class MetricLogger:
     """Numeric fields of each record to the chosen tracker, under `prefix/`, at the given step."""
 

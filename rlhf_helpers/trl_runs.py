@@ -18,16 +18,16 @@ Settings are derived from the course profile so that a TRL run and the hand-buil
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 
 import torch
 from transformers import TrainerCallback
 
+from . import ppo
 from .device import trl_precision, world_size
-from .profiles import Profile, check_batch_split
-
-NUM_GENERATIONS = {"grpo": 8, "rloo": 8}
-"""Completions per prompt. Equal, so that GRPO and RLOO differ only in their advantage (and KL placement)."""
+from .models import quiet_transformers
+from .profiles import NUM_GENERATIONS, Profile, check_batch_split
 
 
 def sentiment_reward_func(reward) -> Callable:
@@ -235,8 +235,6 @@ def compare_losses(trainer, tokenizer, prompts: list[str], seed: int = 0) -> dic
     GRPO (loss_type "dapo"): clipped_policy_loss(per-token) + beta · masked_mean(k3 [· ratio if
     use_bias_correction_kl]). RLOO: clipped_policy_loss on per-sequence log-probs (one "token" per response).
     """
-    from . import ppo
-
     model = trainer.model.eval()  # eval mode: TRL normalizes by this batch's tokens alone
     g = torch.Generator().manual_seed(seed)
     enc = tokenizer(prompts, return_tensors="pt", padding=True)
@@ -289,10 +287,6 @@ def compare_advantages(trainer, advantages_fn) -> dict:
     if getattr(args, "normalize_advantages", False) or getattr(args, "scale_rewards", "group") != "group":
         raise ValueError("compare_advantages checks per-group advantages: build the trainer with the course's "
                          "trl_config (scale_rewards='group' for GRPO, normalize_advantages=False for RLOO).")
-    import warnings
-
-    from .models import quiet_transformers
-
     with quiet_transformers(), warnings.catch_warnings():  # TRL 1.16's use of a deprecated transformers field
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
         trainer.train()
