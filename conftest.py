@@ -4,8 +4,12 @@ The tests and notebooks run offline: the `smoke` profile unless RLHF_PROFILE say
 started by nbmake inherit this environment.
 """
 
+import dataclasses
+import functools
 import os
-import time
+from pathlib import Path
+
+import pytest
 
 os.environ.setdefault("RLHF_PROFILE", "smoke")
 os.environ.setdefault("MPLBACKEND", "Agg")
@@ -16,23 +20,144 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
-def pytest_collection_finish(session):
-    """Build the smoke profile's offline world once, before the first test, when any test was collected.
+ROOT = Path(__file__).resolve().parent
 
-    Tests and notebooks that need it then find it cached, and none of their time limits has to absorb a
-    ~5-minute build (or a build that another process started: builders wait on a lock for one build)."""
-    if not session.items or session.config.option.collectonly:
-        return
-    if os.environ["RLHF_PROFILE"].strip().lower() != "smoke":
-        return
+
+# --- the smoke profile's offline world: built by the tests that need it --------------------------------------------
+#
+# A test is marked `slow` (pyproject.toml registers the marker; `pytest -m "not slow"` leaves them out) when it needs
+# the smoke profile's offline world (anything that loads the smoke models: `load_policy(get_profile("smoke"))`,
+# `python -m rlhf_helpers.train --profile smoke`, the `reference_run` fixture, every notebook) or runs longer than
+# about 10 s. Building the world takes 3-7 min on 2 cores, so no test outside `slow` may need it; the seconds-long
+# FAST world (`fast_world`, tests/conftest.py) is what the quick tests use.
+
+
+@functools.cache
+def _smoke_world():
+    """Build the smoke profile's offline world, or load it from its cache: once per process. Builders in other
+    processes (the other xdist worker) wait on the build's file lock, so the world is built once."""
     from rlhf_helpers.offline import build_offline_world
 
-    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-    start = time.perf_counter()
-    world = build_offline_world(verbose=False)
-    if reporter is not None:
-        reporter.write_line(f"offline world: {world.root} ({time.perf_counter() - start:.0f} s)")
+    return build_offline_world(verbose=False)
 
+
+@pytest.fixture(scope="session")
+def smoke_world():
+    """The smoke profile's offline world (`rlhf_helpers.offline.OfflineWorld`), for a test that needs it by name.
+    Items marked `slow` get it built before they start anyway (`pytest_runtest_setup` below)."""
+    return _smoke_world()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    """Before an item marked `slow` sets up its fixtures: the smoke world, built or loaded from its cache, so that no
+    test's own time limit (a subprocess's timeout, nbmake's 900 s per notebook) has to absorb a build. The build
+    shows in `--durations` as the setup time of the first slow item of each process."""
+    if item.get_closest_marker("slow") and os.environ["RLHF_PROFILE"].strip().lower() == "smoke":
+        _smoke_world()
+
+
+# --- one execution of a notebook, shared by nbmake and the tests that read its outputs ------------------------------
+
+SHARED_NOTEBOOKS = ("01_imdb_and_reward.ipynb",)
+"""Notebooks that tests read back executed (the `executed_notebook` fixture: tests/test_notebook_outputs.py). nbmake's
+own item for each of them runs through the same cache, so one execution serves both. They run as on a learner's
+fresh machine (Colab's first run): with an empty datasets cache, where datasets draws its bars when it generates the
+splits. Add a notebook here before a test reads it back."""
+
+_EXECUTED: dict = {}
+"""notebook name -> nbmake's `NotebookResult` (the executed notebook and its error, if any), in this process."""
+
+
+def _execute(config, name: str):
+    """Run notebook `name` as nbmake runs it (its timeout and kernel options), with an empty datasets cache."""
+    import tempfile
+
+    from nbmake.nb_run import NotebookRun
+
+    saved = os.environ.get("HF_DATASETS_CACHE")
+    with tempfile.TemporaryDirectory(prefix="datasets-") as datasets_cache:
+        os.environ["HF_DATASETS_CACHE"] = datasets_cache  # the kernel inherits it when it starts
+        try:
+            return NotebookRun(ROOT / "notebooks" / name, getattr(config.option, "nbmake_timeout", 900),
+                               kernel=getattr(config.option, "nbmake_kernel", None)).execute()
+        finally:
+            if saved is None:
+                os.environ.pop("HF_DATASETS_CACHE", None)
+            else:
+                os.environ["HF_DATASETS_CACHE"] = saved
+
+
+def _shared_folder(config) -> Path | None:
+    """Under pytest-xdist, a folder every worker of this run sees (the parent of the workers' own `--basetemp`,
+    which pytest cleans up with its other temporary folders); None in a single process."""
+    if os.environ.get("PYTEST_XDIST_WORKER") and config.option.basetemp:
+        return Path(config.option.basetemp).parent / "executed-notebooks"
+    return None
+
+
+def executed_notebook_result(config, name: str):
+    """nbmake's `NotebookResult` of notebook `name`, executed once per test run: the first caller executes it and
+    later callers, in this process or (under xdist) in the other worker, read that execution back. A worker that
+    asks while the other is executing it waits for that execution rather than starting a second one."""
+    import fcntl
+    import json
+
+    import nbformat
+    from nbmake.nb_result import NotebookError, NotebookResult
+
+    if name not in SHARED_NOTEBOOKS:
+        raise ValueError(f"{name} is not in SHARED_NOTEBOOKS (conftest.py): add it there, so that nbmake's run of it "
+                         f"is the one tests read back and the notebook runs once")
+    if name in _EXECUTED:
+        return _EXECUTED[name]
+    folder = _shared_folder(config)
+    if folder is None:
+        _EXECUTED[name] = _execute(config, name)
+        return _EXECUTED[name]
+    folder.mkdir(parents=True, exist_ok=True)
+    saved = folder / name
+    with open(folder / f"{name}.lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released by the kernel if its holder dies
+        if saved.is_file():
+            nb = nbformat.read(saved, as_version=4)
+            error = nb.metadata.pop("rlhf_execution_error", None)
+            result = NotebookResult(nb=nb, error=NotebookError(**error) if error else None)
+        else:
+            result = _execute(config, name)
+            nb = nbformat.from_dict(json.loads(json.dumps(result.nb)))  # a copy: the error goes only into the file
+            if result.error is not None:
+                nb.metadata["rlhf_execution_error"] = dataclasses.asdict(result.error)
+            partial = saved.with_suffix(".partial")
+            nbformat.write(nb, partial)
+            os.replace(partial, saved)
+    _EXECUTED[name] = result
+    return result
+
+
+@pytest.fixture(scope="session")
+def executed_notebook(pytestconfig):
+    """`executed_notebook(name)`: notebook `name` (one of SHARED_NOTEBOOKS) executed once per test run, as an
+    nbformat notebook with its outputs; shared with nbmake's item for it. Fails the test if the notebook failed."""
+    def executed(name: str):
+        result = executed_notebook_result(pytestconfig, name)
+        if result.error is not None:
+            pytest.fail(f"{name} failed to execute: {result.error.summary}\n{result.error.trace[-3000:]}")
+        return result.nb
+
+    return executed
+
+
+def _run_shared_notebook(item) -> None:
+    """nbmake's `runtest` for a notebook in SHARED_NOTEBOOKS: the shared execution, failing as nbmake fails."""
+    from nbmake.pytest_items import NotebookFailedException
+
+    result = executed_notebook_result(item.config, Path(item.filename).name)
+    if result.error is not None:
+        raise NotebookFailedException(result)
+
+
+# --- scheduling ------------------------------------------------------------------------------------------------------
 
 # The longest items first (measured: `--durations=15` at the end of every run), so that none starts last and runs alone
 # at the end (longest-processing-time-first scheduling). This needs `--maxschedchunk=1` (pyproject.toml): without it,
@@ -45,7 +170,20 @@ LONGEST_FIRST = ("notebooks/05_", "notebooks/04_", "notebooks/06_", "notebooks/0
                  "tests/test_train.py::test_killed_run", "notebooks/03_", "tests/test_browser.py")
 
 
+NOTEBOOKS_WITHOUT_THE_WORLD = ()
+"""Notebooks that neither load the smoke world nor train: none today (each of 01-07 loads the smoke models, through
+`model_ids` / `load_policy` / `load_tokenizer`, whose first call builds the world), so every notebook is `slow`."""
+
+
 def pytest_collection_modifyitems(session, config, items):
+    for item in items:
+        if getattr(item, "nbmake", False):  # nbmake's item for a notebook (testpaths: tests, notebooks)
+            name = Path(item.filename).name
+            if name not in NOTEBOOKS_WITHOUT_THE_WORLD:
+                item.add_marker(pytest.mark.slow)
+            if name in SHARED_NOTEBOOKS:
+                item.runtest = functools.partial(_run_shared_notebook, item)
+
     def rank(item) -> int:
         return next((i for i, prefix in enumerate(LONGEST_FIRST) if item.nodeid.startswith(prefix)),
                     len(LONGEST_FIRST))

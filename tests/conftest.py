@@ -42,8 +42,9 @@ REFERENCE_RUN = ["--algo", "ppo", "--profile", "smoke", "--steps", "6", "--batch
 
 
 @pytest.fixture(scope="session")
-def reference_run(tmp_path_factory):
-    """REFERENCE_RUN, uninterrupted, once per test process: (its folder, its summary, its arguments)."""
+def reference_run(tmp_path_factory, smoke_world):
+    """REFERENCE_RUN, uninterrupted, once per test process: (its folder, its summary, its arguments). It runs on the
+    smoke world (`smoke_world`, ../conftest.py), so the tests that use it are marked slow."""
     import json
     import os
     import subprocess

@@ -10,6 +10,7 @@ import pytest
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "throughput.py"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algo", ["grpo"])  # PPO's identical configuration runs in the GPU check's dry run
 def test_benchmark_runs_on_smoke_models(algo):
     out = subprocess.run([sys.executable, str(SCRIPT), "--models", "smoke", "--algo", algo, "--steps", "1",
@@ -19,9 +20,6 @@ def test_benchmark_runs_on_smoke_models(algo):
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["algo"] == algo and result["samples_per_second"] > 0 and result["peak_rss_mb"] > 0
     assert result["phase_seconds"]["generate"] > 0
-    if algo == "ppo":
-        assert result["response_length"] == 16  # EOS suppressed: equal lengths in both algorithms
-        assert result["step_over_generate_forward_update"] >= 1.0
 
 
 def test_hero_figure_is_drawn_from_a_runs_own_files(tmp_path):
@@ -56,9 +54,9 @@ def test_the_shipped_kl_control_results_match_the_benchmark_and_name_their_machi
         import kl_control
     finally:
         sys.path.remove(str(SCRIPT.parent))
-    from rlhf_helpers.frontier import measured_result
+    from rlhf_helpers.results import load_result
 
-    shipped = measured_result("kl_control", "smoke")
+    shipped = load_result("kl_control", "smoke")
     assert shipped and shipped["machine"] and shipped["date"]
     assert [p["variant"] for p in shipped["points"]] == list(kl_control.VARIANTS)
     for point in shipped["points"]:

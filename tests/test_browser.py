@@ -24,6 +24,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # JupyterLab runs notebooks 01 and 03, which load the smoke world
+
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("RLHF_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",

@@ -3,8 +3,8 @@
 import pytest
 
 from rlhf_helpers import get_profile
-from rlhf_helpers.claims import (ClaimNotShown, check_claim, check_training_worked, required_gain,
-                                  required_pair_accuracy)
+from rlhf_helpers.claims import (SMOKE_DPO_POSITIVE_RATE, ClaimNotShown, check_claim, check_training_worked,
+                                  required_gain, required_pair_accuracy)
 
 BEFORE = {"positive_rate": 0.34, "mean_reward": -0.4, "kl": 0.0}
 
@@ -34,6 +34,10 @@ def test_the_training_check_names_what_failed(capsys, monkeypatch):
     frozen = {"positive_rate": 0.9, "mean_reward": 2.0, "kl": 0.0}
     assert not check_training_worked("PPO", BEFORE, frozen, get_profile("gpu"))
     assert "the KL is not above 0" in capsys.readouterr().out
+    offline_dpo = {"positive_rate": 0.77, "mean_reward": 1.3, "kl": 20.0}  # DPO's bar is its own, from its seeds
+    with pytest.raises(ClaimNotShown, match="stayed below 0.8"):
+        check_training_worked("DPO", BEFORE, offline_dpo, get_profile("smoke"))
+    assert check_training_worked("DPO", BEFORE, offline_dpo, get_profile("smoke"), min_rate=SMOKE_DPO_POSITIVE_RATE)
 
 
 def test_the_gain_bar_leaves_room_on_the_fixture(monkeypatch):

@@ -102,6 +102,7 @@ def test_a_missing_override_folder_names_the_variable(monkeypatch, tmp_path):
         model_ids(get_profile("cpu"))
 
 
+@pytest.mark.slow
 def test_two_processes_run_grpo_with_torchrun(tmp_path, monkeypatch):
     """The TRL runs scale out unchanged: two CPU processes (gloo) under torchrun finish, write one set of files with
     the same summary keys as one process, and spend the same episodes (each process takes half of a step)."""

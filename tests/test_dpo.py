@@ -140,10 +140,11 @@ def test_dpo_checker_accepts_the_reference_and_names_mistakes(capsys):
 def test_the_shipped_frontier_has_every_method_at_every_beta_over_seeds_from_one_evaluation():
     """Notebook 07 draws the measured sweep: every method of SWEEP at each of its β, over the same ≥ 3 seeds, each
     run with reward, KL and gold reward from the same held-out evaluation (same starting point), with its machine."""
-    from rlhf_helpers.frontier import SWEEP, frontier_points, measured_frontier
+    from rlhf_helpers.frontier import SWEEP, frontier_points
+    from rlhf_helpers.results import load_result
 
-    frontier = measured_frontier("smoke")
-    assert frontier is not None and measured_frontier("gpu") is None
+    frontier = load_result("frontier", "smoke")
+    assert frontier is not None and load_result("frontier", "gpu") is None
     assert frontier["machine"] and frontier["date"] and len(frontier["seeds"]) >= 3
     for algo, betas in SWEEP.items():
         for beta in betas:
@@ -179,39 +180,38 @@ def test_plot_frontier_draws_one_line_per_method():
     assert not any(label.startswith(NAMES["grpo"]) for label in labels)
 
 
+@pytest.mark.slow
 def test_online_dpo_samples_each_round_from_the_current_policy(tmp_path):
     """Online DPO spends DPO's pairs budget in rounds, and trains the policy it samples from."""
     import dataclasses
 
     from rlhf_helpers import get_profile
-    from rlhf_helpers.data import build_prompt_dataset
     from rlhf_helpers.dpo import dpo_pair_count, train_online_dpo
-    from rlhf_helpers.models import load_policy, load_reward, load_tokenizer
+    from rlhf_helpers.runs import RunInputs
 
     profile = get_profile("smoke", steps=2)
     config = dataclasses.replace(profile.ppo, seed=0)
-    tokenizer = load_tokenizer(profile)
-    policy, reference = load_policy(profile), load_policy(profile)
-    start = [p.detach().clone() for p in policy.parameters()]
-    prompts = build_prompt_dataset(profile, tokenizer, split="train", seed=0)["input_ids"]
-    info = train_online_dpo(profile, config, policy, reference, tokenizer, load_reward(profile), prompts, rounds=2)
+    inputs = RunInputs(profile, config).load()
+    start = [p.detach().clone() for p in inputs.policy.parameters()]
+    info = train_online_dpo(inputs, rounds=2)
     assert info["rounds"] == 2 and info["pairs"] == 2 * (dpo_pair_count(config) // 2)
-    assert info["completions"] == info["pairs"] * config.dpo_samples_per_prompt and info["gradient_steps"] > 0
-    assert any(not torch.equal(a, b.detach()) for a, b in zip(start, policy.parameters()))
-    assert all(torch.equal(a, b) for a, b in zip(start, reference.parameters()))  # the reference stays frozen
+    assert info["completions"] == info["pairs"] * profile.dpo.samples_per_prompt and info["gradient_steps"] > 0
+    assert any(not torch.equal(a, b.detach()) for a, b in zip(start, inputs.policy.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(start, inputs.reference.parameters()))  # the reference stays frozen
     with pytest.raises(ValueError, match="rounds"):
-        train_online_dpo(profile, config, policy, reference, tokenizer, load_reward(profile), prompts, rounds=0)
+        train_online_dpo(inputs, rounds=0)
 
 
 def test_dpo_run_refuses_an_odd_mini_batch():
     from rlhf_helpers import get_profile
-    from rlhf_helpers.train import check_run_arguments
+    from rlhf_helpers.train import RunSpec
 
     with pytest.raises(ValueError, match="must be even"):
-        check_run_arguments("dpo", get_profile("smoke"), batch_size=63, mini_batch_size=21)
-    check_run_arguments("dpo", get_profile("smoke"))  # the profile's own sizes are fine
+        RunSpec("dpo", batch_size=63, mini_batch_size=21).check(get_profile("smoke"))
+    RunSpec("dpo").check(get_profile("smoke"))  # the profile's own sizes are fine
 
 
+@pytest.mark.slow
 def test_ppo_against_a_reward_model_on_dpos_pairs_is_evaluated_like_every_run(tmp_path):
     """The frontier's PPO-RM: a reward model trained on the pairs DPO would get, then PPO against it; evaluated by
     the classifier on the held-out prompts, with the true-reward queries counted (the pairs' completions)."""
@@ -224,7 +224,7 @@ def test_ppo_against_a_reward_model_on_dpos_pairs_is_evaluated_like_every_run(tm
     profile = get_profile("smoke", steps=2, init_kl_coef=0.06, kl_target=None)
     summary = _custom_run("ppo_rm", profile, tmp_path / "ppo_rm", seed=0)
     assert summary["reward_model_pairs"] == dpo_pair_count(profile.ppo)
-    assert summary["labelled_completions"] == dpo_pair_count(profile.ppo) * profile.ppo.dpo_samples_per_prompt
+    assert summary["labelled_completions"] == dpo_pair_count(profile.ppo) * profile.dpo.samples_per_prompt
     assert summary["episodes"] == profile.ppo.steps * profile.ppo.batch_size
     # the frontier's equal budget: the pairs' completions are as many as PPO-GT's episodes
     assert summary["labelled_completions"] == summary["episodes"]
@@ -245,7 +245,7 @@ def test_dpo_gets_ppos_budget_in_completions_and_gradient_steps(tmp_path, name):
     profile = get_profile(name)
     cfg = profile.ppo
     pairs = dpo_pair_count(cfg)
-    assert pairs * cfg.dpo_samples_per_prompt == cfg.steps * cfg.batch_size
+    assert pairs * profile.dpo.samples_per_prompt == cfg.steps * cfg.batch_size
     args = dpo_config(profile, str(tmp_path))
     dpo_steps = math.ceil(pairs / args.per_device_train_batch_size) * args.num_train_epochs
     assert dpo_steps == cfg.steps * cfg.ppo_epochs * (cfg.batch_size // cfg.mini_batch_size)

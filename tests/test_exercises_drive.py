@@ -24,6 +24,8 @@ import numpy as np
 import pytest
 import torch
 
+pytestmark = pytest.mark.slow  # runs each notebook's cells, which load the smoke world
+
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
 

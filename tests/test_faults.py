@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from rlhf_helpers import faults, models, train
+from rlhf_helpers import faults, models, train, trainers
 from rlhf_helpers.profiles import get_profile
 
 TINY_RUN = ["--algo", "ppo", "--profile", "smoke", "--steps", "2", "--batch-size", "16", "--mini-batch-size", "8",
@@ -31,7 +31,8 @@ def no_model_loads(monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("a model was loaded before the fault was reported")
 
-    monkeypatch.setattr(models, "model_ids", forbidden)
+    for module in (models, trainers):  # every module that looks the models up
+        monkeypatch.setattr(module, "model_ids", forbidden)
 
 
 def _env(**extra):
@@ -54,6 +55,7 @@ def _no_traceback(text: str) -> None:
 # --- one writer per --out --------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_second_run_into_the_same_out_is_refused_at_once(tmp_path):
     """Two real runs started into one --out a moment apart: the second is refused naming the first's process, and
     the first ends with exactly its own records."""
@@ -84,7 +86,7 @@ def test_run_from_a_second_kernel_is_refused_and_a_killed_holder_blocks_nobody(t
     holder = _holder(out)
     try:
         with pytest.raises(faults.OutputBusyError, match=f"in use by process {holder.pid}"):
-            train.run("ppo", get_profile("smoke"), out, steps=1)
+            train.run(train.RunSpec("ppo", steps=1), get_profile("smoke"), out)
         assert faults.output_holder(out).startswith(f"process {holder.pid}")
     finally:
         holder.send_signal(signal.SIGKILL)
@@ -129,6 +131,7 @@ def _comparable(summary: dict) -> dict:
     return {k: v for k, v in summary.items() if k not in ("wall_seconds", "train_seconds")}
 
 
+@pytest.mark.slow
 def test_ctrl_c_says_where_it_stopped_and_the_printed_command_resumes_exactly(tmp_path, reference_run):
     """A real SIGINT after the first checkpoint: exit 130, the message names the step, the checkpoint and the
     command; running that command ends where an uninterrupted run ends."""
@@ -165,6 +168,7 @@ def test_ctrl_c_says_where_it_stopped_and_the_printed_command_resumes_exactly(tm
     assert _comparable(json.loads((out / "summary.json").read_text())) == _comparable(reference_run[1])
 
 
+@pytest.mark.slow
 def test_ctrl_c_without_checkpoints_says_nothing_can_be_resumed(tmp_path, monkeypatch, capsys):
     from rlhf_helpers import ppo_loop
 
@@ -185,6 +189,7 @@ def test_ctrl_c_without_checkpoints_says_nothing_can_be_resumed(tmp_path, monkey
     assert "Interrupted at step 1 of 3" in err and "--save-every 0" in err and "nothing can be resumed" in err, err
 
 
+@pytest.mark.slow
 def test_disk_full_while_checkpointing_names_what_is_intact_and_resume_ends_where_it_would_have(
         tmp_path, monkeypatch, capsys, reference_run):
     from rlhf_helpers import checkpoint
@@ -212,6 +217,7 @@ def test_disk_full_while_checkpointing_names_what_is_intact_and_resume_ends_wher
     assert _comparable(resumed) == _comparable(reference_run[1])
 
 
+@pytest.mark.slow
 def test_cuda_out_of_memory_names_the_setting_to_lower(tmp_path, monkeypatch, capsys):
     import torch
 
@@ -332,6 +338,7 @@ def test_a_folder_that_is_not_a_model_for_its_role_is_refused(fast_world, tmp_pa
         assert message in str(refused.value), (folder, str(refused.value))
 
 
+@pytest.mark.slow
 def test_swapped_model_variables_are_named_by_the_runner_and_the_study(fast_world, tmp_path, monkeypatch, capsys):
     from rlhf_helpers import overoptimization
 
@@ -358,16 +365,18 @@ def test_swapped_model_variables_are_named_by_the_runner_and_the_study(fast_worl
 # --- nothing half-written looks finished -------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_run_that_dies_while_writing_its_results_is_partial_not_finished(tmp_path, monkeypatch):
-    from rlhf_helpers import plots
+    from rlhf_helpers import trainers
 
     def broken_plot(*args, **kwargs):
         raise RuntimeError("the plot failed")
 
-    monkeypatch.setattr(plots, "plot_training_curves", broken_plot)
+    monkeypatch.setattr(trainers, "plot_training_curves", broken_plot)
     out = tmp_path / "run"
     with pytest.raises(RuntimeError, match="the plot failed"):
-        train.run("ppo", get_profile("smoke"), out, steps=1, batch_size=16, mini_batch_size=8, progress=False)
+        train.run(train.RunSpec("ppo", steps=1, batch_size=16, mini_batch_size=8), get_profile("smoke"), out,
+                  progress=False)
     assert train.run_status(out) == "partial" and not (out / "summary.json").exists()
     assert not [p.name for p in out.iterdir() if ".tmp-" in p.name], "no temporary file is left behind"
 
@@ -384,18 +393,19 @@ def test_atomic_write_keeps_the_old_file_when_the_new_one_fails(tmp_path):
     assert target.read_text() == "new"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fault, code, message", [
     (KeyboardInterrupt, 130, "Interrupted while sampling the preference pairs"),
     (OSError(errno.ENOSPC, "No space left on device", "/x/pairs"), 2,
      "No space left on the device that holds"),
 ])
 def test_the_study_explains_ctrl_c_and_a_full_disk(tmp_path, monkeypatch, capsys, fault, code, message):
-    from rlhf_helpers import overoptimization, reward_model
+    from rlhf_helpers import overoptimization
 
     def fails(*args, **kwargs):
         raise fault
 
-    monkeypatch.setattr(reward_model, "make_preference_pairs", fails)
+    monkeypatch.setattr(overoptimization, "make_preference_pairs", fails)
     with pytest.raises(SystemExit) as stopped:
         overoptimization.main(["--profile", "smoke", "--out", str(tmp_path / "study"), "--rl-steps", "1"])
     assert stopped.value.code == code
@@ -405,17 +415,17 @@ def test_the_study_explains_ctrl_c_and_a_full_disk(tmp_path, monkeypatch, capsys
     assert not (tmp_path / "study" / "summary.json").exists()
 
 
-def test_evaluate_explains_a_full_disk_and_writes_nothing(tmp_path, monkeypatch, capsys):
-    from rlhf_helpers import evaluate
+def test_compare_explains_a_full_disk_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    from rlhf_helpers import compare
 
-    monkeypatch.setattr(evaluate, "evaluate_policies", lambda *a, **k: {"policies": []})
+    monkeypatch.setattr(compare, "evaluate_policies", lambda *a, **k: {"policies": []})
 
     def full(path, text):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
-    monkeypatch.setattr(evaluate, "write_text_atomic", full)
+    monkeypatch.setattr(compare, "write_text_atomic", full)
     with pytest.raises(SystemExit) as stopped:
-        evaluate.main(["--profile", "smoke", "--policy", "unused", "--out", str(tmp_path / "compare.json")])
+        compare.main(["--profile", "smoke", "--policy", "unused", "--out", str(tmp_path / "compare.json")])
     assert stopped.value.code == 2
     err = capsys.readouterr().err
     _no_traceback(err)

@@ -4,24 +4,20 @@ empty datasets cache, where datasets draws its bars, and shows the reward explor
 explorer, 04's sample browser) go through the same `show_widget`, checked below without a kernel."""
 
 import re
-from pathlib import Path
 
-import nbformat
 import pytest
-from nbclient import NotebookClient
 
-ROOT = Path(__file__).resolve().parents[1]
 RAW_REPR = re.compile(r"^(VBox|HBox|interactive|Textarea|FloatSlider|IntSlider|Output)\(")
 BARS = re.compile(r"^(Generating \w+ split|Casting the dataset|Filter|Map|Loading weights)[^:\n]*:|(examples|it)/s\]",
                   re.MULTILINE)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["01_imdb_and_reward.ipynb"])
-def test_executed_notebook_shows_only_what_the_lesson_means(name, tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "datasets"))  # a first run: datasets generates splits
-    nb = nbformat.read(ROOT / "notebooks" / name, as_version=4)
-    NotebookClient(nb, timeout=600, kernel_name="python3",
-                   resources={"metadata": {"path": str(ROOT / "notebooks")}}).execute()
+def test_executed_notebook_shows_only_what_the_lesson_means(name, executed_notebook):
+    # nbmake's own execution of the notebook, shared (conftest.py, SHARED_NOTEBOOKS): a first run, with an empty
+    # datasets cache where datasets generates the splits
+    nb = executed_notebook(name)
     widgets = 0
     for index, cell in enumerate(nb.cells):
         for output in cell.get("outputs", []):

@@ -74,6 +74,7 @@ def test_interrupted_build_leaves_no_cache(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir() if p.suffix != ".lock"] == []
 
 
+@pytest.mark.slow
 def test_course_world_classifier_reaches_80_percent():
     """The recipe the smoke profile uses (real IMDB in CI, else the fixture): >= 80 % on 2,000 test reviews."""
     world = build_offline_world(verbose=True)
@@ -93,6 +94,7 @@ def test_gold_judge_is_a_second_independent_classifier(fast_world):
     assert fast_world.info["gold_eval_reviews"] > 0 and 0 <= fast_world.info["gold_test_accuracy"] <= 1
 
 
+@pytest.mark.slow
 def test_course_world_gold_judge_reaches_85_percent():
     """Notebook 06's gold judge, loaded the way the course loads it (`load_gold`, a pipeline behind
     `SentimentReward`): >= 85 % on the same 2,000 test reviews the build measured (real IMDB in CI)."""
@@ -135,6 +137,7 @@ print("WORLD", json.dumps(world.info["seconds"]))
 """
 
 
+@pytest.mark.slow  # two FAST builds at once: about 14 s on 2 cores
 def test_concurrent_builders_wait_for_one_build(tmp_path):
     """Two processes asking for the same uncached world at once: one builds, the other waits and reuses it."""
     procs = [subprocess.Popen([sys.executable, "-c", _BUILD_IN_A_PROCESS, str(tmp_path)], stdout=subprocess.PIPE,
@@ -163,6 +166,7 @@ def test_a_killed_build_leaves_nothing_the_next_build_keeps(tmp_path):
     assert (tmp_path / name / "build_info.json").is_file()
 
 
+@pytest.mark.slow  # a FAST build and its rebuild: about 15 s on 2 cores, per damage
 @pytest.mark.parametrize("damage", ["truncate", "bitflip", "delete_tokenizer"])
 def test_a_damaged_cache_is_detected_and_rebuilt(fast_world, tmp_path, damage, capsys):
     from rlhf_helpers.offline import verify_world

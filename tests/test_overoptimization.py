@@ -12,6 +12,7 @@ TINY = OveroptConfig(n_pairs=128, n_heldout_pairs=32, rm_epochs=1, weak_rm_pairs
                      n_eval_prompts=16)
 
 
+@pytest.mark.slow
 def test_the_study_writes_summary_curves_and_samples_and_never_overwrites(tmp_path, monkeypatch):
     from rlhf_helpers import get_profile
 
@@ -143,10 +144,10 @@ def test_the_shipped_seed_sweep_is_the_current_study_and_shows_the_turn_beyond_t
     between seeds while its mean proxy ends higher."""
     from dataclasses import asdict
 
-    from rlhf_helpers.frontier import measured_result
     from rlhf_helpers.overoptimization import SMOKE, goodhart_over_seeds, seed_bands
+    from rlhf_helpers.results import load_result
 
-    shipped = measured_result("overoptimization", "smoke")
+    shipped = load_result("overoptimization", "smoke")
     assert shipped and shipped["machine"] and shipped["date"] and len(shipped["seeds"]) >= 3
     current = {k: v for k, v in asdict(SMOKE).items() if k != "seed"}
     saved = {k: (tuple(tuple(r) for r in v) if k == "rl_runs" else v) for k, v in shipped["config"].items()}

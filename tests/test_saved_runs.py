@@ -1,5 +1,5 @@
 """What a run leaves behind: the saved policy loads with plain transformers and reproduces the run's numbers,
-`python -m rlhf_helpers.evaluate` compares saved policies on the same prompts, and a tracker's events read back."""
+`python -m rlhf_helpers.compare` compares saved policies on the same prompts, and a tracker's events read back."""
 
 import json
 import os
@@ -26,6 +26,7 @@ def finished_run(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_the_saved_policy_is_a_plain_transformers_folder(finished_run):
     policy = finished_run / "policy"
     summary = json.loads((finished_run / "summary.json").read_text())
@@ -46,6 +47,7 @@ def test_the_saved_policy_is_a_plain_transformers_folder(finished_run):
     assert loaded.stdout.split()[0] == "GPT2LMHeadModel"
 
 
+@pytest.mark.slow
 def test_evaluate_reproduces_two_saved_runs_and_the_initial_policy_in_one_command(finished_run, reference_run,
                                                                                     tmp_path):
     """Two saved runs (3 and 6 PPO steps) and the initial policy, on the same prompts in one command: each one's
@@ -55,9 +57,9 @@ def test_evaluate_reproduces_two_saved_runs_and_the_initial_policy_in_one_comman
 
     runs = [finished_run, reference_run[0]]
     summaries = [json.loads((run / "summary.json").read_text()) for run in runs]
-    initial = model_ids(get_profile("smoke"))[0]
+    initial = model_ids(get_profile("smoke")).policy
     report = tmp_path / "compare.json"
-    done = subprocess.run([sys.executable, "-m", "rlhf_helpers.evaluate", "--profile", "smoke",
+    done = subprocess.run([sys.executable, "-m", "rlhf_helpers.compare", "--profile", "smoke",
                            *[a for run in runs for a in ("--policy", str(run / "policy"))], "--policy", initial,
                            "--out", str(report)], capture_output=True, text=True, env=_env(), timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -73,14 +75,14 @@ def test_evaluate_reproduces_two_saved_runs_and_the_initial_policy_in_one_comman
     assert 0 < trained[0]["distinct_token_share"] <= 1 and len(trained[0]["samples"]) == 8
     assert [row["samples"][0]["prompt"] for row in result["policies"]] == [start["samples"][0]["prompt"]] * 3
     assert all(str(run / "policy") in done.stdout for run in runs)  # the table names each policy
-    again = subprocess.run([sys.executable, "-m", "rlhf_helpers.evaluate", "--profile", "smoke", "--policy",
+    again = subprocess.run([sys.executable, "-m", "rlhf_helpers.compare", "--profile", "smoke", "--policy",
                             str(finished_run / "policy"), "--out", str(report)], capture_output=True, text=True,
                            env=_env(), timeout=120)
     assert again.returncode == 2 and "exists" in again.stderr  # a finished report is never overwritten
 
 
 def test_evaluate_names_a_policy_that_is_not_one(fast_world, tmp_path, capsys):
-    from rlhf_helpers.evaluate import main
+    from rlhf_helpers.compare import main
 
     with pytest.raises(SystemExit) as refused:
         main(["--profile", "smoke", "--policy", str(fast_world.classifier)])
@@ -93,7 +95,7 @@ def test_evaluate_names_a_policy_that_is_not_one(fast_world, tmp_path, capsys):
 
 
 def test_distinct_token_share():
-    from rlhf_helpers.evaluate import distinct_token_share
+    from rlhf_helpers.evaluation import distinct_token_share
 
     assert distinct_token_share([[1, 2, 3], [5, 5, 5, 5]]) == pytest.approx((1 + 0.25) / 2)
 
@@ -106,6 +108,7 @@ def _scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
     return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
 
 
+@pytest.mark.slow
 def test_the_hand_built_loop_logs_its_metrics_to_tensorboard(finished_run):
     """--report-to tensorboard: every metrics.jsonl field per step as train/<name>, held-out evaluations as
     eval/<name>, read back with TensorBoard's own reader."""

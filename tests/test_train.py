@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from rlhf_helpers import models, train
+from rlhf_helpers import models, train, trainers
 from rlhf_helpers.profiles import get_profile
 
 SMALL = ["--algo", "ppo", "--profile", "smoke", "--steps", "6", "--batch-size", "16", "--mini-batch-size", "8",
@@ -22,7 +22,8 @@ def no_model_loads(monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("a model was loaded before the arguments were checked")
 
-    monkeypatch.setattr(models, "model_ids", forbidden)
+    for module in (models, trainers):  # every module that looks the models up
+        monkeypatch.setattr(module, "model_ids", forbidden)
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -68,9 +69,9 @@ def test_unfinished_trl_run_says_it_cannot_resume(tmp_path, capsys, no_model_loa
 
 def test_run_function_refuses_bad_sizes_before_loading(tmp_path, no_model_loads):
     with pytest.raises(ValueError, match="--batch-size must be a positive integer"):
-        train.run("grpo", get_profile("smoke"), tmp_path, batch_size=0)
+        train.run(train.RunSpec("grpo", batch_size=0), get_profile("smoke"), tmp_path)
     with pytest.raises(ValueError, match="--seed"):
-        train.run("ppo", get_profile("smoke"), tmp_path, seed=-1)
+        train.run(train.RunSpec("ppo", seed=-1), get_profile("smoke"), tmp_path)
 
 
 def test_trl_config_keeps_an_explicit_zero(no_model_loads):
@@ -99,6 +100,7 @@ def _metrics(out: Path) -> list[dict]:
     return [{k: v for k, v in row.items() if not k.startswith("time_") and k != "train_seconds"} for row in rows]
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_result_and_seeds_repeat(tmp_path, reference_run):
     assert SMALL == reference_run[2]
     reference_dir, reference, _ = reference_run
@@ -126,9 +128,8 @@ def _check_run_files(out: Path, summary: dict, algo: str, batch_size: int, steps
     assert after["kl"] > 0 and before["kl"] == pytest.approx(0, abs=1e-6)
     assert set(summary) >= {"before", "after", "episodes", "wall_seconds"}
     assert set(before) >= {"mean_reward", "positive_rate", "kl", "ref_perplexity"} and set(after) == set(before)
-    cfg = get_profile("smoke").ppo
-    # DPO samples its pairs up front: dpo_samples_per_prompt completions for each of steps × batch / 2 pairs.
-    per_episode = cfg.dpo_samples_per_prompt / 2 if algo == "dpo" else 1
+    # DPO samples its pairs up front: dpo.samples_per_prompt completions for each of steps × batch / 2 pairs.
+    per_episode = get_profile("smoke").dpo.samples_per_prompt / 2 if algo == "dpo" else 1
     assert summary["episodes"] == batch_size * steps * per_episode
     lines = (out / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == summary["steps"] == steps
@@ -144,6 +145,7 @@ def _check_run_files(out: Path, summary: dict, algo: str, batch_size: int, steps
         assert (out / name).stat().st_size > 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algo", ["ppo", "grpo", "dpo"])
 def test_every_algorithm_writes_a_complete_run(tmp_path, algo, reference_run):
     """What a run writes and logs, per algorithm, on short runs. Whether the full smoke runs *train* is the lesson
@@ -172,6 +174,7 @@ def _files(out: Path) -> dict:
     return {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
 
 
+@pytest.mark.slow
 def test_a_finished_run_is_never_overwritten(tmp_path):
     """Same command again, with or without --resume: the finished run is left byte for byte as it was."""
     out = tmp_path / "run"
@@ -188,6 +191,7 @@ def test_a_finished_run_is_never_overwritten(tmp_path):
     assert _files(out) == finished
 
 
+@pytest.mark.slow
 def test_a_failed_start_does_not_block_its_retry(tmp_path, monkeypatch):
     """A start that fails while loading (here: a damaged data folder) leaves no marker; the fixed retry runs."""
     out = tmp_path / "run"
@@ -197,7 +201,7 @@ def test_a_failed_start_does_not_block_its_retry(tmp_path, monkeypatch):
     monkeypatch.setenv("RLHF_IMDB_DIR", str(broken))  # no parquet files: fails while loading the data
     monkeypatch.setattr(models, "model_ids", lambda profile: ids)
     with pytest.raises(FileNotFoundError):
-        train.run("ppo", get_profile("smoke"), out, steps=1)
+        train.run(train.RunSpec("ppo", steps=1), get_profile("smoke"), out)
     assert train.run_status(out) in ("missing", "empty")
     # The corrected command is not refused as "already holds a run".
     train.parse_args([*SMALL, "--out", str(out)])
@@ -220,14 +224,16 @@ def test_resume_names_the_field_that_differs(tmp_path, monkeypatch, capsys):
              "data": "/elsewhere/imdb", "models": {"policy": "p", "reward": "r"}}
     (out / "run.json").write_text(json.dumps(saved))
     (out / "metrics.jsonl").write_text("{}\n")
-    monkeypatch.setattr(models, "model_ids", lambda profile: ("p", "r"))
+    for module in (models, trainers):
+        monkeypatch.setattr(module, "model_ids", lambda profile: models.ModelIds("p", "r"))
     with pytest.raises(train.RunError) as info:
-        train.run("grpo", profile, out, resume=True)
+        train.run(train.RunSpec("grpo", resume=True), profile, out)
     message = str(info.value)
     assert "algo was 'ppo', now 'grpo'" in message and "data was '/elsewhere/imdb'" in message
     assert "config.learning_rate" not in message  # only what differs is named
 
 
+@pytest.mark.slow
 def test_trl_runs_leave_no_temp_folder(tmp_path, monkeypatch):
     import tempfile
 
