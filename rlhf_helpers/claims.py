@@ -16,6 +16,11 @@ SMOKE_POSITIVE_RATE = 0.8
 """The smoke profile's bar for a trained policy: at least this share of held-out samples scored positive."""
 SMOKE_GAIN = 0.3
 """...and at least this much above the untrained policy's share (on real IMDB, where the start is about 0.35)."""
+SMOKE_DPO_POSITIVE_RATE = 0.7
+"""Offline DPO's bar instead of `SMOKE_POSITIVE_RATE`: at the smoke budget it reaches less than the online methods.
+The shipped frontier (`results/frontier_smoke.json`, DPO at β 0.1, the profile's) measured 0.86, 0.77 and 0.73 over
+seeds 0-2 (AMD EPYC AVX2, 2026-12-02), and seed 0 reached 0.77 on an AVX-512 build of the offline world
+(2026-12-05): 0.8 fails two runs in four of an unchanged recipe, 0.7 none."""
 
 
 class ClaimNotShown(AssertionError):
@@ -46,21 +51,22 @@ def required_gain(before_rate: float) -> float:
     return min(SMOKE_GAIN, 0.5 * (1.0 - before_rate))
 
 
-def check_training_worked(name: str, before: dict, after: dict, profile: Profile | None = None) -> bool:
-    """The central claim of every training notebook: the run made the policy more positive on held-out prompts,
-    and paid for it in KL to the reference. `before`/`after` are `evaluate(...).metrics` dicts."""
+def check_training_worked(name: str, before: dict, after: dict, profile: Profile | None = None,
+                          min_rate: float = SMOKE_POSITIVE_RATE) -> bool:
+    """The central claim of every training notebook: the run made the policy more positive on held-out prompts (to at
+    least `min_rate`), and paid for it in KL to the reference. `before`/`after` are `evaluate(...).metrics` dicts."""
     rate0, rate1, kl = before["positive_rate"], after["positive_rate"], after["kl"]
     gain = required_gain(rate0)
     reading = (f"{name}: positive rate {rate0:.2f} -> {rate1:.2f} ({rate1 - rate0:+.2f}), mean reward "
                f"{before['mean_reward']:+.2f} -> {after['mean_reward']:+.2f}, KL to the reference {kl:.2f} nats "
                f"per response")
-    holds = rate1 >= SMOKE_POSITIVE_RATE and rate1 - rate0 >= gain and kl > 0 and abs(before["kl"]) < 1e-6
+    holds = rate1 >= min_rate and rate1 - rate0 >= gain and kl > 0 and abs(before["kl"]) < 1e-6
     if holds:
         return check_claim(True, f"{reading}: the policy learned to write positive text, and moved away from the "
                                  f"reference to do it.", "", profile)
     why = []
-    if rate1 < SMOKE_POSITIVE_RATE:
-        why.append(f"the positive rate stayed below {SMOKE_POSITIVE_RATE}")
+    if rate1 < min_rate:
+        why.append(f"the positive rate stayed below {min_rate}")
     if rate1 - rate0 < gain:
         why.append(f"it rose by less than {gain:.2f}")
     if kl <= 0:
