@@ -38,10 +38,14 @@ AUTO = [
 ]
 """(pattern that the text just before a number matches, why that number is allowed)."""
 
-RUNTIME_ROW = re.compile(r"^\|.*\|.*(?:est\.|estimate|projected|"
+RUNTIME_ROW = re.compile(r"^\|.*\|.*(?:est\.|estimate|projected|on a 2-core laptop CPU \(a timing, not a result|"
                          r"measured (?:by CI|in a cold-cache\s+)\s*on 2 CPU cores,[^|]*?\b20\d\d-\d\d-\d\d)")
-"""A row of a notebook's runtime table: an estimate, or a timing labelled with its machine and date (every
-notebook states its runtime per profile; a timing is not a result of the lesson)."""
+"""A row of a notebook's runtime table: an estimate, or a timing labelled as one, on the learner's kind of machine
+(every notebook states its runtime per profile; a timing is not a result of the lesson; how and where it was measured
+is in benchmarks/README.md)."""
+BOOKKEEPING = re.compile(r"\bCI\b|\.ci/run|cold-cache|\bAMD\b|\bIntel\b|EPYC|Xeon|\bAVX"
+                         r"|\b20\d\d-\d\d-\d\d\b|\bcommit\b")
+"""Words that belong in benchmarks/README.md, not in a lesson: CI, a CPU model or vector unit, a date, a commit."""
 
 ALLOWED = {
     "*": [
@@ -110,6 +114,8 @@ def test_the_lint_finds_a_typed_reading_and_passes_settings_and_citations():
     labelled = "| `smoke` | ≈ 21 s (measured in a cold-cache `.ci/run` on 2 CPU cores, AMD EPYC (AVX2), 2026-12-03) |"
     assert measured_numbers(labelled, "01") == []  # a runtime row with its machine and date
     assert measured_numbers("| `smoke` | ≈ 21 s once the models are cached |", "01") != []  # a bare timing
+    learner = "| `smoke` | ≈ 21 s on a 2-core laptop CPU (a timing, not a result: yours will differ) |"
+    assert measured_numbers(learner, "01") == []  # a runtime row as a learner needs it
     assert measured_numbers("With ε = 0.2 (Schulman et al. 2017, Figure 2) as in notebook 03; `lr=1e-5`; $\\beta_0"
                             " = 0.1$.\n## 3. The loss", "04") == []
 
@@ -122,3 +128,17 @@ def test_no_measured_number_in_markdown(path):
     assert not found, (f"{path.name} types {len(found)} number(s) into markdown that look measured. Print them "
                        f"from the run in the cell after the result, or, for a setting or a citation, add the phrase "
                        f"to ALLOWED with its reason:\n" + "\n".join(found))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name[:2])
+def test_notebooks_speak_to_learners_not_to_ci(path):
+    cells = json.loads(path.read_text())["cells"]
+    found = [f"cell {i}: «{line.strip()[:120]}»" for i, cell in enumerate(cells) if cell["cell_type"] == "markdown"
+             for line in "".join(cell["source"]).splitlines() if BOOKKEEPING.search(line)]
+    assert not found, (f"{path.name} speaks of CI, a CPU model, a date or a commit in its markdown; that belongs in "
+                       f"benchmarks/README.md:\n" + "\n".join(found))
+
+
+def test_the_bookkeeping_check_finds_ci_words():
+    assert BOOKKEEPING.search("measured in a cold-cache `.ci/run` on AMD EPYC (AVX2), 2026-12-03")
+    assert not BOOKKEEPING.search("≈ 21 s on a 2-core laptop CPU; notebook 06 with 4 epochs")
