@@ -13,6 +13,7 @@ so "after" cannot win by drawing easier prompts or luckier samples. Reported:
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 import pandas as pd
@@ -54,6 +55,28 @@ def distinct_token_share(response_ids) -> float:
     """Mean over responses of (distinct tokens / tokens): 1.0 for no repeats, low for "great great great"."""
     shares = [len(set(map(int, r))) / len(r) for r in response_ids if len(r)]
     return sum(shares) / max(1, len(shares))
+
+
+_WORD = re.compile(r"[a-z]+")
+
+
+def word_list(text: str) -> list[str]:
+    """The words of a text as the unseen-word rate counts them: lowercase alphabetic runs ("Don't" -> don, t)."""
+    return _WORD.findall(text.lower())
+
+
+def unseen_word_rate(texts, vocabulary) -> float:
+    """Share of the words in `texts` that never occur in `vocabulary` (e.g. every word of IMDB's train reviews).
+
+    Real review text scores about 1 %; a model that glues sub-word pieces into non-words scores far more."""
+    words = [w for t in texts for w in word_list(t)]
+    return sum(w not in vocabulary for w in words) / max(1, len(words))
+
+
+def distinct_word_share(texts) -> float:
+    """Distinct words / words over all `texts` pooled: low when a writer keeps to a few words."""
+    words = [w for t in texts for w in word_list(t)]
+    return len(set(words)) / max(1, len(words))
 
 
 @torch.no_grad()

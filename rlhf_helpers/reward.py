@@ -111,37 +111,92 @@ def repeated_word_share(text: str) -> float:
     return 1.0 - len(set(words)) / len(words) if words else 0.0
 
 
+class ReaderFluency:
+    """How hard a text is to read: its mean per-token negative log-likelihood (nats) under a *reader* LM, an
+    independent language model larger than the policy that is only ever used to evaluate.
+
+    Each text is read from a leading `<|endoftext|>`, so its first word is scored too (as GPT-2 scores a document).
+    Real review text reads at a few nats per token; shuffled words and gibberish at many more."""
+
+    def __init__(self, model, tokenizer, batch_size: int = 64):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        self.max_tokens = model.config.n_positions - 1
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @torch.no_grad()
+    def __call__(self, texts) -> torch.Tensor:
+        """(N,) float32 mean negative log-likelihood per token of each text, on the reader's device."""
+        texts = _check_texts(texts)
+        bos = self.tokenizer.eos_token_id
+        rows = [[bos] + ids[: self.max_tokens] for ids in
+                self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
+        out = []
+        for start in range(0, len(rows), self.batch_size):
+            chunk = rows[start:start + self.batch_size]
+            width = max(map(len, chunk))
+            ids = torch.tensor([r + [bos] * (width - len(r)) for r in chunk], device=self.device)
+            mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in chunk], device=self.device)
+            logits = self.model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+            nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")
+            keep = mask[:, 1:].float()
+            out.append((nll * keep).sum(1) / keep.sum(1))
+        return torch.cat(out)
+
+
 class GoldRater:
-    """Notebook 06's simulated human: the gold sentiment judge's POSITIVE logit, minus a penalty for degenerate,
-    repetitive text.
+    """Notebooks 06-07's simulated human: the gold sentiment judge's POSITIVE logit, minus a penalty for repetitive
+    text and, with a reader, a penalty for text that does not read as language.
 
     A person rating movie-review continuations values two things the course's reward does not separate: how
     positive the text is, and whether it is a sentence at all. Samples of the initial policy hardly ever repeat
     themselves, so preference pairs drawn from it carry almost no signal about the second; a policy pushed hard
-    against a reward model learned from those pairs drifts into "great great great best" where the judge,
-    like a reader, stops liking it. That is the gap Gao et al. (2022) measure between a proxy reward model and
-    their gold one: the proxy is right where its training pairs were, and wrong off that distribution.
+    against a reward model learned from those pairs drifts into "great great great best" (or into words no reader
+    knows) where the judge, like a reader, stops liking it. That is the gap Gao et al. (2022) measure between a proxy
+    reward model and their gold one: the proxy is right where its training pairs were, and wrong off that
+    distribution.
 
-    score(text) = sentiment(text) − REPETITION_PENALTY · max(0, repeated_word_share(text) − REPEATS_ALLOWED)
+    score(text) = sentiment(text)
+                  − REPETITION_PENALTY · max(0, repeated_word_share(text) − REPEATS_ALLOWED)
+                  − fluency_weight · max(0, reader_nll(text) − fluency_free)
+
+    `fluency_free` and `fluency_weight` come from a calibration (`gold.calibrate`); without a reader the last term
+    is zero.
     """
 
     def __init__(self, sentiment: SentimentReward, penalty: float = REPETITION_PENALTY,
-                 allowed: float = REPEATS_ALLOWED):
+                 allowed: float = REPEATS_ALLOWED, reader: ReaderFluency | None = None, fluency_free: float = 0.0,
+                 fluency_weight: float = 0.0):
         self.sentiment = sentiment
         self.pipeline = sentiment.pipeline
         self.penalty = penalty
         self.allowed = allowed
+        self.reader = reader
+        self.fluency_free = fluency_free
+        self.fluency_weight = fluency_weight
 
     @property
     def device(self) -> torch.device:
         return self.sentiment.device
 
     def repetition_penalty(self, texts) -> torch.Tensor:
-        """(N,) the points the rater takes off each text, on the judge's device."""
+        """(N,) the points the rater takes off each text for repeated words, on the judge's device."""
         shares = torch.tensor([repeated_word_share(t) for t in _check_texts(texts)], device=self.device)
         return self.penalty * (shares - self.allowed).clamp(min=0)
 
-    def __call__(self, texts) -> torch.Tensor:
-        """Gold rewards: sentiment minus the repetition penalty."""
+    def fluency_penalty(self, texts) -> torch.Tensor:
+        """(N,) the points the rater takes off each text for reading worse than real text (0 without a reader)."""
         texts = _check_texts(texts)
-        return self.sentiment(texts) - self.repetition_penalty(texts)
+        if self.reader is None or self.fluency_weight == 0:
+            return torch.zeros(len(texts), device=self.device)
+        nll = self.reader(texts).to(self.device)
+        return self.fluency_weight * (nll - self.fluency_free).clamp(min=0)
+
+    def __call__(self, texts) -> torch.Tensor:
+        """Gold rewards: sentiment minus the repetition and fluency penalties."""
+        texts = _check_texts(texts)
+        return self.sentiment(texts) - self.repetition_penalty(texts) - self.fluency_penalty(texts)

@@ -1,0 +1,651 @@
+"""The next offline world, built in parts: a tokenizer, a *base* LM, the policy fine-tuned from it, the two judges and
+a *reader* LM.
+
+`offline.py` builds today's smoke world on every machine, in minutes, and its 0.9M-parameter policy does not write
+words. This world is built once, for hours if need be, and shipped in the repository. Its parts, in build order:
+
+* **tokenizer**: byte-level BPE trained on reviews and on the base corpus (GPT-2's quirks kept: `<|endoftext|>` is
+  the only special token, no pad token);
+* **base**: a small GPT-2 pretrained on English that is *not* reviews, Python's own documentation (what `gpt2` is
+  to `lvwerra/gpt2-imdb`);
+* **policy**: the base fine-tuned on IMDB's train reviews (`lvwerra/gpt2-imdb`'s recipe, small);
+* **classifier**: the reward, a small DistilBERT trained from scratch on IMDB's labels (`lvwerra/distilbert-imdb`);
+* **reader**: a larger GPT-2 trained on reviews from its own seed; it scores fluency for the gold rater and is
+  never trained against;
+* **gold**: the gold judge's sentiment, the reader's backbone fine-tuned on IMDB's labels (as
+  `siebert/sentiment-roberta-large-english` is RoBERTa-large fine-tuned): more accurate than the reward.
+
+Each part is built in a scratch folder and renamed into place with a `part.json` that records the recipe's key, its
+seconds, the CPU and what it measured; a rerun skips the parts already built with the same recipe, so a long build
+can stop and go on (`python -m rlhf_helpers.world build --out DIR --part policy`). The base corpus is a folder of
+reST files (`--base-corpus`, or `$RLHF_BASE_CORPUS_DIR`): docs/offline-world.md says how to fetch the one shipped
+(Debian's `python3.11-doc`, whose `html/_sources`); without one, the docstrings of this Python's standard library
+stand in (small, but on every machine).
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import hashlib
+import json
+import os
+import platform
+import re
+import shutil
+import sys
+import sysconfig
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .data import imdb_source, make_prompts
+from .evaluation import distinct_word_share, unseen_word_rate, word_list
+from .models import quiet_transformers
+from .offline import (CHECKSUMS, EOS, _checksums, _classifier_tokenizer, _finetune_classifier, _schedule, _texts,
+                      _train_tokenizer)
+from .profiles import Sampling
+from .sampling import sample_with
+
+WORLD_VERSION = 1
+CORPUS_ENV = "RLHF_BASE_CORPUS_DIR"
+PARTS = ("tokenizer", "base", "policy", "classifier", "reader", "gold")
+NEEDS = {"tokenizer": (), "base": ("tokenizer",), "policy": ("base",), "classifier": ("tokenizer",),
+         "reader": ("tokenizer",), "gold": ("reader",)}
+"""What each part starts from (its folder must be built first)."""
+
+
+@dataclass(frozen=True)
+class WorldConfig:
+    """The recipe of the world; every field is part of its key (a changed field means a rebuild)."""
+
+    seed: int = 0
+    """Seed of every draw: tokenizer sample, inits, batch order (each part offsets it)."""
+    vocab_size: int = 4096
+    """BPE vocabulary: vocabulary x width is the LM head, most of an RL step's cost."""
+    tokenizer_reviews: int = 8000
+    """Train reviews the tokenizer learns from."""
+    tokenizer_corpus_chars: int = 4_000_000
+    """Characters of the base corpus the tokenizer learns from (so that it can spell documentation too)."""
+    layers: int = 6
+    """Transformer blocks of the base and the policy (depth is the cheapest capacity: the head does not grow)."""
+    dim: int = 128
+    """Hidden size of the base and the policy."""
+    heads: int = 4
+    """Attention heads of the base and the policy."""
+    positions: int = 128
+    """Context of the base and the policy (prompt + response are at most 24 tokens)."""
+    seq_len: int = 64
+    """Tokens per training sequence of the base and the policy."""
+    batch: int = 64
+    """Sequences per step of the base and the policy."""
+    base_steps: int = 1000
+    """Pretraining steps of the base on the base corpus."""
+    base_lr: float = 1.5e-3
+    """Peak AdamW learning rate of the base (linear warm-up, cosine decay to a tenth)."""
+    policy_steps: int = 4000
+    """Fine-tuning steps of the policy (the base on reviews)."""
+    policy_lr: float = 1e-3
+    """Peak AdamW learning rate of the policy's fine-tuning."""
+    warmup: int = 200
+    """Warm-up steps of every LM in the world."""
+    curve_every: int = 500
+    """Measure held-out loss and the unseen-word rate every this many LM steps (the curve in part.json)."""
+    curve_prompts: int = 128
+    """Held-out prompts (test reviews' first 2-8 tokens) the curve samples 16-token continuations of."""
+    reader_layers: int = 6
+    """Transformer blocks of the reader (larger than the policy: it judges the policy's language)."""
+    reader_dim: int = 192
+    """Hidden size of the reader."""
+    reader_heads: int = 6
+    """Attention heads of the reader."""
+    reader_positions: int = 128
+    """Context of the reader and of the gold judge built on it."""
+    reader_seq_len: int = 128
+    """Tokens per reader training sequence (the full context, so every position is trained for the gold judge)."""
+    reader_batch: int = 32
+    """Sequences per reader step."""
+    reader_steps: int = 2000
+    """Training steps of the reader on reviews."""
+    reader_lr: float = 1e-3
+    """Peak AdamW learning rate of the reader."""
+    reader_seed_offset: int = 21
+    """Added to `seed` for the reader's init and batch order (independent of the policy's)."""
+    clf_arch: str = "distilbert"
+    """The reward classifier's architecture (lvwerra/distilbert-imdb's)."""
+    clf_layers: int = 2
+    """Transformer blocks of the reward classifier."""
+    clf_dim: int = 128
+    """Hidden size of the reward classifier."""
+    clf_heads: int = 4
+    """Attention heads of the reward classifier."""
+    clf_max_len: int = 256
+    """Longest classifier input in tokens."""
+    clf_train_len: int = 128
+    """Training window of the classifier, in tokens."""
+    clf_steps: int = 2500
+    """Training steps of the reward classifier."""
+    clf_batch: int = 32
+    """Reviews per classifier step."""
+    clf_lr: float = 6e-4
+    """Peak AdamW learning rate of the classifier."""
+    clf_short_frac: float = 0.5
+    """Share of batches cut to short windows (8-48 tokens): the reward scores 10-24-token texts."""
+    clf_seed_offset: int = 1
+    """Added to `seed` for the classifier's init and batch order."""
+    clf_truncation_side: str = "right"
+    """Which end of a long review the classifier keeps (the hub classifier keeps the start)."""
+    clf_logit_scale: float = 3.0
+    """Multiplies the head's weights and bias (argmax unchanged) so the reward spans about ±3 like the hub's."""
+    gold_steps: int = 800
+    """Fine-tuning steps of the gold judge (the reader's backbone plus a sentiment head)."""
+    gold_batch: int = 32
+    """Reviews per gold-judge step."""
+    gold_lr: float = 3e-4
+    """Peak AdamW learning rate of the gold judge (a pretrained backbone takes a smaller step than scratch)."""
+    gold_short_frac: float = 0.25
+    """Share of gold batches cut to short windows (it judges 10-24-token texts in the studies)."""
+    gold_seed_offset: int = 31
+    """Added to `seed` for the gold head's init and batch order."""
+    eval_reviews: int = 2000
+    """Test reviews the judges' accuracy is reported on."""
+    max_reviews: int = 25_000
+    """Train reviews the LMs read (all of IMDB's train split; FAST reads a few hundred)."""
+
+
+FAST = WorldConfig(vocab_size=512, tokenizer_reviews=300, tokenizer_corpus_chars=50_000, layers=1, dim=32, heads=2,
+                   seq_len=32, batch=8, base_steps=4, policy_steps=6, warmup=2, curve_every=3, curve_prompts=8,
+                   reader_layers=1, reader_dim=32, reader_heads=2, reader_seq_len=32, reader_batch=4, reader_steps=4,
+                   clf_layers=1, clf_dim=32, clf_heads=2, clf_steps=4, clf_batch=4, gold_steps=4, gold_batch=4,
+                   eval_reviews=16, max_reviews=400)
+"""A seconds-long recipe that runs every line of the builder (tests)."""
+
+
+# --- the base corpus -------------------------------------------------------------------------------------------
+
+_ROLE = re.compile(r":[\w:.-]+:`~?([^`<]*?)(?:\s*<[^`]*>)?`")
+_LINK = re.compile(r"`([^`<]+?)\s*<[^`]*>`_+")
+_LITERAL = re.compile(r"``([^`]*)``")
+_MARKUP = re.compile(r"`([^`]*)`_*|\*\*?([^*]+)\*\*?")
+_RULE = re.compile(r"^([=\-~^\"'*+#.`:])\1{3,}\s*$")
+_FIELD = re.compile(r"^:[^:`]+:(\s|$)")  # ":param x: ..." (a field list), not ":func:`x` ..." (a role)
+_BULLET = re.compile(r"^(?:[*+-]|#\.|\d+\.)\s+")
+
+
+def rst_to_paragraphs(text: str) -> list[str]:
+    """The prose of a reST document, one paragraph per string: code blocks, directives, tables and doctests dropped,
+    roles and links reduced to their text."""
+    paragraphs, current, code_indent = [], [], None
+    for raw in text.splitlines() + [""]:
+        indent = len(raw) - len(raw.lstrip())
+        line = raw.strip()
+        if code_indent is not None:  # inside a literal block: it ends at the first line indented no deeper
+            if not line or indent > code_indent:
+                continue
+            code_indent = None
+        if (not line or _RULE.match(line) or line.startswith((".. ", ">>>", "...", "|", "+-", "+="))
+                or _FIELD.match(line)):
+            if current:
+                paragraphs.append(" ".join(current))
+                current = []
+            if line.endswith("::"):
+                code_indent = indent
+            continue
+        if _BULLET.match(line):  # a list item starts a paragraph of its own
+            if current:
+                paragraphs.append(" ".join(current))
+                current = []
+            line = _BULLET.sub("", line)
+        if line.endswith("::"):  # the paragraph ends here and a literal block (code) follows
+            code_indent = indent
+            current.append(line[:-2] + ("" if line.endswith(" ::") or line == "::" else ":"))
+            paragraphs.append(" ".join(current))
+            current = []
+            continue
+        current.append(line)
+    cleaned = []
+    for p in paragraphs:
+        p = _LITERAL.sub(r"\1", _LINK.sub(r"\1", _ROLE.sub(r"\1", p)))
+        p = " ".join(_MARKUP.sub(lambda m: m.group(1) or m.group(2) or "", p).split())
+        if len(p) >= 40 and sum(c.isalpha() or c == " " for c in p) > 0.8 * len(p):  # prose, not a signature
+            cleaned.append(p)
+    return cleaned
+
+
+def _stdlib_docstrings() -> list[str]:
+    lib = Path(sysconfig.get_paths()["stdlib"])
+    texts = []
+    for path in sorted(lib.rglob("*.py")):
+        if {"site-packages", "test", "tests", "idlelib"} & set(path.parts):
+            continue
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+        except (SyntaxError, UnicodeDecodeError, ValueError):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                doc = ast.get_docstring(node)
+                if doc:
+                    texts += [" ".join(p.split()) for p in doc.split("\n\n") if len(p.strip()) >= 40]
+    return texts
+
+
+def base_corpus(folder: str | os.PathLike | None = None) -> tuple[list[str], str]:
+    """Paragraphs of English that are not reviews, and a name for them (part of the world's key).
+
+    `folder` (else `$RLHF_BASE_CORPUS_DIR`) holds reST files (`*.rst`, `*.rst.txt`), e.g. the `_sources` of Python's
+    HTML documentation; without one, the docstrings of this Python's standard library."""
+    folder = folder or os.environ.get(CORPUS_ENV)
+    if not folder:
+        texts = _stdlib_docstrings()
+        return texts, f"stdlib-docstrings-{sys.version_info.major}.{sys.version_info.minor}:{sum(map(len, texts))}"
+    files = sorted(p for p in Path(folder).rglob("*") if p.name.endswith((".rst", ".rst.txt")))
+    if not files:
+        raise FileNotFoundError(f"No .rst or .rst.txt files under {folder} ({CORPUS_ENV} or --base-corpus): point it "
+                                f"at the reST sources of a documentation, see docs/offline-world.md.")
+    texts = [p for f in files for p in rst_to_paragraphs(f.read_text(encoding="utf-8", errors="replace"))]
+    digest = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:12]
+    return texts, f"rst:{len(files)} files:{sum(map(len, texts))} chars:{digest}"
+
+
+# --- measuring an LM as a writer --------------------------------------------------------------------------------
+
+@dataclass
+class WriterProbe:
+    """What the curve measures an LM on: held-out chunks of test reviews, prompts cut from other test reviews, the
+    true continuations of those prompts, and the words of IMDB's train reviews."""
+
+    chunks: torch.Tensor
+    prompt_ids: list[list[int]]
+    real_continuations: list[str]
+    train_words: frozenset
+
+    @classmethod
+    def build(cls, tokenizer, config: WorldConfig, source: str) -> WriterProbe:
+        train_texts, _ = _texts("train", source)
+        test_texts, _ = _texts("test", source)
+        order = np.random.default_rng(config.seed + 5).permutation(len(test_texts))
+        prompt_texts = [test_texts[i] for i in order[: config.curve_prompts]]
+        prompts = make_prompts(prompt_texts, tokenizer, 2, 8, seed=config.seed + 5)
+        real = []
+        for text, prompt in zip(prompt_texts, prompts):
+            ids = tokenizer(text[:400], add_special_tokens=False)["input_ids"]
+            real.append(tokenizer.decode(ids[len(prompt["input_ids"]):len(prompt["input_ids"]) + 16]))
+        held = [test_texts[i] for i in order[config.curve_prompts: config.curve_prompts + 400]]
+        chunks = _chunks(tokenizer, held, config.seq_len)[:64]
+        words = frozenset(w for t in train_texts for w in word_list(t))
+        return cls(chunks, [p["input_ids"] for p in prompts], real, words)
+
+    def real_text(self) -> dict:
+        return {"unseen_word_rate": unseen_word_rate(self.real_continuations, self.train_words),
+                "distinct_word_share": distinct_word_share(self.real_continuations)}
+
+    @torch.no_grad()
+    def measure(self, model, tokenizer, seed: int) -> dict:
+        was_training = model.training
+        model.eval()
+        loss = model(input_ids=self.chunks, labels=self.chunks).loss.item()
+        samples = sample_with(model, tokenizer, self.prompt_ids, Sampling(16, 16, 1.0, 128), seed=seed)
+        model.train(was_training)
+        return {"heldout_loss": loss, "unseen_word_rate": unseen_word_rate(samples.responses, self.train_words),
+                "distinct_word_share": distinct_word_share(samples.responses), "sample": samples.texts[0]}
+
+
+def _chunks(tokenizer, texts: list[str], seq_len: int) -> torch.Tensor:
+    """Texts tokenized into one stream (EOS between them) and cut into `seq_len`-token rows."""
+    ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    stream = np.fromiter((t for row in ids for t in (*row, tokenizer.eos_token_id)), dtype=np.int64)
+    n = len(stream) // seq_len
+    return torch.from_numpy(stream[: n * seq_len].reshape(n, seq_len))
+
+
+# --- training ---------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class LMRecipe:
+    """One LM training: its data stream, optimiser schedule and seed (base, policy and reader share the loop)."""
+
+    steps: int
+    batch: int
+    lr: float
+    warmup: int
+    seed: int
+    curve_every: int
+
+
+def _train_lm(model, chunks: torch.Tensor, recipe: LMRecipe, log, probe: WriterProbe | None = None,
+              tokenizer=None) -> list[dict]:
+    """Next-token training on random rows of `chunks`; every `curve_every` steps (and at the end) the probe measures
+    the model. Returns the curve (one dict per measurement, with the tokens seen so far)."""
+    opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _schedule(s, recipe.steps, recipe.warmup))
+    gen = torch.Generator().manual_seed(recipe.seed)
+    curve = []
+    model.train()
+    start = time.perf_counter()
+    for step in range(recipe.steps + 1):
+        if probe is not None and (step % recipe.curve_every == 0 or step == recipe.steps):
+            point = {"step": step, "tokens": step * recipe.batch * chunks.shape[1],
+                     "seconds": round(time.perf_counter() - start, 1),
+                     **probe.measure(model, tokenizer, seed=recipe.seed)}
+            curve.append(point)
+            log(f"    step {step}: held-out loss {point['heldout_loss']:.3f}, unseen words "
+                f"{point['unseen_word_rate']:.1%}: {point['sample']!r}")
+        if step == recipe.steps:
+            break
+        batch = chunks[torch.randint(0, len(chunks), (recipe.batch,), generator=gen)]
+        loss = model(input_ids=batch, labels=batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        if step % 100 == 0:
+            log(f"    step {step}/{recipe.steps}: train loss {loss.item():.3f}")
+    model.eval()
+    return curve
+
+
+def _new_lm(tokenizer, layers: int, dim: int, heads: int, positions: int, seed: int):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_positions=positions, n_embd=dim, n_layer=layers,
+                                       n_head=heads, bos_token_id=tokenizer.eos_token_id,
+                                       eos_token_id=tokenizer.eos_token_id))
+    model.generation_config.pad_token_id = tokenizer.eos_token_id
+    return model
+
+
+def _save_lm(model, tokenizer, out: Path, dtype: torch.dtype = torch.float32) -> None:
+    model.to(dtype).save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+
+
+def _shuffled_reviews(source: str, seed: int, limit: int) -> list[str]:
+    texts, _ = _texts("train", source)
+    return [texts[i] for i in np.random.default_rng(seed).permutation(len(texts))[:limit]]
+
+
+def _build_tokenizer(config: WorldConfig, source: str, corpus: list[str], root: Path, out: Path, log) -> dict:
+    reviews = _shuffled_reviews(source, config.seed, config.tokenizer_reviews)
+    sample, chars = [], 0
+    for i in np.random.default_rng(config.seed + 1).permutation(len(corpus)):
+        if chars >= config.tokenizer_corpus_chars:
+            break
+        sample.append(corpus[i])
+        chars += len(corpus[i])
+    tokenizer = _train_tokenizer(reviews + sample, _TokenizerShape(config.vocab_size, config.positions), out)
+    return {"vocab": len(tokenizer), "review_texts": len(reviews), "corpus_chars": chars}
+
+
+@dataclass(frozen=True)
+class _TokenizerShape:
+    """The two fields `offline._train_tokenizer` reads from a recipe."""
+
+    vocab_size: int
+    policy_positions: int
+
+
+def _build_lm_part(part: str, config: WorldConfig, source: str, corpus: list[str], root: Path, out: Path,
+                   log) -> dict:
+    """The base, the policy or the reader: one LM training each, measured along the way."""
+    from transformers import AutoModelForCausalLM, GPT2Tokenizer
+
+    tokenizer = GPT2Tokenizer.from_pretrained(root / "tokenizer")
+    probe = WriterProbe.build(tokenizer, config, source)
+    if part == "base":
+        texts = [corpus[i] for i in np.random.default_rng(config.seed + 2).permutation(len(corpus))]
+        model = _new_lm(tokenizer, config.layers, config.dim, config.heads, config.positions, config.seed)
+        recipe = LMRecipe(config.base_steps, config.batch, config.base_lr, config.warmup, config.seed + 2,
+                          config.curve_every)
+        seq_len, dtype = config.seq_len, torch.float32
+    elif part == "policy":
+        texts = _shuffled_reviews(source, config.seed + 3, config.max_reviews)
+        model = AutoModelForCausalLM.from_pretrained(root / "base", torch_dtype=torch.float32)
+        recipe = LMRecipe(config.policy_steps, config.batch, config.policy_lr, config.warmup, config.seed + 3,
+                          config.curve_every)
+        seq_len, dtype = config.seq_len, torch.float32
+    else:  # the reader: scores fluency, so 16-bit storage is enough (its scores need to be stable, not trainable)
+        seed = config.seed + config.reader_seed_offset
+        texts = _shuffled_reviews(source, seed, config.max_reviews)
+        model = _new_lm(tokenizer, config.reader_layers, config.reader_dim, config.reader_heads,
+                        config.reader_positions, seed)
+        recipe = LMRecipe(config.reader_steps, config.reader_batch, config.reader_lr, config.warmup, seed,
+                          config.curve_every)
+        seq_len, dtype = config.reader_seq_len, torch.bfloat16
+    chunks = _chunks(tokenizer, texts, seq_len)
+    log(f"  {part}: {sum(p.numel() for p in model.parameters()):,} parameters, {chunks.numel():,} tokens of text")
+    curve = _train_lm(model, chunks, recipe, log, probe, tokenizer)
+    _save_lm(model, tokenizer, out, dtype)
+    return {"params": sum(p.numel() for p in model.parameters()), "text_tokens": chunks.numel(),
+            "tokens_seen": recipe.steps * recipe.batch * seq_len, "curve": curve, "real_text": probe.real_text(),
+            "dtype": str(dtype).removeprefix("torch.")}
+
+
+def _classifier_eval(model, tokenizer, texts: list[str], labels: list[int], config: WorldConfig) -> float:
+    pick = np.random.default_rng(config.seed + 3).permutation(len(texts))[: config.eval_reviews]
+    correct = 0
+    with torch.no_grad():
+        for i in range(0, len(pick), 64):
+            rows = pick[i:i + 64]
+            enc = tokenizer([texts[j] for j in rows], truncation=True, padding=True, return_tensors="pt")
+            pred = model(**enc).logits.argmax(-1)
+            correct += (pred == torch.tensor([labels[j] for j in rows])).sum().item()
+    return correct / len(pick)
+
+
+def _build_gold(config: WorldConfig, source: str, corpus: list[str], root: Path, out: Path, log) -> dict:
+    """The reader's backbone plus a fresh two-way head, fine-tuned on IMDB's labels (last-token pooling, GPT-2's)."""
+    from transformers import AutoModelForSequenceClassification, GPT2Tokenizer
+
+    tokenizer = GPT2Tokenizer.from_pretrained(root / "tokenizer", pad_token=EOS)
+    tokenizer.truncation_side = "left"  # keep a long review's end, where the verdict usually is
+    tokenizer.model_max_length = config.reader_positions
+    seed = config.seed + config.gold_seed_offset
+    torch.manual_seed(seed)
+    labels = {"id2label": {0: "NEGATIVE", 1: "POSITIVE"}, "label2id": {"NEGATIVE": 0, "POSITIVE": 1}}
+    model = AutoModelForSequenceClassification.from_pretrained(
+        root / "reader", num_labels=2, pad_token_id=tokenizer.pad_token_id, torch_dtype=torch.float32, **labels)
+    texts, targets = _texts("train", source)
+    ids = tokenizer(texts, truncation=True, max_length=config.reader_positions)["input_ids"]
+    targets = torch.tensor(targets)
+    opt = torch.optim.AdamW(model.parameters(), lr=config.gold_lr, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _schedule(s, config.gold_steps, 100))
+    rng = np.random.default_rng(seed)
+    pad = tokenizer.pad_token_id
+    model.train()
+    for step in range(config.gold_steps):
+        rows = rng.integers(0, len(ids), size=config.gold_batch)
+        short = rng.random() < config.gold_short_frac
+        batch = []
+        for r in rows:
+            seq = ids[r]
+            if short and len(seq) > 49:
+                width = int(rng.integers(8, 49))
+                start = int(rng.integers(0, len(seq) - width))
+                seq = seq[start:start + width]
+            batch.append(seq)
+        width = max(len(s) for s in batch)
+        input_ids = torch.tensor([s + [pad] * (width - len(s)) for s in batch])
+        mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in batch])
+        loss = model(input_ids=input_ids, attention_mask=mask, labels=targets[rows]).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        if step % 100 == 0:
+            log(f"    gold step {step}/{config.gold_steps}: loss {loss.item():.3f}")
+    model.eval()
+    test_texts, test_labels = _texts("test", source)
+    accuracy = _classifier_eval(model, tokenizer, test_texts, test_labels, config)
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    return {"params": sum(p.numel() for p in model.parameters()), "test_accuracy": accuracy,
+            "eval_reviews": min(config.eval_reviews, len(test_texts))}
+
+
+def _build_classifier(config: WorldConfig, source: str, corpus: list[str], root: Path, out: Path, log) -> dict:
+    clf_tok = _classifier_tokenizer(root / "tokenizer", config)
+    info = _finetune_classifier(clf_tok, _texts("train", source), _texts("test", source), config, out, log)
+    return {"params": info["classifier_params"], "test_accuracy": info["classifier_test_accuracy"],
+            "eval_reviews": info["classifier_eval_reviews"]}
+
+
+_BUILDERS = {
+    "tokenizer": _build_tokenizer,
+    "base": lambda *args: _build_lm_part("base", *args),
+    "policy": lambda *args: _build_lm_part("policy", *args),
+    "classifier": _build_classifier,
+    "reader": lambda *args: _build_lm_part("reader", *args),
+    "gold": _build_gold,
+}
+"""Each part's builder: (config, source, corpus, root, scratch folder, log) -> the part's record."""
+
+
+# --- parts, keys, resuming --------------------------------------------------------------------------------------
+
+SHARED_FIELDS = {
+    "tokenizer": ("seed", "vocab_size", "tokenizer_reviews", "tokenizer_corpus_chars", "positions"),
+    "base": ("layers", "dim", "heads", "positions", "seq_len", "batch", "base_steps", "base_lr", "warmup",
+             "curve_every", "curve_prompts"),
+    "policy": ("policy_steps", "policy_lr", "warmup", "max_reviews", "seq_len", "batch", "curve_every",
+               "curve_prompts"),
+    "classifier": ("eval_reviews",),
+    "reader": ("warmup", "max_reviews", "curve_every", "curve_prompts"),
+    "gold": ("eval_reviews",),
+}
+"""The recipe fields each part reads besides those named after it (`clf_*` for the classifier, `reader_*`, ...)."""
+PREFIX = {"classifier": "clf_", "reader": "reader_", "gold": "gold_"}
+
+
+def part_recipe(config: WorldConfig, part: str) -> dict:
+    """The fields of `config` that decide this part (not those of its needs: their keys enter its key)."""
+    prefix = PREFIX.get(part)
+    names = set(SHARED_FIELDS[part]) | {f.name for f in dataclasses.fields(config)
+                                        if prefix and f.name.startswith(prefix)}
+    return {name: getattr(config, name) for name in sorted(names | {"seed"})}
+
+
+def part_key(config: WorldConfig, part: str, source: str, corpus_name: str) -> str:
+    """A hash of what decides this part: its recipe fields, the review data, the base corpus and its needs' keys.
+
+    A change to the reader's recipe leaves the policy's key alone, so a long build is redone only where it changed."""
+    files = sorted(Path(source).glob("*.parquet"))
+    payload = {"v": WORLD_VERSION, "part": part, "recipe": part_recipe(config, part),
+               "data": ";".join(f"{f.name}:{f.stat().st_size}" for f in files),
+               "needs": {need: part_key(config, need, source, corpus_name) for need in NEEDS[part]}}
+    if part in ("tokenizer", "base"):
+        payload["corpus"] = corpus_name
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def cpu_name() -> str:
+    """The CPU model and the widest vector unit torch uses on it (for the part's record)."""
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{name} ({torch.backends.cpu.get_cpu_capability()}, {os.cpu_count()} cores)"
+
+
+def part_info(root: Path, part: str) -> dict | None:
+    path = root / part / "part.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def build_part(part: str, root: Path, config: WorldConfig = WorldConfig(), source: str | None = None,
+               corpus_dir: str | None = None, log=print) -> dict:
+    """Build one part into `root/part` (skipped when already built with this recipe); return its record."""
+    source = source or imdb_source()
+
+    def need_first(need):
+        return RuntimeError(f"The world's {part} starts from its {need}, which is not built with this recipe in "
+                            f"{root}: run `python -m rlhf_helpers.world build --out {root} --part {need}` first.")
+
+    for need in NEEDS[part]:  # before reading any corpus: the cheap refusal first
+        if part_info(root, need) is None:
+            raise need_first(need)
+    corpus, corpus_name = base_corpus(corpus_dir)
+    key = part_key(config, part, source, corpus_name)
+    if (done := part_info(root, part)) and done["key"] == key:
+        log(f"  {part}: already built ({done['seconds']:.0f} s on {done['cpu']})")
+        return done
+    for need in NEEDS[part]:
+        if part_info(root, need)["key"] != part_key(config, need, source, corpus_name):
+            raise need_first(need)
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{part}.tmp-", dir=root))
+    start = time.perf_counter()
+    log(f"Building the world's {part} in {root} ({torch.get_num_threads()} threads) ...")
+    try:
+        with quiet_transformers():
+            info = _BUILDERS[part](config, source, corpus, root, tmp, log)
+        info = {"part": part, "key": key, "corpus": corpus_name, "seconds": round(time.perf_counter() - start, 1),
+                "cpu": cpu_name(), "threads": torch.get_num_threads(), "torch": torch.__version__,
+                "built": time.strftime("%Y-%m-%d"), **info}
+        (tmp / "part.json").write_text(json.dumps(info, indent=1))
+        if (root / part).exists():
+            shutil.rmtree(root / part)
+        os.replace(tmp, root / part)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log(f"  {part} built in {info['seconds']:.0f} s")
+    return info
+
+
+def seal(root: Path, config: WorldConfig = WorldConfig(), source: str | None = None) -> dict:
+    """Write `world.json` (the recipe, key and every part's record without its curve) and `checksums.json`."""
+    source = source or imdb_source()
+    records = {part: part_info(root, part) for part in PARTS}
+    missing = [p for p, r in records.items() if r is None]
+    if missing:
+        raise RuntimeError(f"Cannot seal {root}: part(s) {missing} not built.")
+    corpus_name = records["base"]["corpus"]
+    stale = [p for p, r in records.items() if r["key"] != part_key(config, p, source, corpus_name)]
+    if stale:
+        raise RuntimeError(f"Part(s) {stale} in {root} were built from another recipe or data; rebuild them with "
+                           f"`python -m rlhf_helpers.world build --out {root} --part ...`.")
+    world = {"version": WORLD_VERSION, "config": dataclasses.asdict(config), "corpus": corpus_name,
+             "keys": {p: r["key"] for p, r in records.items()},
+             "parts": {p: {k: v for k, v in r.items() if k != "curve"} for p, r in records.items()}}
+    (root / "world.json").write_text(json.dumps(world, indent=1))
+    (root / CHECKSUMS).write_text(json.dumps(_checksums(root), indent=1))
+    return world
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m rlhf_helpers.world",
+                                     description="Build the offline world part by part (hours at full size).")
+    parser.add_argument("command", choices=("build", "seal"))
+    parser.add_argument("--out", required=True, help="the world's folder")
+    parser.add_argument("--part", action="append", choices=PARTS, help="a part to build (repeat; default all)")
+    parser.add_argument("--fast", action="store_true", help="the seconds-long FAST recipe (tests)")
+    parser.add_argument("--base-corpus", help=f"folder of reST files (default ${CORPUS_ENV}, else stdlib docstrings)")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config = FAST if args.fast else WorldConfig()
+    root = Path(args.out)
+    if args.command == "seal":
+        print(json.dumps(seal(root, config)["parts"], indent=1))
+        return
+    for part in args.part or PARTS:
+        build_part(part, root, config, corpus_dir=args.base_corpus)
+
+
+if __name__ == "__main__":
+    main()
