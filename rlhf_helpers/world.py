@@ -45,10 +45,12 @@ import torch
 
 from .data import imdb_source, make_prompts
 from .evaluation import distinct_word_share, unseen_word_rate, word_list
+from .gold import as_record, calibrate, calibration_table, calibration_texts
 from .models import quiet_transformers
 from .offline import (CHECKSUMS, EOS, _checksums, _classifier_tokenizer, _finetune_classifier, _schedule, _texts,
                       _train_tokenizer)
 from .profiles import Sampling
+from .reward import GoldRater, ReaderFluency, SentimentReward
 from .sampling import sample_with
 
 WORLD_VERSION = 1
@@ -406,7 +408,7 @@ def _build_lm_part(part: str, config: WorldConfig, source: str, corpus: list[str
         seq_len, dtype = config.seq_len, torch.float32
     elif part == "policy":
         texts = _shuffled_reviews(source, config.seed + 3, config.max_reviews)
-        model = AutoModelForCausalLM.from_pretrained(root / "base", torch_dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(root / "base", dtype=torch.float32)
         recipe = LMRecipe(config.policy_steps, config.batch, config.policy_lr, config.warmup, config.seed + 3,
                           config.curve_every)
         seq_len, dtype = config.seq_len, torch.float32
@@ -450,7 +452,7 @@ def _build_gold(config: WorldConfig, source: str, corpus: list[str], root: Path,
     torch.manual_seed(seed)
     labels = {"id2label": {0: "NEGATIVE", 1: "POSITIVE"}, "label2id": {"NEGATIVE": 0, "POSITIVE": 1}}
     model = AutoModelForSequenceClassification.from_pretrained(
-        root / "reader", num_labels=2, pad_token_id=tokenizer.pad_token_id, torch_dtype=torch.float32, **labels)
+        root / "reader", num_labels=2, pad_token_id=tokenizer.pad_token_id, dtype=torch.float32, **labels)
     texts, targets = _texts("train", source)
     ids = tokenizer(texts, truncation=True, max_length=config.reader_positions)["input_ids"]
     targets = torch.tensor(targets)
@@ -604,23 +606,100 @@ def build_part(part: str, root: Path, config: WorldConfig = WorldConfig(), sourc
     return info
 
 
-def seal(root: Path, config: WorldConfig = WorldConfig(), source: str | None = None) -> dict:
-    """Write `world.json` (the recipe, key and every part's record without its curve) and `checksums.json`."""
-    source = source or imdb_source()
+SHIPPED_DIR = Path(__file__).resolve().parent / "smoke_world"
+"""Where the repository carries the built world (package data: `pip install` brings it along)."""
+SHIP_DTYPES = {"base": torch.bfloat16, "policy": torch.float32, "classifier": torch.float32,
+               "reader": torch.bfloat16, "gold": torch.bfloat16}
+"""Storage of each model in the repository (all load as float32). The policy and the reward are trained against and
+stay exact; the base is only a starting point, and the reader and the gold judge only score, so 16 bits keep their
+scores stable at half the size (the world stays under 30 MB)."""
+GOLD_RATER = "gold_rater.json"
+
+
+def _checked_records(root: Path, config: WorldConfig, source: str) -> dict:
     records = {part: part_info(root, part) for part in PARTS}
     missing = [p for p, r in records.items() if r is None]
     if missing:
-        raise RuntimeError(f"Cannot seal {root}: part(s) {missing} not built.")
+        raise RuntimeError(f"{root} lacks part(s) {missing}: run `python -m rlhf_helpers.world build --out {root}`.")
     corpus_name = records["base"]["corpus"]
     stale = [p for p, r in records.items() if r["key"] != part_key(config, p, source, corpus_name)]
     if stale:
         raise RuntimeError(f"Part(s) {stale} in {root} were built from another recipe or data; rebuild them with "
                            f"`python -m rlhf_helpers.world build --out {root} --part ...`.")
-    world = {"version": WORLD_VERSION, "config": dataclasses.asdict(config), "corpus": corpus_name,
-             "keys": {p: r["key"] for p, r in records.items()},
-             "parts": {p: {k: v for k, v in r.items() if k != "curve"} for p, r in records.items()}}
-    (root / "world.json").write_text(json.dumps(world, indent=1))
-    (root / CHECKSUMS).write_text(json.dumps(_checksums(root), indent=1))
+    return records
+
+
+def _store(src: Path, dest: Path, dtype: torch.dtype) -> None:
+    """Copy a part's folder, its weights cast to `dtype` (floating tensors only)."""
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(src, dest)
+    weights = dest / "model.safetensors"
+    if weights.is_file():
+        tensors = load_file(weights)
+        save_file({k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}, weights,
+                  metadata={"format": "pt"})
+
+
+def _judge(folder: Path):
+    from transformers import pipeline
+
+    return pipeline("sentiment-analysis", model=str(folder), device="cpu", dtype=torch.float32)
+
+
+def _reader(folder: Path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, use_safetensors=True)
+    return ReaderFluency(model, AutoTokenizer.from_pretrained(folder))
+
+
+def calibrate_gold(root: Path, config: WorldConfig, source: str) -> dict:
+    """The gold rater's fluency constants, read off calibration texts from IMDB's train reviews (`gold.calibrate`)."""
+    from transformers import AutoTokenizer
+
+    texts, labels = _texts("train", source)
+    order = np.random.default_rng(config.seed + 7).permutation(len(texts))[:200]
+    tokenizer = AutoTokenizer.from_pretrained(root / "tokenizer")
+    calibration_set = calibration_texts([texts[i] for i in order], [int(labels[i]) for i in order], tokenizer,
+                                        n=200, seed=config.seed + 7)
+    judge = SentimentReward(_judge(root / "gold"))
+    reader = _reader(root / "reader")
+    calibration, scored = calibrate(judge, reader, calibration_set)
+    table = calibration_table(scored, calibration, GoldRater(judge))
+    return as_record(calibration, table)
+
+
+def ship(root: Path, dest: Path = SHIPPED_DIR, config: WorldConfig = WorldConfig(), source: str | None = None,
+         log=print) -> dict:
+    """Copy a fully built world from `root` into `dest` (the repository's `smoke_world/`) at its storage types, measure
+    the judges again as stored, calibrate the gold rater, and write `world.json` and `checksums.json`."""
+    source = source or imdb_source()
+    records = _checked_records(root, config, source)
+    tmp = Path(tempfile.mkdtemp(prefix=".smoke_world.tmp-", dir=dest.parent))
+    try:
+        for part in PARTS:
+            _store(root / part, tmp / part, SHIP_DTYPES.get(part, torch.float32))
+        with quiet_transformers():
+            test_texts, test_labels = _texts("test", source)
+            stored = {part: _classifier_eval(_judge(tmp / part).model, _judge(tmp / part).tokenizer, test_texts,
+                                             test_labels, config) for part in ("classifier", "gold")}
+            rater = calibrate_gold(tmp, config, source)
+        log(f"  accuracy as stored: {stored}; gold rater: free {rater['free']:.2f} nats, weight {rater['weight']:.2f}")
+        (tmp / GOLD_RATER).write_text(json.dumps(rater, indent=1))
+        world = {"version": WORLD_VERSION, "config": dataclasses.asdict(config), "corpus": records["base"]["corpus"],
+                 "keys": {p: r["key"] for p, r in records.items()},
+                 "stored_as": {p: str(d).removeprefix("torch.") for p, d in SHIP_DTYPES.items()},
+                 "accuracy_as_stored": stored,
+                 "parts": {p: {k: v for k, v in r.items() if k != "curve"} for p, r in records.items()}}
+        (tmp / "world.json").write_text(json.dumps(world, indent=1))
+        (tmp / CHECKSUMS).write_text(json.dumps(_checksums(tmp), indent=1))
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.replace(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return world
 
 
@@ -629,8 +708,10 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(prog="python -m rlhf_helpers.world",
                                      description="Build the offline world part by part (hours at full size).")
-    parser.add_argument("command", choices=("build", "seal"))
-    parser.add_argument("--out", required=True, help="the world's folder")
+    parser.add_argument("command", choices=("build", "ship"),
+                        help="build: train parts into --out; ship: copy a built --out into the repository")
+    parser.add_argument("--out", required=True, help="the folder the parts are built in")
+    parser.add_argument("--dest", default=str(SHIPPED_DIR), help="ship: where the world goes (default: the package's)")
     parser.add_argument("--part", action="append", choices=PARTS, help="a part to build (repeat; default all)")
     parser.add_argument("--fast", action="store_true", help="the seconds-long FAST recipe (tests)")
     parser.add_argument("--base-corpus", help=f"folder of reST files (default ${CORPUS_ENV}, else stdlib docstrings)")
@@ -640,8 +721,9 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     config = FAST if args.fast else WorldConfig()
     root = Path(args.out)
-    if args.command == "seal":
-        print(json.dumps(seal(root, config)["parts"], indent=1))
+    if args.command == "ship":
+        world = ship(root, Path(args.dest), config)
+        print(json.dumps({"accuracy_as_stored": world["accuracy_as_stored"]}))
         return
     for part in args.part or PARTS:
         build_part(part, root, config, corpus_dir=args.base_corpus)

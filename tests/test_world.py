@@ -10,6 +10,7 @@ import shutil
 import pandas as pd
 import pytest
 import torch
+from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel, pipeline
 
 from rlhf_helpers.evaluation import distinct_word_share, unseen_word_rate, word_list
@@ -17,7 +18,9 @@ from rlhf_helpers.fixture import FIXTURE_DIR
 from rlhf_helpers.gold import KINDS, calibrate, calibration_table, calibration_texts
 from rlhf_helpers.offline import verify_world
 from rlhf_helpers.reward import GoldRater, ReaderFluency
-from rlhf_helpers.world import FAST, PARTS, WorldConfig, build_part, part_key, rst_to_paragraphs, seal
+import rlhf_helpers.world as world_module
+from rlhf_helpers.world import (FAST, GOLD_RATER, PARTS, SHIP_DTYPES, WorldConfig, build_part, part_key,
+                                 rst_to_paragraphs, ship)
 
 SOURCE = str(FIXTURE_DIR)
 
@@ -183,9 +186,9 @@ def fast_world_parts(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_fast_world_builds_every_part_loads_and_seals(fast_world_parts, tmp_path):
+def test_fast_world_builds_every_part_loads_and_ships(fast_world_parts, tmp_path, monkeypatch):
     root = tmp_path / "world"
-    shutil.copytree(fast_world_parts, root)  # sealed and then damaged here, not in the shared build
+    shutil.copytree(fast_world_parts, root)  # damaged below, not in the shared build
     records = {part: json.loads((root / part / "part.json").read_text()) for part in PARTS}
     assert records["policy"]["curve"][0]["step"] == 0 and records["policy"]["curve"][-1]["step"] == FAST.policy_steps
     assert 0 <= records["policy"]["real_text"]["unseen_word_rate"] < 1
@@ -200,11 +203,24 @@ def test_fast_world_builds_every_part_loads_and_seals(fast_world_parts, tmp_path
         assert judge(["A fine film."])[0]["label"] in ("POSITIVE", "NEGATIVE")
         assert 0 <= records[part]["test_accuracy"] <= 1
 
-    world = seal(root, FAST, source=SOURCE)
-    assert set(world["keys"]) == set(PARTS) and verify_world(root) is None
-    weights = root / "policy" / "model.safetensors"
+    # Shipping: stored types, judges measured again as stored, the rater's record, checksums. The calibration itself
+    # needs a reader that tells shuffled words from real ones (FAST's cannot): it is checked by hand above and on the
+    # shipped world in test_shipped_world.
+    rater = {"free": 5.0, "weight": 1.0}
+    monkeypatch.setattr(world_module, "calibrate_gold", lambda *args: rater)
+    dest = tmp_path / "shipped"
+    world = ship(root, dest, FAST, source=SOURCE, log=lambda *_: None)
+    assert set(world["keys"]) == set(PARTS) and verify_world(dest) is None
+    assert json.loads((dest / GOLD_RATER).read_text()) == rater
+    for part, dtype in SHIP_DTYPES.items():
+        stored = load_file(dest / part / "model.safetensors")
+        assert {t.dtype for t in stored.values() if t.is_floating_point()} == {dtype}, part
+    assert set(world["accuracy_as_stored"]) == {"classifier", "gold"}
+    weights = dest / "policy" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-1] + b"\0")
-    assert "does not match" in verify_world(root)
+    assert "does not match" in verify_world(dest)
+    with pytest.raises(RuntimeError, match="lacks part"):
+        ship(tmp_path / "empty", tmp_path / "nowhere", FAST, source=SOURCE, log=lambda *_: None)
 
 
 @pytest.mark.slow
