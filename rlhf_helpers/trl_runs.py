@@ -28,6 +28,7 @@ from . import ppo
 from .device import trl_precision, world_size
 from .models import quiet_transformers
 from .profiles import NUM_GENERATIONS, Profile, check_batch_split
+from .sampling import position_ids_from_mask
 
 
 def sentiment_reward_func(reward) -> Callable:
@@ -197,14 +198,38 @@ def _course_length_trainer(base):
     return CourseLengthTrainer
 
 
+def positions_from_mask(model) -> torch.utils.hooks.RemovableHandle:
+    """Make `model` derive its position ids from the attention mask whenever a caller passes none.
+
+    GPT-2 numbers positions 0, 1, 2, ... from the left edge of the batch unless it is given `position_ids`. TRL's
+    log-prob pass (`_get_per_token_logps_and_entropies`) passes only `input_ids` and `attention_mask`, so a
+    left-padded prompt's first real token sits at position (padding), not 0, while `generate` sampled it at 0: the
+    ratio and the KL are then computed on log-probs the sampler never used (notebook 02 measures the error). The
+    hook fills in `sampling.position_ids_from_mask` for the rows' last `input_ids.shape[1]` positions (so cached
+    generation steps get theirs too). Returns the handle; `.remove()` undoes it."""
+    def hook(module, args, kwargs):
+        mask = kwargs.get("attention_mask")
+        if kwargs.get("position_ids") is not None or mask is None:
+            return args, kwargs
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        width = (ids if ids is not None else kwargs["inputs_embeds"]).shape[1]
+        kwargs["position_ids"] = position_ids_from_mask(mask)[:, -width:]
+        return args, kwargs
+
+    return model.register_forward_pre_hook(hook, with_kwargs=True)
+
+
 def make_trl_trainer(algo: str, policy, tokenizer, reward_func, train_prompts: list[str], args, callbacks=(),
-                     min_completion_length: int | None = None):
+                     min_completion_length: int | None = None, mask_positions: bool = False):
     """A GRPOTrainer or RLOOTrainer on the course's policy, prompt strings and reward function.
 
     With `min_completion_length`, every sampled completion is cut at a length drawn uniformly from
     [min_completion_length, args.max_completion_length] (seeded by `args.seed`): TRL then trains on the completion
     lengths the course's PPO trains on and every method is evaluated on (TRL alone samples each completion to the
-    full length)."""
+    full length).
+
+    With `mask_positions`, the policy and TRL's reference model take their position ids from the attention mask
+    (`positions_from_mask`): TRL's log-prob pass then scores the tokens where `generate` sampled them."""
     from datasets import Dataset
     from trl import GRPOTrainer, RLOOTrainer
 
@@ -224,6 +249,10 @@ def make_trl_trainer(algo: str, policy, tokenizer, reward_func, train_prompts: l
     if min_completion_length is not None:
         trainer.course_min_completion_length = min_completion_length
         trainer.course_length_generator = torch.Generator().manual_seed(args.seed)
+    if mask_positions:
+        for model in (trainer.model, trainer.ref_model):
+            if model is not None:
+                positions_from_mask(model)
     trainer.remove_callback(PrinterCallback)  # the course's callback logs each round instead of every raw dict
     return trainer
 
