@@ -18,6 +18,7 @@ hash of the recipe and the data, so a second call returns in about a second.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -533,6 +534,51 @@ def _build(config: OfflineWorldConfig, source: str, root: Path, log) -> None:
         raise
     log(f"Offline world ready in {time.perf_counter() - t0:.0f} s"
         f"{' (policy, classifier and gold judge trained side by side)' if parallel else ''}.")
+
+
+SHIPPED_WORLD = Path(__file__).resolve().parent / "smoke_world"
+"""Where the repository carries the smoke world built by `python -m rlhf_helpers.world` (package data)."""
+WORLD_ENV = "RLHF_SMOKE_WORLD"
+"""A folder in the shipped world's layout to use instead (a world you rebuilt, or a test's)."""
+GOLD_RATER = "gold_rater.json"
+
+
+@dataclass(frozen=True)
+class SmokeWorld:
+    """The shipped world: each model's folder (loadable with `from_pretrained`), its record and the gold rater's
+    calibrated constants."""
+
+    root: Path
+    info: dict
+    """world.json: the recipe, each part's key, record and build time and CPU."""
+    rater: dict
+    """gold_rater.json: the fluency penalty's `free` and `weight` and the calibration table they come from."""
+
+    def __getattr__(self, part: str) -> Path:
+        if part in ("tokenizer", "base", "policy", "classifier", "reader", "gold"):
+            return self.root / part
+        raise AttributeError(part)
+
+
+def smoke_world(root: str | os.PathLike | None = None) -> SmokeWorld:
+    """The smoke world (`root`, else $RLHF_SMOKE_WORLD, else the one in the package), its checksums verified once per
+    process (about 0.1 s). Builds nothing: a missing or damaged world is an error that says how to restore it."""
+    return _verified_world(str(Path(root or os.environ.get(WORLD_ENV) or SHIPPED_WORLD).resolve()))
+
+
+@functools.lru_cache(maxsize=4)
+def _verified_world(root: str) -> SmokeWorld:
+    path = Path(root)
+    restore = ("restore the shipped one with `git checkout -- rlhf_helpers/smoke_world` (or reinstall the package), "
+               "or rebuild it: docs/offline-world.md")
+    if not (path / "world.json").is_file():
+        raise FileNotFoundError(f"No smoke world in {path} (world.json is missing"
+                                f"{f'; unset {WORLD_ENV}' if os.environ.get(WORLD_ENV) else ''}): {restore}.")
+    problem = verify_world(path)
+    if problem:
+        raise RuntimeError(f"The smoke world in {path} is damaged: {problem}. Nothing was loaded; {restore}.")
+    return SmokeWorld(path, json.loads((path / "world.json").read_text()),
+                      json.loads((path / GOLD_RATER).read_text()))
 
 
 STAND_INS_VERSION = 1

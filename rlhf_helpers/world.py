@@ -47,8 +47,8 @@ from .data import imdb_source, make_prompts
 from .evaluation import distinct_word_share, unseen_word_rate, word_list
 from .gold import as_record, calibrate, calibration_table, calibration_texts
 from .models import quiet_transformers
-from .offline import (CHECKSUMS, EOS, _checksums, _classifier_tokenizer, _finetune_classifier, _schedule, _texts,
-                      _train_tokenizer)
+from .offline import (CHECKSUMS, EOS, GOLD_RATER, SHIPPED_WORLD, _checksums, _classifier_tokenizer,
+                      _finetune_classifier, _schedule, _texts, _train_tokenizer)
 from .profiles import Sampling
 from .reward import GoldRater, ReaderFluency, SentimentReward
 from .sampling import sample_with
@@ -606,14 +606,12 @@ def build_part(part: str, root: Path, config: WorldConfig = WorldConfig(), sourc
     return info
 
 
-SHIPPED_DIR = Path(__file__).resolve().parent / "smoke_world"
-"""Where the repository carries the built world (package data: `pip install` brings it along)."""
+SHIPPED_DIR = SHIPPED_WORLD
 SHIP_DTYPES = {"base": torch.bfloat16, "policy": torch.float32, "classifier": torch.float32,
                "reader": torch.bfloat16, "gold": torch.bfloat16}
 """Storage of each model in the repository (all load as float32). The policy and the reward are trained against and
 stay exact; the base is only a starting point, and the reader and the gold judge only score, so 16 bits keep their
 scores stable at half the size (the world stays under 30 MB)."""
-GOLD_RATER = "gold_rater.json"
 
 
 def _checked_records(root: Path, config: WorldConfig, source: str) -> dict:

@@ -16,7 +16,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LM
 from rlhf_helpers.evaluation import distinct_word_share, unseen_word_rate, word_list
 from rlhf_helpers.fixture import FIXTURE_DIR
 from rlhf_helpers.gold import KINDS, calibrate, calibration_table, calibration_texts
-from rlhf_helpers.offline import verify_world
+from rlhf_helpers.offline import _verified_world, smoke_world, verify_world
 from rlhf_helpers.reward import GoldRater, ReaderFluency
 import rlhf_helpers.world as world_module
 from rlhf_helpers.world import (FAST, GOLD_RATER, PARTS, SHIP_DTYPES, WorldConfig, build_part, part_key,
@@ -216,9 +216,18 @@ def test_fast_world_builds_every_part_loads_and_ships(fast_world_parts, tmp_path
         stored = load_file(dest / part / "model.safetensors")
         assert {t.dtype for t in stored.values() if t.is_floating_point()} == {dtype}, part
     assert set(world["accuracy_as_stored"]) == {"classifier", "gold"}
+    loaded = smoke_world(dest)
+    assert loaded.rater == rater and loaded.info["keys"] == world["keys"]
+    assert AutoModelForCausalLM.from_pretrained(loaded.policy, use_safetensors=True).config.n_layer == FAST.layers
+
     weights = dest / "policy" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-1] + b"\0")
     assert "does not match" in verify_world(dest)
+    _verified_world.cache_clear()  # a new process would verify again: the damage is refused, naming the file
+    with pytest.raises(RuntimeError, match=r"policy/model.safetensors does not match.*git checkout"):
+        smoke_world(dest)
+    with pytest.raises(FileNotFoundError, match="No smoke world"):
+        smoke_world(tmp_path / "nowhere")
     with pytest.raises(RuntimeError, match="lacks part"):
         ship(tmp_path / "empty", tmp_path / "nowhere", FAST, source=SOURCE, log=lambda *_: None)
 
