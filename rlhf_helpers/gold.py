@@ -16,13 +16,17 @@ text (so "not a sentence" costs as much as "the opposite opinion", and neither d
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
 
-from .data import make_prompts
-from .reward import ReaderFluency, SentimentReward, repeated_word_share
+from .data import cache_root, clean_review, load_imdb, make_prompts
+from .faults import write_text_atomic
+from .profiles import Profile
+from .reward import GoldRater, ReaderFluency, SentimentReward, repeated_word_share
 
 KINDS = ("real", "shuffled", "repeated praise", "gibberish")
 FREE_QUANTILE = 0.95
@@ -97,3 +101,33 @@ def as_record(calibration: Calibration, table: pd.DataFrame) -> dict:
     """The calibration as JSON: the constants and the per-kind table."""
     return {**asdict(calibration), "table": {kind: {k: round(float(v), 4) for k, v in row.items()}
                                              for kind, row in table.iterrows()}}
+
+
+CALIBRATION_SEED = 7
+"""Which train reviews the calibration texts come from (the world's build uses the same draw)."""
+
+
+def calibration_set(reviews: list[str], labels: list[int], tokenizer, n: int = 200,
+                    seed: int = CALIBRATION_SEED) -> pd.DataFrame:
+    """`calibration_texts` on `n` train reviews drawn with `seed` (the draw the shipped world was calibrated on)."""
+    order = np.random.default_rng(seed).permutation(len(reviews))[:n]
+    return calibration_texts([reviews[i] for i in order], [int(labels[i]) for i in order], tokenizer, n=n, seed=seed)
+
+
+def calibrated_rater_constants(judge: SentimentReward, reader: ReaderFluency, tokenizer, profile: Profile,
+                               ids: tuple[str, str]) -> dict:
+    """The fluency constants for this judge and reader (the hub profiles' siebert and GPT-2 medium, or overrides),
+    calibrated on first use on IMDB train reviews and cached by their ids; prints the table once."""
+    key = hashlib.sha256(json.dumps([list(ids), CALIBRATION_SEED, FREE_QUANTILE]).encode()).hexdigest()[:16]
+    path = cache_root() / f"gold-calibration-{key}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    columns = load_imdb("train", profile)[:]
+    texts = calibration_set([clean_review(t) for t in columns["text"]], columns["label"], tokenizer)
+    calibration, scored = calibrate(judge, reader, texts)
+    record = as_record(calibration, calibration_table(scored, calibration, GoldRater(judge)))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, json.dumps(record, indent=1))
+    print(f"Calibrated the gold rater's fluency penalty for {ids[0]} with reader {ids[1]}: free {calibration.free:.2f} "
+          f"nats/token, {calibration.weight:.2f} gold points per nat above it (cached in {path}).")
+    return record

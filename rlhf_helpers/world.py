@@ -45,7 +45,7 @@ import torch
 
 from .data import imdb_source, make_prompts
 from .evaluation import distinct_word_share, unseen_word_rate, word_list
-from .gold import as_record, calibrate, calibration_table, calibration_texts
+from .gold import as_record, calibrate, calibration_set, calibration_table
 from .models import quiet_transformers
 from .offline import (CHECKSUMS, EOS, GOLD_RATER, SHIPPED_WORLD, _checksums, _classifier_tokenizer,
                       _finetune_classifier, _schedule, _texts, _train_tokenizer)
@@ -652,18 +652,15 @@ def _reader(folder: Path):
     return ReaderFluency(model, AutoTokenizer.from_pretrained(folder))
 
 
-def calibrate_gold(root: Path, config: WorldConfig, source: str) -> dict:
+def calibrate_gold(root: Path, source: str) -> dict:
     """The gold rater's fluency constants, read off calibration texts from IMDB's train reviews (`gold.calibrate`)."""
     from transformers import AutoTokenizer
 
     texts, labels = _texts("train", source)
-    order = np.random.default_rng(config.seed + 7).permutation(len(texts))[:200]
-    tokenizer = AutoTokenizer.from_pretrained(root / "tokenizer")
-    calibration_set = calibration_texts([texts[i] for i in order], [int(labels[i]) for i in order], tokenizer,
-                                        n=200, seed=config.seed + 7)
+    calibration_texts = calibration_set(texts, labels, AutoTokenizer.from_pretrained(root / "tokenizer"))
     judge = SentimentReward(_judge(root / "gold"))
     reader = _reader(root / "reader")
-    calibration, scored = calibrate(judge, reader, calibration_set)
+    calibration, scored = calibrate(judge, reader, calibration_texts)
     table = calibration_table(scored, calibration, GoldRater(judge))
     return as_record(calibration, table)
 
@@ -682,7 +679,7 @@ def ship(root: Path, dest: Path = SHIPPED_DIR, config: WorldConfig = WorldConfig
             test_texts, test_labels = _texts("test", source)
             stored = {part: _classifier_eval(_judge(tmp / part).model, _judge(tmp / part).tokenizer, test_texts,
                                              test_labels, config) for part in ("classifier", "gold")}
-            rater = calibrate_gold(tmp, config, source)
+            rater = calibrate_gold(tmp, source)
         log(f"  accuracy as stored: {stored}; gold rater: free {rater['free']:.2f} nats, weight {rater['weight']:.2f}")
         (tmp / GOLD_RATER).write_text(json.dumps(rater, indent=1))
         world = {"version": WORLD_VERSION, "config": dataclasses.asdict(config), "corpus": records["base"]["corpus"],
