@@ -219,17 +219,22 @@ def positions_from_mask(model) -> torch.utils.hooks.RemovableHandle:
     return model.register_forward_pre_hook(hook, with_kwargs=True)
 
 
+def mask_positions(trainer) -> None:
+    """`positions_from_mask` on a GRPO/RLOO trainer's policy and reference model: TRL's log-prob pass then scores each
+    token at the position `generate` sampled it at."""
+    for model in (trainer.model, trainer.ref_model):
+        if model is not None:
+            positions_from_mask(model)
+
+
 def make_trl_trainer(algo: str, policy, tokenizer, reward_func, train_prompts: list[str], args, callbacks=(),
-                     min_completion_length: int | None = None, mask_positions: bool = False):
+                     min_completion_length: int | None = None):
     """A GRPOTrainer or RLOOTrainer on the course's policy, prompt strings and reward function.
 
     With `min_completion_length`, every sampled completion is cut at a length drawn uniformly from
     [min_completion_length, args.max_completion_length] (seeded by `args.seed`): TRL then trains on the completion
     lengths the course's PPO trains on and every method is evaluated on (TRL alone samples each completion to the
-    full length).
-
-    With `mask_positions`, the policy and TRL's reference model take their position ids from the attention mask
-    (`positions_from_mask`): TRL's log-prob pass then scores the tokens where `generate` sampled them."""
+    full length)."""
     from datasets import Dataset
     from trl import GRPOTrainer, RLOOTrainer
 
@@ -249,10 +254,6 @@ def make_trl_trainer(algo: str, policy, tokenizer, reward_func, train_prompts: l
     if min_completion_length is not None:
         trainer.course_min_completion_length = min_completion_length
         trainer.course_length_generator = torch.Generator().manual_seed(args.seed)
-    if mask_positions:
-        for model in (trainer.model, trainer.ref_model):
-            if model is not None:
-                positions_from_mask(model)
     trainer.remove_callback(PrinterCallback)  # the course's callback logs each round instead of every raw dict
     return trainer
 

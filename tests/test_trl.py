@@ -7,27 +7,31 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from rlhf_helpers.models import prepare_tokenizer
 from rlhf_helpers.profiles import get_profile
 from rlhf_helpers.sampling import pack, response_logprobs
-from rlhf_helpers.trl_runs import compare_losses, make_trl_trainer, sentiment_reward_func, trl_config
+from rlhf_helpers.trl_runs import (compare_losses, make_trl_trainer, mask_positions, sentiment_reward_func,
+                                    trl_config)
 
 PROMPTS = ["I watched this movie", "The acting was", "What a film", "Bad"] * 4
 
 
-def _trainer(fast_world, tmp_path, algo, mask_positions=False, **overrides):
+def _trainer(fast_world, tmp_path, algo, with_positions=False, **overrides):
     torch.manual_seed(0)
     tok = prepare_tokenizer(AutoTokenizer.from_pretrained(fast_world.policy))
     policy = AutoModelForCausalLM.from_pretrained(fast_world.policy)
     args = trl_config(algo, get_profile("smoke"), str(tmp_path), rounds=1, batch_size=16, mini_batch_size=16,
                       **overrides)
     reward_func = sentiment_reward_func(lambda texts: torch.zeros(len(texts)))
-    return make_trl_trainer(algo, policy, tok, reward_func, PROMPTS, args, mask_positions=mask_positions), tok
+    trainer = make_trl_trainer(algo, policy, tok, reward_func, PROMPTS, args)
+    if with_positions:
+        mask_positions(trainer)
+    return trainer, tok
 
 
-@pytest.mark.parametrize("mask_positions", [False, True])
+@pytest.mark.parametrize("with_positions", [False, True])
 def test_trl_scores_left_padded_prompts_where_generate_sampled_them_only_with_mask_positions(
-        fast_world, tmp_path, mask_positions):
+        fast_world, tmp_path, with_positions):
     """TRL's log-prob pass against the course's (`response_logprobs`, which numbers positions from each row's first
     real token, as `generate` does), for the policy and TRL's reference model, on prompts of different lengths."""
-    trainer, tok = _trainer(fast_world, tmp_path, "grpo", mask_positions=mask_positions, beta=0.05)
+    trainer, tok = _trainer(fast_world, tmp_path, "grpo", with_positions=with_positions, beta=0.05)
     queries = [torch.tensor(tok(p)["input_ids"]) for p in ("Bad", "I watched this movie", "The acting was")]
     responses = [torch.tensor([5, 6, 7, 8])] * 3
     batch = pack(queries, responses, tok.pad_token_id)
@@ -37,7 +41,7 @@ def test_trl_scores_left_padded_prompts_where_generate_sampled_them_only_with_ma
                                                                        batch.attention_mask, 4)
             ours = response_logprobs(model, batch)
         gap = (theirs - ours).abs().max().item()
-        assert (gap < 1e-5) if mask_positions else (gap > 1e-3), gap
+        assert (gap < 1e-5) if with_positions else (gap > 1e-3), gap
 
 
 @pytest.mark.parametrize("algo, overrides", [
