@@ -534,14 +534,17 @@ def part_recipe(config: WorldConfig, part: str) -> dict:
     return {name: getattr(config, name) for name in sorted(names | {"seed"})}
 
 
-def part_key(config: WorldConfig, part: str, source: str, corpus_name: str) -> str:
+def data_fingerprint(source: str) -> str:
+    """The review data as a key sees it: its parquet files' names and sizes (tells real IMDB from the fixture)."""
+    return ";".join(f"{f.name}:{f.stat().st_size}" for f in sorted(Path(source).glob("*.parquet")))
+
+
+def part_key(config: WorldConfig, part: str, data: str, corpus_name: str) -> str:
     """A hash of what decides this part: its recipe fields, the review data, the base corpus and its needs' keys.
 
     A change to the reader's recipe leaves the policy's key alone, so a long build is redone only where it changed."""
-    files = sorted(Path(source).glob("*.parquet"))
-    payload = {"v": WORLD_VERSION, "part": part, "recipe": part_recipe(config, part),
-               "data": ";".join(f"{f.name}:{f.stat().st_size}" for f in files),
-               "needs": {need: part_key(config, need, source, corpus_name) for need in NEEDS[part]}}
+    payload = {"v": WORLD_VERSION, "part": part, "recipe": part_recipe(config, part), "data": data,
+               "needs": {need: part_key(config, need, data, corpus_name) for need in NEEDS[part]}}
     if part in ("tokenizer", "base"):
         payload["corpus"] = corpus_name
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
@@ -578,12 +581,12 @@ def build_part(part: str, root: Path, config: WorldConfig = WorldConfig(), sourc
         if part_info(root, need) is None:
             raise need_first(need)
     corpus, corpus_name = base_corpus(corpus_dir)
-    key = part_key(config, part, source, corpus_name)
+    key = part_key(config, part, data_fingerprint(source), corpus_name)
     if (done := part_info(root, part)) and done["key"] == key:
         log(f"  {part}: already built ({done['seconds']:.0f} s on {done['cpu']})")
         return done
     for need in NEEDS[part]:
-        if part_info(root, need)["key"] != part_key(config, need, source, corpus_name):
+        if part_info(root, need)["key"] != part_key(config, need, data_fingerprint(source), corpus_name):
             raise need_first(need)
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{part}.tmp-", dir=root))
@@ -592,7 +595,8 @@ def build_part(part: str, root: Path, config: WorldConfig = WorldConfig(), sourc
     try:
         with quiet_transformers():
             info = _BUILDERS[part](config, source, corpus, root, tmp, log)
-        info = {"part": part, "key": key, "corpus": corpus_name, "seconds": round(time.perf_counter() - start, 1),
+        info = {"part": part, "key": key, "corpus": corpus_name, "data": data_fingerprint(source),
+                "seconds": round(time.perf_counter() - start, 1),
                 "cpu": cpu_name(), "threads": torch.get_num_threads(), "torch": torch.__version__,
                 "built": time.strftime("%Y-%m-%d"), **info}
         (tmp / "part.json").write_text(json.dumps(info, indent=1))
@@ -620,7 +624,7 @@ def _checked_records(root: Path, config: WorldConfig, source: str) -> dict:
     if missing:
         raise RuntimeError(f"{root} lacks part(s) {missing}: run `python -m rlhf_helpers.world build --out {root}`.")
     corpus_name = records["base"]["corpus"]
-    stale = [p for p, r in records.items() if r["key"] != part_key(config, p, source, corpus_name)]
+    stale = [p for p, r in records.items() if r["key"] != part_key(config, p, data_fingerprint(source), corpus_name)]
     if stale:
         raise RuntimeError(f"Part(s) {stale} in {root} were built from another recipe or data; rebuild them with "
                            f"`python -m rlhf_helpers.world build --out {root} --part ...`.")
@@ -683,6 +687,7 @@ def ship(root: Path, dest: Path = SHIPPED_DIR, config: WorldConfig = WorldConfig
         log(f"  accuracy as stored: {stored}; gold rater: free {rater['free']:.2f} nats, weight {rater['weight']:.2f}")
         (tmp / GOLD_RATER).write_text(json.dumps(rater, indent=1))
         world = {"version": WORLD_VERSION, "config": dataclasses.asdict(config), "corpus": records["base"]["corpus"],
+                 "data": data_fingerprint(source),
                  "keys": {p: r["key"] for p, r in records.items()},
                  "stored_as": {p: str(d).removeprefix("torch.") for p, d in SHIP_DTYPES.items()},
                  "accuracy_as_stored": stored,

@@ -19,10 +19,11 @@ from rlhf_helpers.gold import KINDS, calibrate, calibration_table, calibration_t
 from rlhf_helpers.offline import _verified_world, smoke_world, verify_world
 from rlhf_helpers.reward import GoldRater, ReaderFluency
 import rlhf_helpers.world as world_module
-from rlhf_helpers.world import (FAST, GOLD_RATER, PARTS, SHIP_DTYPES, WorldConfig, build_part, part_key,
-                                 rst_to_paragraphs, ship)
+from rlhf_helpers.world import (FAST, GOLD_RATER, PARTS, SHIP_DTYPES, WorldConfig, build_part, data_fingerprint,
+                                 part_key, rst_to_paragraphs, ship)
 
 SOURCE = str(FIXTURE_DIR)
+DATA = data_fingerprint(SOURCE)
 
 RST = """\
 Reading files
@@ -59,16 +60,16 @@ def test_word_measures_by_hand():
 
 
 def test_a_part_key_follows_its_own_recipe_and_its_needs_only():
-    base = {part: part_key(FAST, part, SOURCE, "corpus") for part in PARTS}
+    base = {part: part_key(FAST, part, DATA, "corpus") for part in PARTS}
     reader_changed = dataclasses.replace(FAST, reader_steps=FAST.reader_steps + 1)
-    assert part_key(reader_changed, "policy", SOURCE, "corpus") == base["policy"]
-    assert part_key(reader_changed, "reader", SOURCE, "corpus") != base["reader"]
-    assert part_key(reader_changed, "gold", SOURCE, "corpus") != base["gold"]  # it starts from the reader
+    assert part_key(reader_changed, "policy", DATA, "corpus") == base["policy"]
+    assert part_key(reader_changed, "reader", DATA, "corpus") != base["reader"]
+    assert part_key(reader_changed, "gold", DATA, "corpus") != base["gold"]  # it starts from the reader
     base_changed = dataclasses.replace(FAST, base_steps=FAST.base_steps + 1)
-    assert part_key(base_changed, "policy", SOURCE, "corpus") != base["policy"]
-    assert part_key(base_changed, "classifier", SOURCE, "corpus") == base["classifier"]
-    assert part_key(FAST, "base", SOURCE, "another corpus") != base["base"]
-    assert part_key(FAST, "reader", SOURCE, "another corpus") != base["reader"]  # through the tokenizer
+    assert part_key(base_changed, "policy", DATA, "corpus") != base["policy"]
+    assert part_key(base_changed, "classifier", DATA, "corpus") == base["classifier"]
+    assert part_key(FAST, "base", DATA, "another corpus") != base["base"]
+    assert part_key(FAST, "reader", DATA, "another corpus") != base["reader"]  # through the tokenizer
 
 
 def test_a_part_refuses_to_start_without_what_it_starts_from(tmp_path):
