@@ -618,6 +618,14 @@ stay exact; the base is only a starting point, and the reader and the gold judge
 scores stable at half the size (the world stays under 30 MB)."""
 
 
+def _summary(record: dict) -> dict:
+    """A part's record for world.json: its last measurement in place of the whole curve (part.json keeps that)."""
+    summary = {k: v for k, v in record.items() if k != "curve"}
+    if record.get("curve"):
+        summary["final"] = record["curve"][-1]
+    return summary
+
+
 def _checked_records(root: Path, config: WorldConfig, source: str) -> dict:
     records = {part: part_info(root, part) for part in PARTS}
     missing = [p for p, r in records.items() if r is None]
@@ -691,7 +699,7 @@ def ship(root: Path, dest: Path = SHIPPED_DIR, config: WorldConfig = WorldConfig
                  "keys": {p: r["key"] for p, r in records.items()},
                  "stored_as": {p: str(d).removeprefix("torch.") for p, d in SHIP_DTYPES.items()},
                  "accuracy_as_stored": stored,
-                 "parts": {p: {k: v for k, v in r.items() if k != "curve"} for p, r in records.items()}}
+                 "parts": {p: _summary(r) for p, r in records.items()}}
         (tmp / "world.json").write_text(json.dumps(world, indent=1))
         (tmp / CHECKSUMS).write_text(json.dumps(_checksums(tmp), indent=1))
         if dest.exists():
