@@ -65,17 +65,24 @@ def word_list(text: str) -> list[str]:
     return _WORD.findall(text.lower())
 
 
-def unseen_word_rate(texts, vocabulary) -> float:
-    """Share of the words in `texts` that never occur in `vocabulary` (e.g. every word of IMDB's train reviews).
+def continuation_words(prompt: str, continuation: str) -> list[str]:
+    """The whole words a continuation wrote: the words of prompt + continuation after the prompt's, without the
+    last one. A prompt cut mid-word ("I watched this mov") shares its last word with the continuation ("ie and"),
+    and a continuation cut at its token limit ends mid-word: neither half-word is the writer's own."""
+    return word_list(prompt + continuation)[len(word_list(prompt)):-1]
 
-    Real review text scores about 1 %; a model that glues sub-word pieces into non-words scores far more."""
-    words = [w for t in texts for w in word_list(t)]
+
+def unseen_word_rate(word_lists, vocabulary) -> float:
+    """Share of the words (lists, e.g. from `continuation_words`) that never occur in `vocabulary` (e.g. every word
+    of IMDB's train reviews). Real review text scores about 1 %; a model that glues sub-word pieces into non-words
+    scores far more."""
+    words = [w for words in word_lists for w in words]
     return sum(w not in vocabulary for w in words) / max(1, len(words))
 
 
-def distinct_word_share(texts) -> float:
-    """Distinct words / words over all `texts` pooled: low when a writer keeps to a few words."""
-    words = [w for t in texts for w in word_list(t)]
+def distinct_word_share(word_lists) -> float:
+    """Distinct words / words over all the lists pooled: low when a writer keeps to a few words."""
+    words = [w for words in word_lists for w in words]
     return len(set(words)) / max(1, len(words))
 
 

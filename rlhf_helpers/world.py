@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 from .data import imdb_source, make_prompts
-from .evaluation import distinct_word_share, unseen_word_rate, word_list
+from .evaluation import continuation_words, distinct_word_share, unseen_word_rate, word_list
 from .gold import as_record, calibrate, calibration_set, calibration_table
 from .models import quiet_transformers
 from .offline import (CHECKSUMS, EOS, GOLD_RATER, SHIPPED_WORLD, _checksums, _classifier_tokenizer,
@@ -263,6 +263,7 @@ class WriterProbe:
 
     chunks: torch.Tensor
     prompt_ids: list[list[int]]
+    prompts: list[str]
     real_continuations: list[str]
     train_words: frozenset
 
@@ -280,11 +281,15 @@ class WriterProbe:
         held = [test_texts[i] for i in order[config.curve_prompts: config.curve_prompts + 400]]
         chunks = _chunks(tokenizer, held, config.seq_len)[:64]
         words = frozenset(w for t in train_texts for w in word_list(t))
-        return cls(chunks, [p["input_ids"] for p in prompts], real, words)
+        return cls(chunks, [p["input_ids"] for p in prompts], [p["query"] for p in prompts], real, words)
+
+    def _words(self, continuations: list[str]) -> list[list[str]]:
+        return [continuation_words(p, c) for p, c in zip(self.prompts, continuations)]
 
     def real_text(self) -> dict:
-        return {"unseen_word_rate": unseen_word_rate(self.real_continuations, self.train_words),
-                "distinct_word_share": distinct_word_share(self.real_continuations)}
+        words = self._words(self.real_continuations)
+        return {"unseen_word_rate": unseen_word_rate(words, self.train_words),
+                "distinct_word_share": distinct_word_share(words)}
 
     @torch.no_grad()
     def measure(self, model, tokenizer, seed: int) -> dict:
@@ -293,8 +298,9 @@ class WriterProbe:
         loss = model(input_ids=self.chunks, labels=self.chunks).loss.item()
         samples = sample_with(model, tokenizer, self.prompt_ids, Sampling(16, 16, 1.0, 128), seed=seed)
         model.train(was_training)
-        return {"heldout_loss": loss, "unseen_word_rate": unseen_word_rate(samples.responses, self.train_words),
-                "distinct_word_share": distinct_word_share(samples.responses), "sample": samples.texts[0]}
+        words = self._words(samples.responses)
+        return {"heldout_loss": loss, "unseen_word_rate": unseen_word_rate(words, self.train_words),
+                "distinct_word_share": distinct_word_share(words), "sample": samples.texts[0]}
 
 
 def _chunks(tokenizer, texts: list[str], seq_len: int) -> torch.Tensor:

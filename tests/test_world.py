@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel, pipeline
 
-from rlhf_helpers.evaluation import distinct_word_share, unseen_word_rate, word_list
+from rlhf_helpers.evaluation import continuation_words, distinct_word_share, unseen_word_rate, word_list
 from rlhf_helpers.fixture import FIXTURE_DIR
 from rlhf_helpers.gold import KINDS, calibrate, calibration_table, calibration_texts
 from rlhf_helpers.offline import _verified_world, smoke_world, verify_world
@@ -53,10 +53,13 @@ def test_rst_prose_keeps_sentences_and_drops_code_and_markup():
 
 def test_word_measures_by_hand():
     assert word_list("Don't stop: it's GREAT!") == ["don", "t", "stop", "it", "s", "great"]
+    # the prompt's half-word ("mov" + "ie") and the continuation's last, maybe cut, word are not the writer's
+    assert continuation_words("I watched this mov", "ie and it was grea") == ["and", "it", "was"]
+    assert continuation_words("A film", " that") == []
     vocabulary = {"a", "fine", "film"}
-    assert unseen_word_rate(["A fine film", "a fine flim"], vocabulary) == pytest.approx(1 / 6)
-    assert unseen_word_rate(["!!!"], vocabulary) == 0.0
-    assert distinct_word_share(["great great", "great film"]) == pytest.approx(2 / 4)
+    assert unseen_word_rate([["a", "fine", "film"], ["a", "fine", "flim"]], vocabulary) == pytest.approx(1 / 6)
+    assert unseen_word_rate([[]], vocabulary) == 0.0
+    assert distinct_word_share([["great", "great"], ["great", "film"]]) == pytest.approx(2 / 4)
 
 
 def test_a_part_key_follows_its_own_recipe_and_its_needs_only():
