@@ -43,13 +43,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import imdb_source, make_prompts
-from .evaluation import continuation_words, distinct_word_share, unseen_word_rate, word_list
+from .data import heldout_prompts, imdb_source, make_prompts
+from .evaluation import continuation_words, distinct_word_share, evaluate, unseen_word_rate, word_list
 from .gold import as_record, calibrate, calibration_set, calibration_table
-from .models import quiet_transformers
+from .models import prepare_tokenizer, quiet_transformers
 from .offline import (CHECKSUMS, EOS, GOLD_RATER, SHIPPED_WORLD, _checksums, _classifier_tokenizer,
                       _finetune_classifier, _schedule, _texts, _train_tokenizer)
-from .profiles import Sampling
+from .profiles import Sampling, get_profile
 from .reward import GoldRater, ReaderFluency, SentimentReward
 from .sampling import sample_with
 
@@ -683,6 +683,21 @@ def calibrate_gold(root: Path, source: str) -> dict:
     return as_record(calibration, table)
 
 
+def step0_evaluation(root: Path) -> dict:
+    """The smoke profile's held-out evaluation (its prompts, sampling and seed) of the stored policy, scored by the
+    stored reward, before any training: the same weights and seed should give the same samples on every machine,
+    and tests/test_shipped_world.py checks that they do on the one it runs on."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    profile = get_profile("smoke")
+    tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(root / "policy"))
+    policy = AutoModelForCausalLM.from_pretrained(root / "policy", dtype=torch.float32, use_safetensors=True).eval()
+    reward = SentimentReward(_judge(root / "classifier"))
+    ev = evaluate(policy, policy, tokenizer, reward, heldout_prompts(profile, tokenizer), profile.eval_sampling)
+    digest = hashlib.sha256("\n".join(ev.samples.response).encode()).hexdigest()
+    return {"metrics": ev.metrics, "responses_sha256": digest, "samples": ev.samples.head(6).to_dict("records")}
+
+
 def ship(root: Path, dest: Path = SHIPPED_DIR, config: WorldConfig = WorldConfig(), source: str | None = None,
          log=print) -> dict:
     """Copy a fully built world from `root` into `dest` (the repository's `smoke_world/`) at its storage types, measure
@@ -698,13 +713,14 @@ def ship(root: Path, dest: Path = SHIPPED_DIR, config: WorldConfig = WorldConfig
             stored = {part: _classifier_eval(_judge(tmp / part).model, _judge(tmp / part).tokenizer, test_texts,
                                              test_labels, config) for part in ("classifier", "gold")}
             rater = calibrate_gold(tmp, source)
+            step0 = step0_evaluation(tmp)
         log(f"  accuracy as stored: {stored}; gold rater: free {rater['free']:.2f} nats, weight {rater['weight']:.2f}")
         (tmp / GOLD_RATER).write_text(json.dumps(rater, indent=1))
         world = {"version": WORLD_VERSION, "config": dataclasses.asdict(config), "corpus": records["base"]["corpus"],
                  "data": data_fingerprint(source),
                  "keys": {p: r["key"] for p, r in records.items()},
                  "stored_as": {p: str(d).removeprefix("torch.") for p, d in SHIP_DTYPES.items()},
-                 "accuracy_as_stored": stored,
+                 "accuracy_as_stored": stored, "step0_evaluation": step0,
                  "parts": {p: _summary(r) for p, r in records.items()}}
         (tmp / "world.json").write_text(json.dumps(world, indent=1))
         (tmp / CHECKSUMS).write_text(json.dumps(_checksums(tmp), indent=1))

@@ -220,6 +220,8 @@ def test_fast_world_builds_every_part_loads_and_ships(fast_world_parts, tmp_path
         stored = load_file(dest / part / "model.safetensors")
         assert {t.dtype for t in stored.values() if t.is_floating_point()} == {dtype}, part
     assert set(world["accuracy_as_stored"]) == {"classifier", "gold"}
+    assert world["step0_evaluation"]["metrics"]["kl"] == pytest.approx(0.0, abs=1e-6)  # the policy against itself
+    assert len(world["step0_evaluation"]["samples"]) == 6
     loaded = smoke_world(dest)
     assert loaded.rater == rater and loaded.info["keys"] == world["keys"]
     assert AutoModelForCausalLM.from_pretrained(loaded.policy, use_safetensors=True).config.n_layer == FAST.layers
