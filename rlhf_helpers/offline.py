@@ -181,7 +181,7 @@ def _schedule(step: int, total: int, warmup: int) -> float:
     if step < warmup:
         return (step + 1) / warmup
     progress = (step - warmup) / max(1, total - warmup)
-    return 0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * progress))
+    return float(0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * progress)))  # a float: checkpoints load with weights_only
 
 
 def _pretrain_policy(tokenizer, texts: list[str], config: OfflineWorldConfig, out: Path, log) -> dict:

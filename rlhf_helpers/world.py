@@ -326,23 +326,44 @@ class LMRecipe:
 
 
 def _train_lm(model, chunks: torch.Tensor, recipe: LMRecipe, log, probe: WriterProbe | None = None,
-              tokenizer=None) -> list[dict]:
+              tokenizer=None, checkpoint: Path | None = None, key: str = "") -> list[dict]:
     """Next-token training on random rows of `chunks`; every `curve_every` steps (and at the end) the probe measures
-    the model. Returns the curve (one dict per measurement, with the tokens seen so far)."""
+    the model. Returns the curve (one dict per measurement, with the tokens seen so far).
+
+    With `checkpoint`, the whole training state (weights, optimizer, schedule, batch-order generator, torch's random
+    state for dropout, the curve) is saved there at every measurement, and a run that finds a checkpoint of the same
+    `key` goes on from it: a build killed after hours loses at most `curve_every` steps, and ends with the weights an
+    uninterrupted build ends with."""
     opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _schedule(s, recipe.steps, recipe.warmup))
     gen = torch.Generator().manual_seed(recipe.seed)
-    curve = []
+    curve, first, elapsed = [], 0, 0.0
+    if checkpoint is not None and checkpoint.is_file():
+        state = torch.load(checkpoint, weights_only=True)
+        if state["key"] == key:
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["schedule"])
+            gen.set_state(state["generator"])
+            torch.set_rng_state(state["rng"])
+            curve, first, elapsed = state["curve"], state["step"], state["seconds"]
+            log(f"    resuming from step {first} ({checkpoint})")
     model.train()
-    start = time.perf_counter()
-    for step in range(recipe.steps + 1):
+    start = time.perf_counter() - elapsed
+    for step in range(first, recipe.steps + 1):
         if probe is not None and (step % recipe.curve_every == 0 or step == recipe.steps):
-            point = {"step": step, "tokens": step * recipe.batch * chunks.shape[1],
-                     "seconds": round(time.perf_counter() - start, 1),
-                     **probe.measure(model, tokenizer, seed=recipe.seed)}
-            curve.append(point)
-            log(f"    step {step}: held-out loss {point['heldout_loss']:.3f}, unseen words "
-                f"{point['unseen_word_rate']:.1%}: {point['sample']!r}")
+            if not (curve and curve[-1]["step"] == step):  # a resumed run measured this step already
+                point = {"step": step, "tokens": step * recipe.batch * chunks.shape[1],
+                         "seconds": round(time.perf_counter() - start, 1),
+                         **probe.measure(model, tokenizer, seed=recipe.seed)}
+                curve.append(point)
+                log(f"    step {step}: held-out loss {point['heldout_loss']:.3f}, unseen words "
+                    f"{point['unseen_word_rate']:.1%}: {point['sample']!r}")
+                if checkpoint is not None and step < recipe.steps:
+                    _save_checkpoint(checkpoint, {
+                        "key": key, "step": step, "seconds": time.perf_counter() - start, "curve": curve,
+                        "model": model.state_dict(), "optimizer": opt.state_dict(), "schedule": sched.state_dict(),
+                        "generator": gen.get_state(), "rng": torch.get_rng_state()})
         if step == recipe.steps:
             break
         batch = chunks[torch.randint(0, len(chunks), (recipe.batch,), generator=gen)]
@@ -356,6 +377,12 @@ def _train_lm(model, chunks: torch.Tensor, recipe: LMRecipe, log, probe: WriterP
             log(f"    step {step}/{recipe.steps}: train loss {loss.item():.3f}")
     model.eval()
     return curve
+
+
+def _save_checkpoint(path: Path, state: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
 
 
 def _new_lm(tokenizer, layers: int, dim: int, heads: int, positions: int, seed: int):
@@ -379,7 +406,8 @@ def _shuffled_reviews(source: str, seed: int, limit: int) -> list[str]:
     return [texts[i] for i in np.random.default_rng(seed).permutation(len(texts))[:limit]]
 
 
-def _build_tokenizer(config: WorldConfig, source: str, corpus: list[str], root: Path, out: Path, log) -> dict:
+def _build_tokenizer(config: WorldConfig, source: str, corpus: list[str], root: Path, out: Path, log,
+                     key: str = "") -> dict:
     reviews = _shuffled_reviews(source, config.seed, config.tokenizer_reviews)
     sample, chars = [], 0
     for i in np.random.default_rng(config.seed + 1).permutation(len(corpus)):
@@ -400,7 +428,7 @@ class _TokenizerShape:
 
 
 def _build_lm_part(part: str, config: WorldConfig, source: str, corpus: list[str], root: Path, out: Path,
-                   log) -> dict:
+                   log, key: str = "") -> dict:
     """The base, the policy or the reader: one LM training each, measured along the way."""
     from transformers import AutoModelForCausalLM, GPT2Tokenizer
 
@@ -428,7 +456,8 @@ def _build_lm_part(part: str, config: WorldConfig, source: str, corpus: list[str
         seq_len, dtype = config.reader_seq_len, torch.bfloat16
     chunks = _chunks(tokenizer, texts, seq_len)
     log(f"  {part}: {sum(p.numel() for p in model.parameters()):,} parameters, {chunks.numel():,} tokens of text")
-    curve = _train_lm(model, chunks, recipe, log, probe, tokenizer)
+    checkpoint = root / f".{part}.checkpoint.pt"
+    curve = _train_lm(model, chunks, recipe, log, probe, tokenizer, checkpoint=checkpoint, key=key)
     _save_lm(model, tokenizer, out, dtype)
     return {"params": sum(p.numel() for p in model.parameters()), "text_tokens": chunks.numel(),
             "tokens_seen": recipe.steps * recipe.batch * seq_len, "curve": curve, "real_text": probe.real_text(),
@@ -447,7 +476,8 @@ def _classifier_eval(model, tokenizer, texts: list[str], labels: list[int], conf
     return correct / len(pick)
 
 
-def _build_gold(config: WorldConfig, source: str, corpus: list[str], root: Path, out: Path, log) -> dict:
+def _build_gold(config: WorldConfig, source: str, corpus: list[str], root: Path, out: Path, log,
+                key: str = "") -> dict:
     """The reader's backbone plus a fresh two-way head, fine-tuned on IMDB's labels (last-token pooling, GPT-2's)."""
     from transformers import AutoModelForSequenceClassification, GPT2Tokenizer
 
@@ -498,7 +528,8 @@ def _build_gold(config: WorldConfig, source: str, corpus: list[str], root: Path,
             "eval_reviews": min(config.eval_reviews, len(test_texts))}
 
 
-def _build_classifier(config: WorldConfig, source: str, corpus: list[str], root: Path, out: Path, log) -> dict:
+def _build_classifier(config: WorldConfig, source: str, corpus: list[str], root: Path, out: Path, log,
+                      key: str = "") -> dict:
     clf_tok = _classifier_tokenizer(root / "tokenizer", config)
     info = _finetune_classifier(clf_tok, _texts("train", source), _texts("test", source), config, out, log)
     return {"params": info["classifier_params"], "test_accuracy": info["classifier_test_accuracy"],
@@ -513,7 +544,7 @@ _BUILDERS = {
     "reader": lambda *args: _build_lm_part("reader", *args),
     "gold": _build_gold,
 }
-"""Each part's builder: (config, source, corpus, root, scratch folder, log) -> the part's record."""
+"""Each part's builder: (config, source, corpus, root, scratch folder, log, key) -> the part's record."""
 
 
 # --- parts, keys, resuming --------------------------------------------------------------------------------------
@@ -600,7 +631,7 @@ def build_part(part: str, root: Path, config: WorldConfig = WorldConfig(), sourc
     log(f"Building the world's {part} in {root} ({torch.get_num_threads()} threads) ...")
     try:
         with quiet_transformers():
-            info = _BUILDERS[part](config, source, corpus, root, tmp, log)
+            info = _BUILDERS[part](config, source, corpus, root, tmp, log, key)
         info = {"part": part, "key": key, "corpus": corpus_name, "data": data_fingerprint(source),
                 "seconds": round(time.perf_counter() - start, 1),
                 "cpu": cpu_name(), "threads": torch.get_num_threads(), "torch": torch.__version__,
@@ -609,6 +640,7 @@ def build_part(part: str, root: Path, config: WorldConfig = WorldConfig(), sourc
         if (root / part).exists():
             shutil.rmtree(root / part)
         os.replace(tmp, root / part)
+        (root / f".{part}.checkpoint.pt").unlink(missing_ok=True)  # the part is built: nothing to resume
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

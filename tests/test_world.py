@@ -254,3 +254,42 @@ def test_full_recipe_keeps_the_head_and_a_larger_reader():
     config = WorldConfig()
     assert config.vocab_size * config.dim <= 4096 * 128
     assert config.reader_dim * config.reader_layers > config.dim * config.layers
+
+
+class _Probe:
+    """A stand-in probe that can stop the training at its `stop_at`-th measurement (a build killed mid-part)."""
+
+    def __init__(self, stop_at=None):
+        self.calls, self.stop_at = 0, stop_at
+
+    def measure(self, model, tokenizer, seed):
+        self.calls += 1
+        if self.calls == self.stop_at:
+            raise KeyboardInterrupt
+        return {"heldout_loss": 0.0, "unseen_word_rate": 0.0, "distinct_word_share": 0.0, "sample": ""}
+
+
+def test_a_killed_lm_training_resumes_to_the_same_weights(tmp_path):
+    from rlhf_helpers.world import LMRecipe, _train_lm
+
+    chunks = torch.randint(0, 50, (40, 8), generator=torch.Generator().manual_seed(0))
+    recipe = LMRecipe(steps=6, batch=4, lr=1e-2, warmup=2, seed=0, curve_every=3)
+    whole = _tiny_lm(seed=1)  # GPT-2's dropout (0.1) draws from torch's global generator: the checkpoint carries it
+    assert whole.config.resid_pdrop > 0
+    _train_lm(whole, chunks, recipe, log=lambda *_: None, probe=_Probe())
+
+    checkpoint = tmp_path / "lm.checkpoint.pt"
+    resumed = _tiny_lm(seed=1)
+    with pytest.raises(KeyboardInterrupt):  # killed at the step-6 measurement: the step-3 checkpoint is on disk
+        _train_lm(resumed, chunks, recipe, log=lambda *_: None, probe=_Probe(stop_at=3), checkpoint=checkpoint,
+                  key="k")
+    assert torch.load(checkpoint, weights_only=True)["step"] == 3
+    again = _tiny_lm(seed=1)
+    curve = _train_lm(again, chunks, recipe, log=lambda *_: None, probe=_Probe(), checkpoint=checkpoint, key="k")
+    assert [p["step"] for p in curve] == [0, 3, 6]
+    for a, b in zip(whole.parameters(), again.parameters()):
+        assert torch.equal(a, b)
+    other = _tiny_lm(seed=1)  # a checkpoint of another recipe (key) is not resumed from
+    _train_lm(other, chunks, recipe, log=lambda *_: None, probe=_Probe(), checkpoint=checkpoint, key="other")
+    for a, b in zip(whole.parameters(), other.parameters()):
+        assert torch.equal(a, b)
