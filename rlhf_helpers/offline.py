@@ -161,18 +161,18 @@ def _texts(split: str, source: str) -> list[str]:
     return [clean_review(t) for t in columns["text"]], columns["label"]
 
 
-def _train_tokenizer(texts: list[str], config: OfflineWorldConfig, out: Path):
+def _train_tokenizer(texts: list[str], vocab_size: int, max_length: int, out: Path):
     from tokenizers import ByteLevelBPETokenizer
     from transformers import GPT2Tokenizer
 
     bpe = ByteLevelBPETokenizer()  # GPT-2's byte-level pre-tokenizer: no unknown characters, ever
-    bpe.train_from_iterator(texts, vocab_size=config.vocab_size, min_frequency=2, special_tokens=[EOS],
+    bpe.train_from_iterator(texts, vocab_size=vocab_size, min_frequency=2, special_tokens=[EOS],
                             show_progress=False)
     model = json.loads(bpe._tokenizer.to_str())["model"]
     merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]
     # GPT-2's quirks: <|endoftext|> is bos, eos and unk; there is no pad token.
     tokenizer = GPT2Tokenizer(vocab=model["vocab"], merges=merges, pad_token=None)
-    tokenizer.model_max_length = config.policy_positions
+    tokenizer.model_max_length = max_length
     tokenizer.save_pretrained(out)
     return tokenizer
 
@@ -184,15 +184,21 @@ def _schedule(step: int, total: int, warmup: int) -> float:
     return float(0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * progress)))  # a float: checkpoints load with weights_only
 
 
+def token_chunks(tokenizer, texts: list[str], seq_len: int) -> torch.Tensor:
+    """Texts tokenized into one stream (EOS between them) and cut into `seq_len`-token rows: what an LM trains on."""
+    ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    stream = np.fromiter((t for row in ids for t in (*row, tokenizer.eos_token_id)), dtype=np.int64)
+    n = len(stream) // seq_len
+    return torch.from_numpy(stream[: n * seq_len].reshape(n, seq_len))
+
+
 def _pretrain_policy(tokenizer, texts: list[str], config: OfflineWorldConfig, out: Path, log) -> dict:
     from transformers import GPT2Config, GPT2LMHeadModel
 
     # Tokenize only about as many reviews as pretraining will read (~250 tokens per cleaned review).
     needed = config.policy_steps * config.policy_batch * config.policy_seq_len // 250 + 1000
-    ids = tokenizer(texts[:needed], add_special_tokens=False)["input_ids"]
-    stream = np.fromiter((t for row in ids for t in (*row, tokenizer.eos_token_id)), dtype=np.int64)
-    n_seq = len(stream) // config.policy_seq_len
-    chunks = torch.from_numpy(stream[: n_seq * config.policy_seq_len].reshape(n_seq, config.policy_seq_len))
+    chunks = token_chunks(tokenizer, texts[:needed], config.policy_seq_len)
+    n_seq = len(chunks)
 
     torch.manual_seed(config.seed)
     model = GPT2LMHeadModel(GPT2Config(
@@ -302,18 +308,24 @@ def _finetune_classifier(clf_tok, train: tuple, test: tuple, config: OfflineWorl
     clf_tok.model_max_length = recipe["max_len"]
     clf_tok.save_pretrained(out)
 
-    test_texts, test_labels = test
-    pick = np.random.default_rng(config.seed + 3).permutation(len(test_texts))[: config.eval_reviews]
-    correct = 0
-    with torch.no_grad():
-        for i in range(0, len(pick), 64):
-            chunk = [test_texts[j] for j in pick[i:i + 64]]
-            enc = clf_tok(chunk, truncation=True, padding=True, return_tensors="pt")
-            pred = model(**enc).logits.argmax(-1)
-            correct += (pred == torch.tensor([test_labels[j] for j in pick[i:i + 64]])).sum().item()
+    accuracy, n = classifier_accuracy(model, clf_tok, test, seed=config.seed + 3, n=config.eval_reviews)
     key = "classifier" if part == "clf" else "gold"
     return {f"{key}_params": sum(p.numel() for p in model.parameters()),
-            f"{key}_test_accuracy": correct / len(pick), f"{key}_eval_reviews": len(pick)}
+            f"{key}_test_accuracy": accuracy, f"{key}_eval_reviews": n}
+
+
+@torch.no_grad()
+def classifier_accuracy(model, tokenizer, test: tuple, seed: int, n: int) -> tuple[float, int]:
+    """(accuracy, reviews): the argmax label of `n` seeded test reviews (texts, labels) against their labels."""
+    texts, labels = test
+    pick = np.random.default_rng(seed).permutation(len(texts))[:n]
+    correct = 0
+    for i in range(0, len(pick), 64):
+        rows = pick[i:i + 64]
+        enc = tokenizer([texts[j] for j in rows], truncation=True, padding=True, return_tensors="pt")
+        pred = model(**enc).logits.argmax(-1)
+        correct += (pred == torch.tensor([labels[j] for j in rows])).sum().item()
+    return correct / len(pick), len(pick)
 
 
 def _file_sha256(path: Path) -> str:
@@ -499,7 +511,8 @@ def _build(config: OfflineWorldConfig, source: str, root: Path, log) -> None:
     try:
         train_texts, _ = _texts("train", source)
         tok_order = _policy_order(config, len(train_texts))[0]
-        tokenizer = _train_tokenizer([train_texts[i] for i in tok_order], config, tmp / "tokenizer")
+        tokenizer = _train_tokenizer([train_texts[i] for i in tok_order], config.vocab_size, config.policy_positions,
+                                     tmp / "tokenizer")
         t_tok = time.perf_counter()
         log(f"  tokenizer: {len(tokenizer)} tokens in {t_tok - t0:.1f} s")
         del train_texts

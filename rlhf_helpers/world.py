@@ -30,7 +30,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import platform
 import re
 import shutil
 import sys
@@ -48,8 +47,9 @@ from .evaluation import continuation_words, distinct_word_share, evaluate, unsee
 from .gold import as_record, calibrate, calibration_set, calibration_table
 from .models import prepare_tokenizer, quiet_transformers
 from .offline import (CHECKSUMS, EOS, GOLD_RATER, SHIPPED_WORLD, _checksums, _classifier_tokenizer,
-                      _finetune_classifier, _schedule, _texts, _train_tokenizer)
+                      _finetune_classifier, _schedule, _texts, _train_tokenizer, classifier_accuracy, token_chunks)
 from .profiles import Sampling, get_profile
+from .results import machine
 from .reward import GoldRater, ReaderFluency, SentimentReward
 from .sampling import sample_with
 
@@ -280,7 +280,7 @@ class WriterProbe:
             ids = tokenizer(text[:400], add_special_tokens=False)["input_ids"]
             real.append(tokenizer.decode(ids[len(prompt["input_ids"]):len(prompt["input_ids"]) + 16]))
         held = [test_texts[i] for i in order[config.curve_prompts: config.curve_prompts + 400]]
-        chunks = _chunks(tokenizer, held, config.seq_len)[:64]
+        chunks = token_chunks(tokenizer, held, config.seq_len)[:64]
         words = frozenset(w for t in train_texts for w in word_list(t))
         return cls(chunks, [p["input_ids"] for p in prompts], [p["query"] for p in prompts], real, words)
 
@@ -302,14 +302,6 @@ class WriterProbe:
         words = self._words(samples.responses)
         return {"heldout_loss": loss, "unseen_word_rate": unseen_word_rate(words, self.train_words),
                 "distinct_word_share": distinct_word_share(words), "sample": samples.texts[0]}
-
-
-def _chunks(tokenizer, texts: list[str], seq_len: int) -> torch.Tensor:
-    """Texts tokenized into one stream (EOS between them) and cut into `seq_len`-token rows."""
-    ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
-    stream = np.fromiter((t for row in ids for t in (*row, tokenizer.eos_token_id)), dtype=np.int64)
-    n = len(stream) // seq_len
-    return torch.from_numpy(stream[: n * seq_len].reshape(n, seq_len))
 
 
 # --- training ---------------------------------------------------------------------------------------------------
@@ -416,16 +408,8 @@ def _build_tokenizer(config: WorldConfig, source: str, corpus: list[str], root: 
             break
         sample.append(corpus[i])
         chars += len(corpus[i])
-    tokenizer = _train_tokenizer(reviews + sample, _TokenizerShape(config.vocab_size, config.positions), out)
+    tokenizer = _train_tokenizer(reviews + sample, config.vocab_size, config.positions, out)
     return {"vocab": len(tokenizer), "review_texts": len(reviews), "corpus_chars": chars}
-
-
-@dataclass(frozen=True)
-class _TokenizerShape:
-    """The two fields `offline._train_tokenizer` reads from a recipe."""
-
-    vocab_size: int
-    policy_positions: int
 
 
 def _build_lm_part(part: str, config: WorldConfig, source: str, corpus: list[str], root: Path, out: Path,
@@ -455,7 +439,7 @@ def _build_lm_part(part: str, config: WorldConfig, source: str, corpus: list[str
         recipe = LMRecipe(config.reader_steps, config.reader_batch, config.reader_lr, config.warmup, seed,
                           config.curve_every)
         seq_len, dtype = config.reader_seq_len, torch.bfloat16
-    chunks = _chunks(tokenizer, texts, seq_len)
+    chunks = token_chunks(tokenizer, texts, seq_len)
     log(f"  {part}: {sum(p.numel() for p in model.parameters()):,} parameters, {chunks.numel():,} tokens of text")
     checkpoint = root / f".{part}.checkpoint.pt"
     curve = _train_lm(model, chunks, recipe, log, probe, tokenizer, checkpoint=checkpoint, key=key)
@@ -463,18 +447,6 @@ def _build_lm_part(part: str, config: WorldConfig, source: str, corpus: list[str
     return {"params": sum(p.numel() for p in model.parameters()), "text_tokens": chunks.numel(),
             "tokens_seen": recipe.steps * recipe.batch * seq_len, "curve": curve, "real_text": probe.real_text(),
             "dtype": str(dtype).removeprefix("torch.")}
-
-
-def _classifier_eval(model, tokenizer, texts: list[str], labels: list[int], config: WorldConfig) -> float:
-    pick = np.random.default_rng(config.seed + 3).permutation(len(texts))[: config.eval_reviews]
-    correct = 0
-    with torch.no_grad():
-        for i in range(0, len(pick), 64):
-            rows = pick[i:i + 64]
-            enc = tokenizer([texts[j] for j in rows], truncation=True, padding=True, return_tensors="pt")
-            pred = model(**enc).logits.argmax(-1)
-            correct += (pred == torch.tensor([labels[j] for j in rows])).sum().item()
-    return correct / len(pick)
 
 
 def _build_gold(config: WorldConfig, source: str, corpus: list[str], root: Path, out: Path, log,
@@ -521,12 +493,11 @@ def _build_gold(config: WorldConfig, source: str, corpus: list[str], root: Path,
         if step % 100 == 0:
             log(f"    gold step {step}/{config.gold_steps}: loss {loss.item():.3f}")
     model.eval()
-    test_texts, test_labels = _texts("test", source)
-    accuracy = _classifier_eval(model, tokenizer, test_texts, test_labels, config)
+    accuracy, n = classifier_accuracy(model, tokenizer, _texts("test", source), seed=config.seed + 3,
+                                      n=config.eval_reviews)
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
-    return {"params": sum(p.numel() for p in model.parameters()), "test_accuracy": accuracy,
-            "eval_reviews": min(config.eval_reviews, len(test_texts))}
+    return {"params": sum(p.numel() for p in model.parameters()), "test_accuracy": accuracy, "eval_reviews": n}
 
 
 def _build_classifier(config: WorldConfig, source: str, corpus: list[str], root: Path, out: Path, log,
@@ -587,19 +558,6 @@ def part_key(config: WorldConfig, part: str, data: str, corpus_name: str) -> str
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def cpu_name() -> str:
-    """The CPU model and the widest vector unit torch uses on it (for the part's record)."""
-    name = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{name} ({torch.backends.cpu.get_cpu_capability()}, {os.cpu_count()} cores)"
-
-
 def part_info(root: Path, part: str) -> dict | None:
     path = root / part / "part.json"
     return json.loads(path.read_text()) if path.is_file() else None
@@ -634,7 +592,7 @@ def build_part(part: str, root: Path, config: WorldConfig = WorldConfig(), sourc
             info = _BUILDERS[part](config, source, corpus, root, tmp, log, key)
         info = {"part": part, "key": key, "corpus": corpus_name, "data": data_fingerprint(source),
                 "seconds": round(time.perf_counter() - start, 1),
-                "cpu": cpu_name(), "threads": torch.get_num_threads(), "torch": torch.__version__,
+                "cpu": machine(),
                 "built": time.strftime("%Y-%m-%d"), **info}
         (tmp / "part.json").write_text(json.dumps(info, indent=1))
         if (root / part).exists():
@@ -741,9 +699,12 @@ def ship(root: Path, dest: Path = SHIPPED_DIR, config: WorldConfig = WorldConfig
         for part in PARTS:
             _store(root / part, tmp / part, SHIP_DTYPES.get(part, torch.float32))
         with quiet_transformers():
-            test_texts, test_labels = _texts("test", source)
-            stored = {part: _classifier_eval(_judge(tmp / part).model, _judge(tmp / part).tokenizer, test_texts,
-                                             test_labels, config) for part in ("classifier", "gold")}
+            test = _texts("test", source)
+            stored = {}
+            for part in ("classifier", "gold"):
+                judge = _judge(tmp / part)
+                stored[part] = classifier_accuracy(judge.model, judge.tokenizer, test, seed=config.seed + 3,
+                                                   n=config.eval_reviews)[0]
             rater = calibrate_gold(tmp, source)
             step0 = step0_evaluation(tmp)
         log(f"  accuracy as stored: {stored}; gold rater: free {rater['free']:.2f} nats, weight {rater['weight']:.2f}")
