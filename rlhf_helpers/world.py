@@ -107,7 +107,7 @@ class WorldConfig:
     reader_heads: int = 6
     """Attention heads of the reader."""
     reader_positions: int = 128
-    """Context of the reader and of the gold judge built on it."""
+    """Context of the reader (the gold judge built on it reads further: `gold_positions`)."""
     reader_seq_len: int = 128
     """Tokens per reader training sequence (the full context, so every position is trained for the gold judge)."""
     reader_batch: int = 32
@@ -128,8 +128,9 @@ class WorldConfig:
     """Attention heads of the reward classifier."""
     clf_max_len: int = 256
     """Longest classifier input in tokens."""
-    clf_train_len: int = 128
-    """Training window of the classifier, in tokens."""
+    clf_train_len: int = 256
+    """Training window of the classifier, in tokens (its whole context: positions it never trains on would read
+    long reviews with random position vectors)."""
     clf_steps: int = 2500
     """Training steps of the reward classifier."""
     clf_batch: int = 32
@@ -140,14 +141,19 @@ class WorldConfig:
     """Share of batches cut to short windows (8-48 tokens): the reward scores 10-24-token texts."""
     clf_seed_offset: int = 1
     """Added to `seed` for the classifier's init and batch order."""
-    clf_truncation_side: str = "right"
-    """Which end of a long review the classifier keeps (the hub classifier keeps the start)."""
+    clf_truncation_side: str = "left"
+    """Which end of a long review the classifier keeps: the end, where the verdict usually is (round 1's classifier
+    read 84.2 % of 1,000 test reviews from their first 256 tokens, 86.3 % from their last)."""
     clf_logit_scale: float = 3.0
     """Multiplies the head's weights and bias (argmax unchanged) so the reward spans about ±3 like the hub's."""
     gold_steps: int = 800
     """Fine-tuning steps of the gold judge (the reader's backbone plus a sentiment head)."""
-    gold_batch: int = 32
+    gold_batch: int = 16
     """Reviews per gold-judge step."""
+    gold_positions: int = 512
+    """Context of the gold judge: the reader's 128 position vectors tiled to this length, as Longformer extended
+    RoBERTa's (Beltagy et al. 2020, sec. 5), then fine-tuned on whole reviews. Read through its last 128 tokens,
+    round 1's judge scored 84.4 %; 82 % of test reviews fit in 512 tokens."""
     gold_lr: float = 3e-4
     """Peak AdamW learning rate of the gold judge (a pretrained backbone takes a smaller step than scratch)."""
     gold_short_frac: float = 0.25
@@ -449,6 +455,21 @@ def _build_lm_part(part: str, config: WorldConfig, source: str, corpus: list[str
             "dtype": str(dtype).removeprefix("torch.")}
 
 
+def extend_positions(model, positions: int) -> None:
+    """Give a GPT-2 `positions` learned position vectors by tiling the ones it has (Longformer's initialisation).
+
+    The first `n_positions` vectors are unchanged, so the model reads a short text exactly as before."""
+    old = model.transformer.wpe.weight.data
+    if positions < old.shape[0]:
+        raise ValueError(f"gold_positions={positions} is shorter than the reader's {old.shape[0]} positions; "
+                         f"set it to at least {old.shape[0]}.")
+    tiles = -(-positions // old.shape[0])
+    wpe = torch.nn.Embedding(positions, old.shape[1], dtype=old.dtype)
+    wpe.weight.data.copy_(old.repeat(tiles, 1)[:positions])
+    model.transformer.wpe = wpe
+    model.config.n_positions = positions
+
+
 def _build_gold(config: WorldConfig, source: str, corpus: list[str], root: Path, out: Path, log,
                 key: str = "") -> dict:
     """The reader's backbone plus a fresh two-way head, fine-tuned on IMDB's labels (last-token pooling, GPT-2's)."""
@@ -456,14 +477,15 @@ def _build_gold(config: WorldConfig, source: str, corpus: list[str], root: Path,
 
     tokenizer = GPT2Tokenizer.from_pretrained(root / "tokenizer", pad_token=EOS)
     tokenizer.truncation_side = "left"  # keep a long review's end, where the verdict usually is
-    tokenizer.model_max_length = config.reader_positions
+    tokenizer.model_max_length = config.gold_positions
     seed = config.seed + config.gold_seed_offset
     torch.manual_seed(seed)
     labels = {"id2label": {0: "NEGATIVE", 1: "POSITIVE"}, "label2id": {"NEGATIVE": 0, "POSITIVE": 1}}
     model = AutoModelForSequenceClassification.from_pretrained(
         root / "reader", num_labels=2, pad_token_id=tokenizer.pad_token_id, dtype=torch.float32, **labels)
+    extend_positions(model, config.gold_positions)
     texts, targets = _texts("train", source)
-    ids = tokenizer(texts, truncation=True, max_length=config.reader_positions)["input_ids"]
+    ids = tokenizer(texts, truncation=True, max_length=config.gold_positions)["input_ids"]
     targets = torch.tensor(targets)
     opt = torch.optim.AdamW(model.parameters(), lr=config.gold_lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _schedule(s, config.gold_steps, 100))

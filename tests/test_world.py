@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel, pipeline
+from transformers import (AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, GPT2Config,
+                          GPT2ForSequenceClassification, GPT2LMHeadModel, pipeline)
 
 from rlhf_helpers.evaluation import continuation_words, distinct_word_share, unseen_word_rate, word_list
 from rlhf_helpers.fixture import FIXTURE_DIR
@@ -20,7 +21,7 @@ from rlhf_helpers.offline import _verified_world, smoke_world, verify_world
 from rlhf_helpers.reward import GoldRater, ReaderFluency
 import rlhf_helpers.world as world_module
 from rlhf_helpers.world import (FAST, GOLD_RATER, PARTS, SHIP_DTYPES, WorldConfig, build_part, data_fingerprint,
-                                 part_key, rst_to_paragraphs, ship)
+                                extend_positions, part_key, rst_to_paragraphs, ship)
 
 SOURCE = str(FIXTURE_DIR)
 DATA = data_fingerprint(SOURCE)
@@ -206,6 +207,8 @@ def test_fast_world_builds_every_part_loads_and_ships(fast_world_parts, tmp_path
         judge = pipeline("sentiment-analysis", model=str(root / part), device="cpu")
         assert judge(["A fine film."])[0]["label"] in ("POSITIVE", "NEGATIVE")
         assert 0 <= records[part]["test_accuracy"] <= 1
+    gold = AutoModelForSequenceClassification.from_pretrained(root / "gold", use_safetensors=True)
+    assert gold.config.n_positions == FAST.gold_positions > FAST.reader_positions  # it reads whole reviews
 
     # Shipping: stored types, judges measured again as stored, the rater's record, checksums. The calibration itself
     # needs a reader that tells shuffled words from real ones (FAST's cannot): it is checked by hand above and on the
@@ -254,6 +257,22 @@ def test_full_recipe_keeps_the_head_and_a_larger_reader():
     config = WorldConfig()
     assert config.vocab_size * config.dim <= 4096 * 128
     assert config.reader_dim * config.reader_layers > config.dim * config.layers
+
+
+def test_extended_positions_read_a_short_text_as_before_and_a_long_one_at_all():
+
+    torch.manual_seed(0)
+    model = GPT2ForSequenceClassification(GPT2Config(vocab_size=50, n_positions=8, n_embd=16, n_layer=1, n_head=2,
+                                                     num_labels=2, pad_token_id=0)).eval()
+    short = torch.randint(1, 50, (2, 8))
+    before = model(input_ids=short).logits
+    learned = model.transformer.wpe.weight.detach().clone()
+    extend_positions(model, 20)
+    assert torch.equal(model(input_ids=short).logits, before)
+    assert torch.equal(model.transformer.wpe.weight[8:16], learned) and torch.equal(model.transformer.wpe.weight[16:], learned[:4])
+    assert model(input_ids=torch.randint(1, 50, (1, 20))).logits.shape == (1, 2)
+    with pytest.raises(ValueError, match="gold_positions=4 is shorter"):
+        extend_positions(model, 4)
 
 
 class _Probe:
