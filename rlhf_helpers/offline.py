@@ -267,6 +267,7 @@ def _finetune_classifier(clf_tok, train: tuple, test: tuple, config: OfflineWorl
     recipe = _recipe(config, part)
     texts, labels = train
     clf_tok.truncation_side = recipe["truncation_side"]
+    clf_tok.init_kwargs["truncation_side"] = recipe["truncation_side"]  # save_pretrained writes only init kwargs
     ids = clf_tok(texts, truncation=True, max_length=recipe["max_len"])["input_ids"]
     labels = torch.tensor(labels)
     torch.manual_seed(config.seed + recipe["seed_offset"])

@@ -477,6 +477,7 @@ def _build_gold(config: WorldConfig, source: str, corpus: list[str], root: Path,
 
     tokenizer = GPT2Tokenizer.from_pretrained(root / "tokenizer", pad_token=EOS)
     tokenizer.truncation_side = "left"  # keep a long review's end, where the verdict usually is
+    tokenizer.init_kwargs["truncation_side"] = "left"  # and keep it when loaded (save_pretrained writes init kwargs)
     tokenizer.model_max_length = config.gold_positions
     seed = config.seed + config.gold_seed_offset
     torch.manual_seed(seed)

@@ -207,6 +207,7 @@ def test_fast_world_builds_every_part_loads_and_ships(fast_world_parts, tmp_path
         judge = pipeline("sentiment-analysis", model=str(root / part), device="cpu")
         assert judge(["A fine film."])[0]["label"] in ("POSITIVE", "NEGATIVE")
         assert 0 <= records[part]["test_accuracy"] <= 1
+        assert AutoTokenizer.from_pretrained(root / part).truncation_side == "left"  # a review's end, as built
     gold = AutoModelForSequenceClassification.from_pretrained(root / "gold", use_safetensors=True)
     assert gold.config.n_positions == FAST.gold_positions > FAST.reader_positions  # it reads whole reviews
 
