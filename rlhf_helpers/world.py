@@ -630,11 +630,12 @@ def build_part(part: str, root: Path, config: WorldConfig = WorldConfig(), sourc
 
 
 SHIPPED_DIR = SHIPPED_WORLD
-SHIP_DTYPES = {"base": torch.bfloat16, "policy": torch.float32, "classifier": torch.float32,
+SHIP_DTYPES = {"base": torch.bfloat16, "policy": torch.float32, "classifier": torch.bfloat16,
                "reader": torch.bfloat16, "gold": torch.bfloat16}
-"""Storage of each model in the repository (all load as float32). The policy and the reward are trained against and
-stay exact; the base is only a starting point, and the reader and the gold judge only score, so 16 bits keep their
-scores stable at half the size (the world stays under 30 MB)."""
+"""Storage of each model in the repository (all load as float32). The policy is trained and stays exact; the base is
+only a starting point, and the reward, the reader and the gold judge only score, so 16 bits keep their scores stable
+at half the size (round 2's classifier read the same 86.3 % of 2,000 test reviews from bfloat16 weights as from
+float32; in float32 the world would pass 30 MB)."""
 
 
 def _summary(record: dict) -> dict:
