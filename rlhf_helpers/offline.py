@@ -278,9 +278,14 @@ def _finetune_classifier(clf_tok, train: tuple, test: tuple, config: OfflineWorl
     bos, pad = clf_tok.bos_token_id, clf_tok.pad_token_id
     name = "classifier" if part == "clf" else "gold judge"
     model.train()
+    # Bucketed recipes draw a full-length batch as a run of reviews of similar length: little padding.
+    by_length = np.argsort([len(s) for s in ids], kind="stable") if recipe.get("bucket") else None
     for step in range(recipe["steps"]):
         rows = rng.integers(0, len(ids), size=recipe["batch"])
         short = rng.random() < recipe["short_frac"]
+        if by_length is not None and not short:
+            start = int(rng.integers(0, len(ids) - recipe["batch"] + 1))
+            rows = by_length[start:start + recipe["batch"]]
         batch = []
         for r in rows:
             seq = ids[r]

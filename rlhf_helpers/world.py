@@ -57,7 +57,7 @@ WORLD_VERSION = 1
 CORPUS_ENV = "RLHF_BASE_CORPUS_DIR"
 PARTS = ("tokenizer", "base", "policy", "classifier", "reader", "gold")
 NEEDS = {"tokenizer": (), "base": ("tokenizer",), "policy": ("base",), "classifier": ("tokenizer",),
-         "reader": ("tokenizer",), "gold": ("reader",)}
+         "reader": ("tokenizer",), "gold": ("tokenizer",)}
 """What each part starts from (its folder must be built first)."""
 
 
@@ -107,7 +107,7 @@ class WorldConfig:
     reader_heads: int = 6
     """Attention heads of the reader."""
     reader_positions: int = 128
-    """Context of the reader (the gold judge built on it reads further: `gold_positions`)."""
+    """Context of the reader (it scores texts of at most a few dozen tokens)."""
     reader_seq_len: int = 128
     """Tokens per reader training sequence (the full context, so every position is trained for the gold judge)."""
     reader_batch: int = 32
@@ -146,20 +146,34 @@ class WorldConfig:
     read 84.2 % of 1,000 test reviews from their first 256 tokens, 86.3 % from their last)."""
     clf_logit_scale: float = 3.0
     """Multiplies the head's weights and bias (argmax unchanged) so the reward spans about ±3 like the hub's."""
-    gold_steps: int = 800
-    """Fine-tuning steps of the gold judge (the reader's backbone plus a sentiment head)."""
-    gold_batch: int = 16
+    gold_arch: str = "bert"
+    """The gold judge's architecture: another than the reward's (as siebert's RoBERTa is to distilbert-imdb's)."""
+    gold_layers: int = 3
+    """Transformer blocks of the gold judge (more than the reward classifier's)."""
+    gold_dim: int = 192
+    """Hidden size of the gold judge."""
+    gold_heads: int = 4
+    """Attention heads of the gold judge."""
+    gold_max_len: int = 512
+    """Longest gold-judge input in tokens: whole reviews (82 % of IMDB's test reviews fit in 512)."""
+    gold_train_len: int = 512
+    """Training window of the gold judge: its whole context (every position vector is trained)."""
+    gold_steps: int = 1800
+    """Training steps of the gold judge."""
+    gold_batch: int = 32
     """Reviews per gold-judge step."""
-    gold_positions: int = 512
-    """Context of the gold judge: the reader's 128 position vectors tiled to this length, as Longformer extended
-    RoBERTa's (Beltagy et al. 2020, sec. 5), then fine-tuned on whole reviews. Read through its last 128 tokens,
-    round 1's judge scored 84.4 %; 82 % of test reviews fit in 512 tokens."""
-    gold_lr: float = 3e-4
-    """Peak AdamW learning rate of the gold judge (a pretrained backbone takes a smaller step than scratch)."""
-    gold_short_frac: float = 0.25
+    gold_lr: float = 6e-4
+    """Peak AdamW learning rate of the gold judge (from scratch, like the classifier's)."""
+    gold_short_frac: float = 0.3
     """Share of gold batches cut to short windows (it judges 10-24-token texts in the studies)."""
     gold_seed_offset: int = 31
-    """Added to `seed` for the gold head's init and batch order."""
+    """Added to `seed` for the gold judge's init and batch order."""
+    gold_truncation_side: str = "left"
+    """Which end of a long review the gold judge keeps: the end, where the verdict usually is."""
+    gold_logit_scale: float = 1.0
+    """Multiplies the gold head (argmax unchanged); the rater's calibration sets the penalties' scale against it."""
+    gold_bucket: bool = True
+    """Full-length batches are runs of reviews of similar length (little padding: about half the cost at 512)."""
     eval_reviews: int = 2000
     """Test reviews the judges' accuracy is reported on."""
     max_reviews: int = 25_000
@@ -169,7 +183,8 @@ class WorldConfig:
 FAST = WorldConfig(vocab_size=512, tokenizer_reviews=300, tokenizer_corpus_chars=50_000, layers=1, dim=32, heads=2,
                    seq_len=32, batch=8, base_steps=4, policy_steps=6, warmup=2, curve_every=3, curve_prompts=8,
                    reader_layers=1, reader_dim=32, reader_heads=2, reader_seq_len=32, reader_batch=4, reader_steps=4,
-                   clf_layers=1, clf_dim=32, clf_heads=2, clf_steps=4, clf_batch=4, gold_steps=4, gold_batch=4,
+                   clf_layers=1, clf_dim=32, clf_heads=2, clf_steps=4, clf_batch=4, gold_layers=1, gold_dim=32,
+                   gold_heads=2, gold_steps=4, gold_batch=4,
                    eval_reviews=16, max_reviews=400)
 """A seconds-long recipe that runs every line of the builder (tests)."""
 
@@ -455,72 +470,13 @@ def _build_lm_part(part: str, config: WorldConfig, source: str, corpus: list[str
             "dtype": str(dtype).removeprefix("torch.")}
 
 
-def extend_positions(model, positions: int) -> None:
-    """Give a GPT-2 `positions` learned position vectors by tiling the ones it has (Longformer's initialisation).
-
-    The first `n_positions` vectors are unchanged, so the model reads a short text exactly as before."""
-    old = model.transformer.wpe.weight.data
-    if positions < old.shape[0]:
-        raise ValueError(f"gold_positions={positions} is shorter than the reader's {old.shape[0]} positions; "
-                         f"set it to at least {old.shape[0]}.")
-    tiles = -(-positions // old.shape[0])
-    wpe = torch.nn.Embedding(positions, old.shape[1], dtype=old.dtype)
-    wpe.weight.data.copy_(old.repeat(tiles, 1)[:positions])
-    model.transformer.wpe = wpe
-    model.config.n_positions = positions
-
-
 def _build_gold(config: WorldConfig, source: str, corpus: list[str], root: Path, out: Path, log,
                 key: str = "") -> dict:
-    """The reader's backbone plus a fresh two-way head, fine-tuned on IMDB's labels (last-token pooling, GPT-2's)."""
-    from transformers import AutoModelForSequenceClassification, GPT2Tokenizer
-
-    tokenizer = GPT2Tokenizer.from_pretrained(root / "tokenizer", pad_token=EOS)
-    tokenizer.truncation_side = "left"  # keep a long review's end, where the verdict usually is
-    tokenizer.init_kwargs["truncation_side"] = "left"  # and keep it when loaded (save_pretrained writes init kwargs)
-    tokenizer.model_max_length = config.gold_positions
-    seed = config.seed + config.gold_seed_offset
-    torch.manual_seed(seed)
-    labels = {"id2label": {0: "NEGATIVE", 1: "POSITIVE"}, "label2id": {"NEGATIVE": 0, "POSITIVE": 1}}
-    model = AutoModelForSequenceClassification.from_pretrained(
-        root / "reader", num_labels=2, pad_token_id=tokenizer.pad_token_id, dtype=torch.float32, **labels)
-    extend_positions(model, config.gold_positions)
-    texts, targets = _texts("train", source)
-    ids = tokenizer(texts, truncation=True, max_length=config.gold_positions)["input_ids"]
-    targets = torch.tensor(targets)
-    opt = torch.optim.AdamW(model.parameters(), lr=config.gold_lr, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _schedule(s, config.gold_steps, 100))
-    rng = np.random.default_rng(seed)
-    pad = tokenizer.pad_token_id
-    model.train()
-    for step in range(config.gold_steps):
-        rows = rng.integers(0, len(ids), size=config.gold_batch)
-        short = rng.random() < config.gold_short_frac
-        batch = []
-        for r in rows:
-            seq = ids[r]
-            if short and len(seq) > 49:
-                width = int(rng.integers(8, 49))
-                start = int(rng.integers(0, len(seq) - width))
-                seq = seq[start:start + width]
-            batch.append(seq)
-        width = max(len(s) for s in batch)
-        input_ids = torch.tensor([s + [pad] * (width - len(s)) for s in batch])
-        mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in batch])
-        loss = model(input_ids=input_ids, attention_mask=mask, labels=targets[rows]).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        if step % 100 == 0:
-            log(f"    gold step {step}/{config.gold_steps}: loss {loss.item():.3f}")
-    model.eval()
-    accuracy, n = classifier_accuracy(model, tokenizer, _texts("test", source), seed=config.seed + 3,
-                                      n=config.eval_reviews)
-    model.save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
-    return {"params": sum(p.numel() for p in model.parameters()), "test_accuracy": accuracy, "eval_reviews": n}
+    """The gold judge: a second classifier, another architecture, larger, reading whole reviews (`gold_*`)."""
+    tok = _classifier_tokenizer(root / "tokenizer", config)
+    info = _finetune_classifier(tok, _texts("train", source), _texts("test", source), config, out, log, part="gold")
+    return {"params": info["gold_params"], "test_accuracy": info["gold_test_accuracy"],
+            "eval_reviews": info["gold_eval_reviews"]}
 
 
 def _build_classifier(config: WorldConfig, source: str, corpus: list[str], root: Path, out: Path, log,

@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from transformers import (AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, GPT2Config,
-                          GPT2ForSequenceClassification, GPT2LMHeadModel, pipeline)
+                          GPT2LMHeadModel, pipeline)
 
 from rlhf_helpers.evaluation import continuation_words, distinct_word_share, unseen_word_rate, word_list
 from rlhf_helpers.fixture import FIXTURE_DIR
@@ -21,7 +21,7 @@ from rlhf_helpers.offline import _verified_world, smoke_world, verify_world
 from rlhf_helpers.reward import GoldRater, ReaderFluency
 import rlhf_helpers.world as world_module
 from rlhf_helpers.world import (FAST, GOLD_RATER, PARTS, SHIP_DTYPES, WorldConfig, build_part, data_fingerprint,
-                                extend_positions, part_key, rst_to_paragraphs, ship)
+                                part_key, rst_to_paragraphs, ship)
 
 SOURCE = str(FIXTURE_DIR)
 DATA = data_fingerprint(SOURCE)
@@ -68,7 +68,9 @@ def test_a_part_key_follows_its_own_recipe_and_its_needs_only():
     reader_changed = dataclasses.replace(FAST, reader_steps=FAST.reader_steps + 1)
     assert part_key(reader_changed, "policy", DATA, "corpus") == base["policy"]
     assert part_key(reader_changed, "reader", DATA, "corpus") != base["reader"]
-    assert part_key(reader_changed, "gold", DATA, "corpus") != base["gold"]  # it starts from the reader
+    assert part_key(reader_changed, "gold", DATA, "corpus") == base["gold"]  # the gold judge is its own model
+    gold_changed = dataclasses.replace(FAST, gold_steps=FAST.gold_steps + 1)
+    assert [p for p in PARTS if part_key(gold_changed, p, DATA, "corpus") != base[p]] == ["gold"]
     base_changed = dataclasses.replace(FAST, base_steps=FAST.base_steps + 1)
     assert part_key(base_changed, "policy", DATA, "corpus") != base["policy"]
     assert part_key(base_changed, "classifier", DATA, "corpus") == base["classifier"]
@@ -209,7 +211,8 @@ def test_fast_world_builds_every_part_loads_and_ships(fast_world_parts, tmp_path
         assert 0 <= records[part]["test_accuracy"] <= 1
         assert AutoTokenizer.from_pretrained(root / part).truncation_side == "left"  # a review's end, as built
     gold = AutoModelForSequenceClassification.from_pretrained(root / "gold", use_safetensors=True)
-    assert gold.config.n_positions == FAST.gold_positions > FAST.reader_positions  # it reads whole reviews
+    assert gold.config.model_type == FAST.gold_arch != FAST.clf_arch  # another architecture than the reward's
+    assert gold.config.max_position_embeddings == FAST.gold_max_len > FAST.clf_max_len  # it reads whole reviews
 
     # Shipping: stored types, judges measured again as stored, the rater's record, checksums. The calibration itself
     # needs a reader that tells shuffled words from real ones (FAST's cannot): it is checked by hand above and on the
@@ -258,22 +261,6 @@ def test_full_recipe_keeps_the_head_and_a_larger_reader():
     config = WorldConfig()
     assert config.vocab_size * config.dim <= 4096 * 128
     assert config.reader_dim * config.reader_layers > config.dim * config.layers
-
-
-def test_extended_positions_read_a_short_text_as_before_and_a_long_one_at_all():
-
-    torch.manual_seed(0)
-    model = GPT2ForSequenceClassification(GPT2Config(vocab_size=50, n_positions=8, n_embd=16, n_layer=1, n_head=2,
-                                                     num_labels=2, pad_token_id=0)).eval()
-    short = torch.randint(1, 50, (2, 8))
-    before = model(input_ids=short).logits
-    learned = model.transformer.wpe.weight.detach().clone()
-    extend_positions(model, 20)
-    assert torch.equal(model(input_ids=short).logits, before)
-    assert torch.equal(model.transformer.wpe.weight[8:16], learned) and torch.equal(model.transformer.wpe.weight[16:], learned[:4])
-    assert model(input_ids=torch.randint(1, 50, (1, 20))).logits.shape == (1, 2)
-    with pytest.raises(ValueError, match="gold_positions=4 is shorter"):
-        extend_positions(model, 4)
 
 
 class _Probe:
