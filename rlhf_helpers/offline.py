@@ -262,6 +262,12 @@ def _classifier_model(recipe: dict, clf_tok):
     raise ValueError(f"Unknown classifier architecture {recipe['arch']!r}; choose 'distilbert' or 'bert'.")
 
 
+def length_order(lengths: list[int], seed: int) -> np.ndarray:
+    """Indices of `lengths` from shortest to longest, equal lengths in a seeded random order (not the data's)."""
+    tie_break = np.random.default_rng(seed).permutation(len(lengths))
+    return np.lexsort((tie_break, np.asarray(lengths)))
+
+
 def _finetune_classifier(clf_tok, train: tuple, test: tuple, config: OfflineWorldConfig, out: Path,
                          log, part: str = "clf") -> dict:
     recipe = _recipe(config, part)
@@ -278,8 +284,11 @@ def _finetune_classifier(clf_tok, train: tuple, test: tuple, config: OfflineWorl
     bos, pad = clf_tok.bos_token_id, clf_tok.pad_token_id
     name = "classifier" if part == "clf" else "gold judge"
     model.train()
-    # Bucketed recipes draw a full-length batch as a run of reviews of similar length: little padding.
-    by_length = np.argsort([len(s) for s in ids], kind="stable") if recipe.get("bucket") else None
+    # Bucketed recipes draw a full-length batch as a run of reviews of similar length: little padding. Ties are
+    # broken at random: IMDB's train split is sorted by label, so a stable sort made runs of one label (the judge
+    # then learned nothing in 400 steps).
+    by_length = (length_order([len(s) for s in ids], config.seed + recipe["seed_offset"] + 2)
+                 if recipe.get("bucket") else None)
     for step in range(recipe["steps"]):
         rows = rng.integers(0, len(ids), size=recipe["batch"])
         short = rng.random() < recipe["short_frac"]

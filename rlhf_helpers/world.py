@@ -151,7 +151,7 @@ class WorldConfig:
     gold_layers: int = 3
     """Transformer blocks of the gold judge (more than the reward classifier's)."""
     gold_dim: int = 192
-    """Hidden size of the gold judge."""
+    """Hidden size of the gold judge (wider than the reward classifier's)."""
     gold_heads: int = 4
     """Attention heads of the gold judge."""
     gold_max_len: int = 512
@@ -162,8 +162,8 @@ class WorldConfig:
     """Training steps of the gold judge."""
     gold_batch: int = 32
     """Reviews per gold-judge step."""
-    gold_lr: float = 6e-4
-    """Peak AdamW learning rate of the gold judge (from scratch, like the classifier's)."""
+    gold_lr: float = 5e-4
+    """Peak AdamW learning rate of the gold judge (from scratch)."""
     gold_short_frac: float = 0.3
     """Share of gold batches cut to short windows (it judges 10-24-token texts in the studies)."""
     gold_seed_offset: int = 31

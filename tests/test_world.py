@@ -7,6 +7,7 @@ import dataclasses
 import json
 import shutil
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -261,6 +262,19 @@ def test_full_recipe_keeps_the_head_and_a_larger_reader():
     config = WorldConfig()
     assert config.vocab_size * config.dim <= 4096 * 128
     assert config.reader_dim * config.reader_layers > config.dim * config.layers
+
+
+def test_bucketed_batches_mix_the_labels_of_label_sorted_data():
+    """IMDB's train split is sorted by label: runs of equal-length reviews in the data's order would be one label."""
+    from rlhf_helpers.offline import length_order
+
+    labels = np.array([0] * 500 + [1] * 500)
+    lengths = np.array([7] * 1000)
+    order = length_order(lengths, seed=0)
+    shares = [labels[order[start:start + 32]].mean() for start in range(0, 960, 32)]
+    assert 0.2 < min(shares) and max(shares) < 0.8
+    lengths = np.random.default_rng(1).integers(5, 50, size=1000)
+    assert np.all(np.diff(lengths[length_order(lengths, seed=0)]) >= 0)
 
 
 class _Probe:
