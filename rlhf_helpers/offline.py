@@ -268,8 +268,19 @@ def length_order(lengths: list[int], seed: int) -> np.ndarray:
     return np.lexsort((tie_break, np.asarray(lengths)))
 
 
+def _save_checkpoint(path: Path, state: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
 def _finetune_classifier(clf_tok, train: tuple, test: tuple, config: OfflineWorldConfig, out: Path,
-                         log, part: str = "clf") -> dict:
+                         log, part: str = "clf", checkpoint: Path | None = None, key: str = "",
+                         checkpoint_every: int = 200) -> dict:
+    """Train a classifier from scratch on the `clf_*` (or `gold_*`) recipe, save it to `out`, measure it on `test`.
+
+    With `checkpoint`, the training state (weights, optimizer, schedule, both random generators) is saved there every
+    `checkpoint_every` steps, and a run that finds one of the same `key` goes on from it to the same weights."""
     recipe = _recipe(config, part)
     texts, labels = train
     clf_tok.truncation_side = recipe["truncation_side"]
@@ -289,7 +300,23 @@ def _finetune_classifier(clf_tok, train: tuple, test: tuple, config: OfflineWorl
     # then learned nothing in 400 steps).
     by_length = (length_order([len(s) for s in ids], config.seed + recipe["seed_offset"] + 2)
                  if recipe.get("bucket") else None)
-    for step in range(recipe["steps"]):
+    first = 0
+    if checkpoint is not None and checkpoint.is_file():
+        state = torch.load(checkpoint, weights_only=True)
+        if state["key"] == key:
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["schedule"])
+            rng.bit_generator.state = state["numpy_rng"]
+            torch.set_rng_state(state["rng"])
+            first = state["step"]
+            log(f"  {name}: resuming from step {first} ({checkpoint})")
+    for step in range(first, recipe["steps"]):
+        if checkpoint is not None and step > first and step % checkpoint_every == 0:
+            _save_checkpoint(checkpoint, {
+                "key": key, "step": step, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                "schedule": sched.state_dict(), "numpy_rng": rng.bit_generator.state, "rng": torch.get_rng_state()})
+            log(f"  {name}: checkpoint at step {step}")
         rows = rng.integers(0, len(ids), size=recipe["batch"])
         short = rng.random() < recipe["short_frac"]
         if by_length is not None and not short:

@@ -47,7 +47,7 @@ from .evaluation import continuation_words, distinct_word_share, evaluate, unsee
 from .gold import as_record, calibrate, calibration_set, calibration_table
 from .models import prepare_tokenizer, quiet_transformers
 from .offline import (CHECKSUMS, EOS, GOLD_RATER, SHIPPED_WORLD, _checksums, _classifier_tokenizer,
-                      _finetune_classifier, _schedule, _texts, _train_tokenizer, classifier_accuracy, token_chunks)
+                      _finetune_classifier, _save_checkpoint, _schedule, _texts, _train_tokenizer, classifier_accuracy, token_chunks)
 from .profiles import Sampling, get_profile
 from .results import machine
 from .reward import GoldRater, ReaderFluency, SentimentReward
@@ -393,12 +393,6 @@ def _train_lm(model, chunks: torch.Tensor, recipe: LMRecipe, log, probe: WriterP
     return curve
 
 
-def _save_checkpoint(path: Path, state: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
 def _new_lm(tokenizer, layers: int, dim: int, heads: int, positions: int, seed: int):
     from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -474,7 +468,8 @@ def _build_gold(config: WorldConfig, source: str, corpus: list[str], root: Path,
                 key: str = "") -> dict:
     """The gold judge: a second classifier, another architecture, larger, reading whole reviews (`gold_*`)."""
     tok = _classifier_tokenizer(root / "tokenizer", config)
-    info = _finetune_classifier(tok, _texts("train", source), _texts("test", source), config, out, log, part="gold")
+    info = _finetune_classifier(tok, _texts("train", source), _texts("test", source), config, out, log, part="gold",
+                                checkpoint=root / ".gold.checkpoint.pt", key=key)
     return {"params": info["gold_params"], "test_accuracy": info["gold_test_accuracy"],
             "eval_reviews": info["gold_eval_reviews"]}
 
@@ -482,7 +477,8 @@ def _build_gold(config: WorldConfig, source: str, corpus: list[str], root: Path,
 def _build_classifier(config: WorldConfig, source: str, corpus: list[str], root: Path, out: Path, log,
                       key: str = "") -> dict:
     clf_tok = _classifier_tokenizer(root / "tokenizer", config)
-    info = _finetune_classifier(clf_tok, _texts("train", source), _texts("test", source), config, out, log)
+    info = _finetune_classifier(clf_tok, _texts("train", source), _texts("test", source), config, out, log,
+                                checkpoint=root / ".classifier.checkpoint.pt", key=key)
     return {"params": info["classifier_params"], "test_accuracy": info["classifier_test_accuracy"],
             "eval_reviews": info["classifier_eval_reviews"]}
 

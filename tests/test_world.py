@@ -277,6 +277,42 @@ def test_bucketed_batches_mix_the_labels_of_label_sorted_data():
     assert np.all(np.diff(lengths[length_order(lengths, seed=0)]) >= 0)
 
 
+def test_a_killed_classifier_training_resumes_to_the_same_weights(tmp_path):
+    """The judges' training checkpoints too: killed right after a checkpoint and run again, it ends with the weights
+    of an uninterrupted run (the bucketed gold recipe, so both random generators are in the state)."""
+    from transformers import AutoModelForSequenceClassification
+
+    from rlhf_helpers.offline import _classifier_tokenizer, _finetune_classifier
+    from rlhf_helpers.world import _texts
+
+    config = dataclasses.replace(FAST, gold_steps=6)
+    tokenizer_dir = tmp_path / "tokenizer"
+    build_part("tokenizer", tmp_path, config, source=SOURCE, log=lambda *_: None)
+    train, test = _texts("train", SOURCE), _texts("test", SOURCE)
+
+    def train_once(out, log, checkpoint=None):
+        return _finetune_classifier(_classifier_tokenizer(tokenizer_dir, config), train, test, config, out, log,
+                                    part="gold", checkpoint=checkpoint, key="k", checkpoint_every=2)
+
+    train_once(tmp_path / "whole", lambda *_: None)
+    saved = []
+
+    def kill_at_second_checkpoint(message):
+        if "checkpoint at step" in message:
+            saved.append(message)
+            if len(saved) == 2:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_once(tmp_path / "killed", kill_at_second_checkpoint, tmp_path / "gold.pt")
+    resumed = []
+    train_once(tmp_path / "resumed", resumed.append, tmp_path / "gold.pt")
+    assert any("resuming from step 4" in m for m in resumed), resumed
+    whole = AutoModelForSequenceClassification.from_pretrained(tmp_path / "whole", use_safetensors=True)
+    again = AutoModelForSequenceClassification.from_pretrained(tmp_path / "resumed", use_safetensors=True)
+    assert all(torch.equal(a, b) for a, b in zip(whole.state_dict().values(), again.state_dict().values()))
+
+
 class _Probe:
     """A stand-in probe that can stop the training at its `stop_at`-th measurement (a build killed mid-part)."""
 
