@@ -274,13 +274,21 @@ def _save_checkpoint(path: Path, state: dict) -> None:
     os.replace(tmp, path)
 
 
+@dataclass(frozen=True)
+class Checkpoint:
+    """Where a long training saves its state, for which recipe (`key`), and how often (steps)."""
+
+    path: Path
+    key: str
+    every: int = 200
+
+
 def _finetune_classifier(clf_tok, train: tuple, test: tuple, config: OfflineWorldConfig, out: Path,
-                         log, part: str = "clf", checkpoint: Path | None = None, key: str = "",
-                         checkpoint_every: int = 200) -> dict:
+                         log, part: str = "clf", checkpoint: Checkpoint | None = None) -> dict:
     """Train a classifier from scratch on the `clf_*` (or `gold_*`) recipe, save it to `out`, measure it on `test`.
 
-    With `checkpoint`, the training state (weights, optimizer, schedule, both random generators) is saved there every
-    `checkpoint_every` steps, and a run that finds one of the same `key` goes on from it to the same weights."""
+    With a `checkpoint`, the training state (weights, optimizer, schedule, both random generators) is saved every
+    `checkpoint.every` steps, and a run that finds one of the same key goes on from it to the same weights."""
     recipe = _recipe(config, part)
     texts, labels = train
     clf_tok.truncation_side = recipe["truncation_side"]
@@ -301,20 +309,20 @@ def _finetune_classifier(clf_tok, train: tuple, test: tuple, config: OfflineWorl
     by_length = (length_order([len(s) for s in ids], config.seed + recipe["seed_offset"] + 2)
                  if recipe.get("bucket") else None)
     first = 0
-    if checkpoint is not None and checkpoint.is_file():
-        state = torch.load(checkpoint, weights_only=True)
-        if state["key"] == key:
+    if checkpoint is not None and checkpoint.path.is_file():
+        state = torch.load(checkpoint.path, weights_only=True)
+        if state["key"] == checkpoint.key:
             model.load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])
             sched.load_state_dict(state["schedule"])
             rng.bit_generator.state = state["numpy_rng"]
             torch.set_rng_state(state["rng"])
             first = state["step"]
-            log(f"  {name}: resuming from step {first} ({checkpoint})")
+            log(f"  {name}: resuming from step {first} ({checkpoint.path})")
     for step in range(first, recipe["steps"]):
-        if checkpoint is not None and step > first and step % checkpoint_every == 0:
-            _save_checkpoint(checkpoint, {
-                "key": key, "step": step, "model": model.state_dict(), "optimizer": opt.state_dict(),
+        if checkpoint is not None and step > first and step % checkpoint.every == 0:
+            _save_checkpoint(checkpoint.path, {
+                "key": checkpoint.key, "step": step, "model": model.state_dict(), "optimizer": opt.state_dict(),
                 "schedule": sched.state_dict(), "numpy_rng": rng.bit_generator.state, "rng": torch.get_rng_state()})
             log(f"  {name}: checkpoint at step {step}")
         rows = rng.integers(0, len(ids), size=recipe["batch"])

@@ -46,8 +46,9 @@ from .data import heldout_prompts, imdb_source, make_prompts
 from .evaluation import continuation_words, distinct_word_share, evaluate, unseen_word_rate, word_list
 from .gold import as_record, calibrate, calibration_set, calibration_table
 from .models import prepare_tokenizer, quiet_transformers
-from .offline import (CHECKSUMS, EOS, GOLD_RATER, SHIPPED_WORLD, _checksums, _classifier_tokenizer,
-                      _finetune_classifier, _save_checkpoint, _schedule, _texts, _train_tokenizer, classifier_accuracy, token_chunks)
+from .offline import (CHECKSUMS, GOLD_RATER, SHIPPED_WORLD, Checkpoint, _checksums, _classifier_tokenizer,
+                      _finetune_classifier, _save_checkpoint, _schedule, _texts, _train_tokenizer, classifier_accuracy,
+                      token_chunks)
 from .profiles import Sampling, get_profile
 from .results import machine
 from .reward import GoldRater, ReaderFluency, SentimentReward
@@ -469,7 +470,7 @@ def _build_gold(config: WorldConfig, source: str, corpus: list[str], root: Path,
     """The gold judge: a second classifier, another architecture, larger, reading whole reviews (`gold_*`)."""
     tok = _classifier_tokenizer(root / "tokenizer", config)
     info = _finetune_classifier(tok, _texts("train", source), _texts("test", source), config, out, log, part="gold",
-                                checkpoint=root / ".gold.checkpoint.pt", key=key)
+                                checkpoint=Checkpoint(root / ".gold.checkpoint.pt", key))
     return {"params": info["gold_params"], "test_accuracy": info["gold_test_accuracy"],
             "eval_reviews": info["gold_eval_reviews"]}
 
@@ -478,7 +479,7 @@ def _build_classifier(config: WorldConfig, source: str, corpus: list[str], root:
                       key: str = "") -> dict:
     clf_tok = _classifier_tokenizer(root / "tokenizer", config)
     info = _finetune_classifier(clf_tok, _texts("train", source), _texts("test", source), config, out, log,
-                                checkpoint=root / ".classifier.checkpoint.pt", key=key)
+                                checkpoint=Checkpoint(root / ".classifier.checkpoint.pt", key))
     return {"params": info["classifier_params"], "test_accuracy": info["classifier_test_accuracy"],
             "eval_reviews": info["classifier_eval_reviews"]}
 

@@ -282,7 +282,7 @@ def test_a_killed_classifier_training_resumes_to_the_same_weights(tmp_path):
     of an uninterrupted run (the bucketed gold recipe, so both random generators are in the state)."""
     from transformers import AutoModelForSequenceClassification
 
-    from rlhf_helpers.offline import _classifier_tokenizer, _finetune_classifier
+    from rlhf_helpers.offline import Checkpoint, _classifier_tokenizer, _finetune_classifier
     from rlhf_helpers.world import _texts
 
     config = dataclasses.replace(FAST, gold_steps=6)
@@ -292,7 +292,7 @@ def test_a_killed_classifier_training_resumes_to_the_same_weights(tmp_path):
 
     def train_once(out, log, checkpoint=None):
         return _finetune_classifier(_classifier_tokenizer(tokenizer_dir, config), train, test, config, out, log,
-                                    part="gold", checkpoint=checkpoint, key="k", checkpoint_every=2)
+                                    part="gold", checkpoint=checkpoint and Checkpoint(checkpoint, "k", every=2))
 
     train_once(tmp_path / "whole", lambda *_: None)
     saved = []
