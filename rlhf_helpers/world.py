@@ -110,7 +110,7 @@ class WorldConfig:
     reader_positions: int = 128
     """Context of the reader (it scores texts of at most a few dozen tokens)."""
     reader_seq_len: int = 128
-    """Tokens per reader training sequence (the full context, so every position is trained for the gold judge)."""
+    """Tokens per reader training sequence (its full context: every position vector is trained)."""
     reader_batch: int = 32
     """Sequences per reader step."""
     reader_steps: int = 2000
@@ -465,32 +465,25 @@ def _build_lm_part(part: str, config: WorldConfig, source: str, corpus: list[str
             "dtype": str(dtype).removeprefix("torch.")}
 
 
-def _build_gold(config: WorldConfig, source: str, corpus: list[str], root: Path, out: Path, log,
-                key: str = "") -> dict:
-    """The gold judge: a second classifier, another architecture, larger, reading whole reviews (`gold_*`)."""
-    tok = _classifier_tokenizer(root / "tokenizer", config)
-    info = _finetune_classifier(tok, _texts("train", source), _texts("test", source), config, out, log, part="gold",
-                                checkpoint=Checkpoint(root / ".gold.checkpoint.pt", key))
-    return {"params": info["gold_params"], "test_accuracy": info["gold_test_accuracy"],
-            "eval_reviews": info["gold_eval_reviews"]}
-
-
-def _build_classifier(config: WorldConfig, source: str, corpus: list[str], root: Path, out: Path, log,
-                      key: str = "") -> dict:
-    clf_tok = _classifier_tokenizer(root / "tokenizer", config)
-    info = _finetune_classifier(clf_tok, _texts("train", source), _texts("test", source), config, out, log,
-                                checkpoint=Checkpoint(root / ".classifier.checkpoint.pt", key))
-    return {"params": info["classifier_params"], "test_accuracy": info["classifier_test_accuracy"],
-            "eval_reviews": info["classifier_eval_reviews"]}
+def _build_judge(part: str, config: WorldConfig, source: str, corpus: list[str], root: Path, out: Path, log,
+                 key: str = "") -> dict:
+    """The reward classifier (`clf_*`) or the gold judge (`gold_*`, another architecture, reading whole reviews):
+    a classifier trained from scratch on IMDB's labels, checkpointed as it goes."""
+    prefix = "clf" if part == "classifier" else "gold"
+    info = _finetune_classifier(_classifier_tokenizer(root / "tokenizer", config), _texts("train", source),
+                                _texts("test", source), config, out, log, part=prefix,
+                                checkpoint=Checkpoint(root / f".{part}.checkpoint.pt", key))
+    return {"params": info[f"{part}_params"], "test_accuracy": info[f"{part}_test_accuracy"],
+            "eval_reviews": info[f"{part}_eval_reviews"]}
 
 
 _BUILDERS = {
     "tokenizer": _build_tokenizer,
     "base": lambda *args: _build_lm_part("base", *args),
     "policy": lambda *args: _build_lm_part("policy", *args),
-    "classifier": _build_classifier,
+    "classifier": lambda *args: _build_judge("classifier", *args),
     "reader": lambda *args: _build_lm_part("reader", *args),
-    "gold": _build_gold,
+    "gold": lambda *args: _build_judge("gold", *args),
 }
 """Each part's builder: (config, source, corpus, root, scratch folder, log, key) -> the part's record."""
 
