@@ -159,7 +159,7 @@ class WorldConfig:
     """Longest gold-judge input in tokens: whole reviews (82 % of IMDB's test reviews fit in 512)."""
     gold_train_len: int = 512
     """Training window of the gold judge: its whole context (every position vector is trained)."""
-    gold_steps: int = 1800
+    gold_steps: int = 3600
     """Training steps of the gold judge."""
     gold_batch: int = 32
     """Reviews per gold-judge step."""

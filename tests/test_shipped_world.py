@@ -17,10 +17,8 @@ from rlhf_helpers.reward import ReaderFluency, SentimentReward
 from rlhf_helpers.world import PARTS, WorldConfig, WriterProbe, part_key
 
 MAX_MB = 30
-GOALS = {"classifier": 0.86, "gold": 0.865}
-"""Bars on 2,000 IMDB test reviews. The issue asks 86 % of the classifier and 88 % of the gold judge; the shipped gold
-reads 86.9 % (benchmarks/README.md "Round 2"), so its bar here is what it reaches, and the test also asks it to beat
-the classifier."""
+GOALS = {"classifier": 0.86, "gold": 0.88}
+"""The issue's bars: the reward classifier and the gold judge on 2,000 IMDB test reviews."""
 UNSEEN_LIMIT = 6.0
 """The policy's unseen-word rate, at most this many times real review text's. The issue's goal is 3x; the policy's
 curve (rate against training tokens, benchmarks/README.md "Round 2") flattened and the build stopped at 5.5x, so this
