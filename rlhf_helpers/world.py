@@ -623,6 +623,12 @@ def _judge(folder: Path):
     return pipeline("sentiment-analysis", model=str(folder), device="cpu", dtype=torch.float32)
 
 
+def stored_accuracy(folder: Path, test: tuple, config: WorldConfig) -> float:
+    """A judge folder's accuracy on the `config.eval_reviews` test reviews its build was measured on."""
+    judge = _judge(folder)
+    return classifier_accuracy(judge.model, judge.tokenizer, test, seed=config.seed + 3, n=config.eval_reviews)[0]
+
+
 def _reader(folder: Path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -670,11 +676,7 @@ def ship(root: Path, dest: Path = SHIPPED_DIR, config: WorldConfig = WorldConfig
             _store(root / part, tmp / part, SHIP_DTYPES.get(part, torch.float32))
         with quiet_transformers():
             test = _texts("test", source)
-            stored = {}
-            for part in ("classifier", "gold"):
-                judge = _judge(tmp / part)
-                stored[part] = classifier_accuracy(judge.model, judge.tokenizer, test, seed=config.seed + 3,
-                                                   n=config.eval_reviews)[0]
+            stored = {part: stored_accuracy(tmp / part, test, config) for part in ("classifier", "gold")}
             rater = calibrate_gold(tmp, source)
             step0 = step0_evaluation(tmp)
         log(f"  accuracy as stored: {stored}; gold rater: free {rater['free']:.2f} nats, weight {rater['weight']:.2f}")

@@ -5,16 +5,11 @@ import json
 import os
 import time
 
-import numpy as np
 import pytest
-import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from rlhf_helpers.data import clean_review, load_imdb
-from rlhf_helpers.gold import calibrate, calibration_set
-from rlhf_helpers.offline import SHIPPED_WORLD, _verified_world, smoke_world
-from rlhf_helpers.reward import ReaderFluency, SentimentReward
-from rlhf_helpers.world import PARTS, WorldConfig, WriterProbe, part_key
+from rlhf_helpers.offline import SHIPPED_WORLD, _texts, _verified_world, smoke_world
+from rlhf_helpers.world import PARTS, WorldConfig, WriterProbe, calibrate_gold, part_key, stored_accuracy
 
 MAX_MB = 30
 GOALS = {"classifier": 0.86, "gold": 0.88}
@@ -47,19 +42,14 @@ def test_the_shipped_world_is_small_and_loads_in_seconds():
 
 @pytest.mark.slow
 def test_the_judges_score_what_their_record_says():
-    """Both judges, as stored, on the 2,000 test reviews the build measured them on: above the issue's bars, the gold
-    more accurate than the reward, and within half a point of the record (other CPUs round differently)."""
+    """Both judges, as stored, on the 2,000 test reviews the build measured them on (the measurement `world ship`
+    records): above the issue's bars, the gold more accurate than the reward, and within half a point of the record
+    (other CPUs round differently)."""
     world = smoke_world()
-    config = WorldConfig()
-    test = load_imdb("test", source=os.environ["RLHF_IMDB_DIR"])[:]
-    pick = np.random.default_rng(config.seed + 3).permutation(len(test["text"]))[: config.eval_reviews]
-    texts = [clean_review(test["text"][i]) for i in pick]
-    labels = torch.tensor([test["label"][i] for i in pick])
+    test = _texts("test", os.environ["RLHF_IMDB_DIR"])
     accuracy = {}
     for part in ("classifier", "gold"):
-        judge = SentimentReward(pipeline("sentiment-analysis", model=str(getattr(world, part)), device="cpu",
-                                         dtype=torch.float32))
-        accuracy[part] = ((judge(texts) > 0).long() == labels).float().mean().item()
+        accuracy[part] = stored_accuracy(getattr(world, part), test, WorldConfig())
         assert accuracy[part] >= GOALS[part], accuracy
         assert abs(accuracy[part] - world.info["accuracy_as_stored"][part]) < 0.005, accuracy
     assert accuracy["gold"] > accuracy["classifier"], accuracy
@@ -86,15 +76,9 @@ def test_the_gold_rater_constants_are_its_calibration():
     """The shipped constants are what the calibration gives on this machine (to 0.02), and they rank the four kinds of
     calibration text as a reader would: real text pays the least fluency penalty, gibberish the most."""
     world = smoke_world()
-    train = load_imdb("train", source=os.environ["RLHF_IMDB_DIR"])[:]
-    texts = calibration_set([clean_review(t) for t in train["text"]], train["label"],
-                            AutoTokenizer.from_pretrained(world.tokenizer))
-    judge = SentimentReward(pipeline("sentiment-analysis", model=str(world.gold), device="cpu", dtype=torch.float32))
-    reader = ReaderFluency(AutoModelForCausalLM.from_pretrained(world.reader, dtype=torch.float32),
-                           AutoTokenizer.from_pretrained(world.reader))
-    calibration, _ = calibrate(judge, reader, texts)
-    assert calibration.free == pytest.approx(world.rater["free"], abs=0.02)
-    assert calibration.weight == pytest.approx(world.rater["weight"], abs=0.02)
+    calibration = calibrate_gold(world.root, os.environ["RLHF_IMDB_DIR"])
+    assert calibration["free"] == pytest.approx(world.rater["free"], abs=0.02)
+    assert calibration["weight"] == pytest.approx(world.rater["weight"], abs=0.02)
     penalty = {kind: row["fluency_penalty"] for kind, row in world.rater["table"].items()}
     assert penalty["real"] < penalty["shuffled"] < penalty["gibberish"], penalty
     assert json.loads((world.root / "gold_rater.json").read_text()) == world.rater
