@@ -23,38 +23,20 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 ROOT = Path(__file__).resolve().parent
 
 
-# --- the smoke profile's offline world: built by the tests that need it --------------------------------------------
+# --- the smoke profile's world: shipped in the package, verified once per process ---------------------------------
 #
-# A test is marked `slow` (pyproject.toml registers the marker; `pytest -m "not slow"` leaves them out) when it needs
-# the smoke profile's offline world (anything that loads the smoke models: `load_policy(get_profile("smoke"))`,
-# `python -m rlhf_helpers.train --profile smoke`, the `reference_run` fixture, every notebook) or runs longer than
-# about 10 s. Building the world takes 3-7 min on 2 cores, so no test outside `slow` may need it; the seconds-long
-# FAST world (`fast_world`, tests/conftest.py) is what the quick tests use.
-
-
-@functools.cache
-def _smoke_world():
-    """Build the smoke profile's offline world, or load it from its cache: once per process. Builders in other
-    processes (the other xdist worker) wait on the build's file lock, so the world is built once."""
-    from rlhf_helpers.offline import build_offline_world
-
-    return build_offline_world(verbose=False)
+# A test is marked `slow` (pyproject.toml registers the marker; `pytest -m "not slow"` leaves them out) when it loads
+# the smoke profile's models (`load_policy(get_profile("smoke"))`, `python -m rlhf_helpers.train --profile smoke`, the
+# `reference_run` fixture, every notebook) or runs longer than about 10 s. The world itself is in the repository
+# (rlhf_helpers/smoke_world/): nothing is built, and loading it checks its checksums in about a tenth of a second.
 
 
 @pytest.fixture(scope="session")
 def smoke_world():
-    """The smoke profile's offline world (`rlhf_helpers.offline.OfflineWorld`), for a test that needs it by name.
-    Items marked `slow` get it built before they start anyway (`pytest_runtest_setup` below)."""
-    return _smoke_world()
+    """The shipped smoke world (`rlhf_helpers.offline.SmokeWorld`), checksums verified, for a test that needs it."""
+    from rlhf_helpers.offline import smoke_world as shipped
 
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_runtest_setup(item):
-    """Before an item marked `slow` sets up its fixtures: the smoke world, built or loaded from its cache, so that no
-    test's own time limit (a subprocess's timeout, nbmake's 900 s per notebook) has to absorb a build. The build
-    shows in `--durations` as the setup time of the first slow item of each process."""
-    if item.get_closest_marker("slow") and os.environ["RLHF_PROFILE"].strip().lower() == "smoke":
-        _smoke_world()
+    return shipped()
 
 
 # --- one execution of a notebook, shared by nbmake and the tests that read its outputs ------------------------------

@@ -1,7 +1,7 @@
 """Loading the policy, its tokenizer and the reward classifier for a profile.
 
-The `gpu`/`cpu` profiles load hub ids; `smoke` builds the offline world once and loads the saved
-folders. Both go through the same `from_pretrained` / `pipeline` calls.
+The `gpu`/`cpu` profiles load hub ids; `smoke` loads the world shipped in the package (`offline.smoke_world`).
+Both go through the same `from_pretrained` / `pipeline` calls.
 """
 
 from __future__ import annotations
@@ -25,9 +25,10 @@ from transformers.utils import logging as hf_logging
 from .device import default_device
 from .faults import MissingPathError, ModelFolderError
 from .hub import ensure_available
-from .offline import build_offline_world
+from .gold import calibrated_rater_constants
+from .offline import smoke_world
 from .profiles import Profile
-from .reward import GoldRater, SentimentReward
+from .reward import GoldRater, ReaderFluency, SentimentReward
 
 
 def _quiet_loading() -> None:
@@ -61,11 +62,13 @@ def quiet_transformers():
 POLICY_ENV = "RLHF_POLICY_MODEL"
 REWARD_ENV = "RLHF_REWARD_MODEL"
 GOLD_ENV = "RLHF_GOLD_MODEL"
-__all__ = ["GOLD_ENV", "POLICY_ENV", "REWARD_ENV", "default_device", "gold_model_id", "load_classifier", "load_gold",
-           "load_policy", "load_reward", "load_tokenizer", "model_ids", "prepare_tokenizer"]
+READER_ENV = "RLHF_READER_MODEL"
+__all__ = ["GOLD_ENV", "POLICY_ENV", "READER_ENV", "REWARD_ENV", "default_device", "gold_model_id", "load_classifier",
+           "load_gold", "load_policy", "load_reward", "load_tokenizer", "model_ids", "prepare_tokenizer",
+           "reader_model_id"]
 
 
-ROLES = {POLICY_ENV: "policy", REWARD_ENV: "reward", GOLD_ENV: "gold"}
+ROLES = {POLICY_ENV: "policy", REWARD_ENV: "reward", GOLD_ENV: "gold", READER_ENV: "reader"}
 _TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "vocab.txt", "tokenizer.model", "spiece.model")
 _PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
 
@@ -119,8 +122,8 @@ def check_model_folder(folder: str | os.PathLike, role: str, env: str | None = N
     kind = _architecture_kind(config.get("architectures") or [])
     arch = ", ".join(config.get("architectures") or []) or config.get("model_type", "?")
     swap = (f" Did you swap {POLICY_ENV} and {REWARD_ENV}?" if env in (POLICY_ENV, REWARD_ENV) else "")
-    if role == "policy" and kind == "classifier":
-        raise ModelFolderError(f"{where} is a {arch}, a sequence classifier; the policy must be a causal language "
+    if role in ("policy", "reader") and kind == "classifier":
+        raise ModelFolderError(f"{where} is a {arch}, a sequence classifier; the {role} must be a causal language "
                                f"model (...ForCausalLM or ...LMHeadModel, e.g. GPT2LMHeadModel).{swap}")
     if role in ("reward", "gold") and kind == "causal-lm":
         raise ModelFolderError(f"{where} is a {arch}, a causal language model; the {role} model must be a sentiment "
@@ -156,12 +159,11 @@ class ModelIds(NamedTuple):
 
 def model_ids(profile: Profile) -> ModelIds:
     """The policy's and the classifier's ids: the profile's hub ids, or RLHF_POLICY_MODEL / RLHF_REWARD_MODEL when set
-    (pre-downloaded weights, air-gapped clusters, the rehearsal). In `smoke` they are the offline world's folders:
-    the first lookup on a machine builds that world (a few minutes), every later one finds it cached."""
+    (pre-downloaded weights, air-gapped clusters, the rehearsal). In `smoke` they are the shipped world's folders."""
     _quiet_loading()  # a notebook that loads these ids itself (01's pipeline cell) gets no loading bars either
     policy, reward = _override(POLICY_ENV), _override(REWARD_ENV)
     if profile.offline and not (policy and reward):
-        world = build_offline_world()
+        world = smoke_world()
         policy, reward = policy or str(world.policy), reward or str(world.classifier)
     policy, reward = policy or profile.policy_model, reward or profile.reward_model
     ensure_available(policy)  # returns at once for a local folder
@@ -170,21 +172,41 @@ def model_ids(profile: Profile) -> ModelIds:
 
 
 def gold_model_id(profile: Profile) -> str:
-    """The gold judge (notebook 06): RLHF_GOLD_MODEL, else the offline world's in `smoke`, else the hub id."""
+    """The gold judge (notebooks 06-07): RLHF_GOLD_MODEL, else the shipped world's in `smoke`, else the hub id."""
     gold = _override(GOLD_ENV)
     if gold is None and profile.offline:
-        gold = str(build_offline_world().gold)
+        gold = str(smoke_world().gold)
     gold = gold or profile.gold_model
     ensure_available(gold)
     return gold
 
 
+def reader_model_id(profile: Profile) -> str:
+    """The gold rater's reader LM: RLHF_READER_MODEL, else the shipped world's in `smoke`, else the hub id."""
+    reader = _override(READER_ENV)
+    if reader is None and profile.offline:
+        reader = str(smoke_world().reader)
+    reader = reader or profile.reader_model
+    ensure_available(reader)
+    return reader
+
+
 def load_gold(profile: Profile, device: torch.device | str | None = None):
-    """The gold rater of notebooks 06-07 (`reward.GoldRater`): the gold judge's POSITIVE logit (by label name) minus
-    a penalty for repetitive, degenerate text; its `.sentiment` is the judge alone."""
-    classifier = pipeline("sentiment-analysis", model=gold_model_id(profile),
-                          device=torch.device(device or default_device()))
-    return GoldRater(SentimentReward(classifier))
+    """The gold rater of notebooks 06-07 (`reward.GoldRater`): the gold judge's POSITIVE logit (by label name), minus
+    a penalty for repetitive text and one for text the reader LM finds harder to read than real reviews. Its
+    `.sentiment` is the judge alone. The fluency constants are the shipped world's calibration in `smoke` (with its
+    own judge and reader), else calibrated on first use and cached (`gold.calibrated_rater_constants`)."""
+    device = torch.device(device or default_device())
+    judge_id, reader_id = gold_model_id(profile), reader_model_id(profile)
+    judge = SentimentReward(pipeline("sentiment-analysis", model=judge_id, device=device, dtype=torch.float32))
+    reader = ReaderFluency(AutoModelForCausalLM.from_pretrained(reader_id, dtype=torch.float32,
+                                                                use_safetensors=True).to(device).eval(),
+                           AutoTokenizer.from_pretrained(reader_id))
+    if profile.offline and (judge_id, reader_id) == (str(smoke_world().gold), str(smoke_world().reader)):
+        constants = smoke_world().rater
+    else:
+        constants = calibrated_rater_constants(judge, reader, load_tokenizer(profile), profile, (judge_id, reader_id))
+    return GoldRater(judge, reader=reader, fluency_free=constants["free"], fluency_weight=constants["weight"])
 
 
 def prepare_tokenizer(tokenizer):
@@ -230,7 +252,12 @@ def describe_samples_source(profile, policy, tokenizer) -> str:
     params = sum(p.numel() for p in policy.parameters())
     if not profile.offline:
         return f"These samples come from {profile.policy_model}: {params:,} parameters, {len(tokenizer):,} tokens."
+    parts = smoke_world().info["parts"]
+    base, made = parts["base"], parts["policy"]
     return (f"These samples come from the smoke profile's policy: {params:,} parameters and a {len(tokenizer):,}-token "
-            f"vocabulary, trained offline on IMDB in a few minutes (GPT-2 small: 124M parameters, 50,257 tokens). "
-            f"Expect non-words and broken grammar: read the rewards, the KL and which words become common, not the "
-            f"fluency. The cpu and gpu profiles run the same code on GPT-2.")
+            f"vocabulary (GPT-2 small: 124M and 50,257). It is a small GPT-2 pretrained on Python's documentation "
+            f"({base['tokens_seen'] / 1e6:.0f}M tokens), then fine-tuned on IMDB reviews "
+            f"({made['tokens_seen'] / 1e6:.0f}M tokens), as lvwerra/gpt2-imdb is GPT-2 fine-tuned on IMDB: "
+            f"{made['final']['unseen_word_rate']:.1%} of the words it writes never occur in IMDB's training reviews "
+            f"({made['real_text']['unseen_word_rate']:.1%} of real reviews' words do not). The cpu and gpu profiles "
+            f"run the same code on GPT-2.")

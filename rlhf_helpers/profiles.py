@@ -154,6 +154,8 @@ class Profile:
     """Hub id of the IMDB dataset (a local copy in `RLHF_IMDB_DIR` wins when set)."""
     gold_model: str = "siebert/sentiment-roberta-large-english"
     """The gold judge of notebook 06, standing in for human raters (the DPO paper's IMDB judge)."""
+    reader_model: str = "openai-community/gpt2-medium"
+    """The gold rater's reader: an LM larger than the policy whose per-token loss says how well a text reads."""
     offline: bool = False
     """True when the models come from the offline world the project builds itself."""
     min_review_chars: int = 200
@@ -208,7 +210,7 @@ PROFILES: dict[str, Profile] = {
     "smoke": Profile(
         name="smoke", offline=True,
         policy_model="offline-world/policy", reward_model="offline-world/classifier",
-        dataset="offline-world/imdb", gold_model="offline-world/gold",
+        dataset="offline-world/imdb", gold_model="offline-world/gold", reader_model="offline-world/reader",
         n_eval_prompts=128, eval_batch_size=128,
         # A tiny model tolerates a far larger learning rate than GPT-2's 1.41e-5.
         ppo=PPOConfig(batch_size=64, mini_batch_size=16, ppo_epochs=4, steps=60, learning_rate=5e-4,
