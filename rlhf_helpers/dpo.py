@@ -24,6 +24,7 @@ from transformers.trainer_callback import PrinterCallback
 from trl import DPOConfig as TRLDPOConfig
 from trl import DPOTrainer
 
+from .data import heldout_prompts
 from .device import trl_precision
 from .models import quiet_transformers
 from .profiles import PPOConfig, Profile, Sampling, check_batch_split
@@ -97,6 +98,48 @@ def pairs_for_run(inputs: RunInputs):
     return dpo_pairs(inputs.policy, inputs.tokenizer, inputs.reward, inputs.train_prompts["input_ids"],
                      dpo_pair_count(config), inputs.profile.dpo.samples_per_prompt, config.sampling(512),
                      seed=config.seed)
+
+
+VALIDATION_PAIRS = 256
+"""Pairs DPO's settings (learning rate, epochs) are chosen on: training-split prompts the run never trains on."""
+HELDOUT_PAIRS = 256
+"""Pairs a DPO run reports its held-out pair accuracy on: test-split prompts, drawn apart from the evaluation's."""
+HELDOUT_PAIRS_SEED = 99
+"""The held-out pairs' prompt draw (notebook 06's held-out pairs use the same)."""
+
+
+def _pairs_on(inputs: RunInputs, prompt_ids: list[list[int]], seed: int):
+    return make_preference_pairs(inputs.policy, inputs.tokenizer, inputs.reward, prompt_ids, noise=0.0,
+                                 sampling=inputs.config.sampling(512), seed=seed,
+                                 samples_per_prompt=inputs.profile.dpo.samples_per_prompt)
+
+
+def validation_pairs(inputs: RunInputs, n: int = VALIDATION_PAIRS):
+    """Pairs labelled like `pairs_for_run`'s, on the `n` training prompts that come next in its seeded draw: the run
+    never trains on them, and the held-out evaluation prompts (test split) are never used to choose a setting.
+    Call it before training: the completions come from `inputs.policy`."""
+    config, prompt_ids = inputs.config, inputs.train_prompts["input_ids"]
+    start = dpo_pair_count(config)
+    order = torch.randperm(len(prompt_ids), generator=torch.Generator().manual_seed(config.seed)).tolist()
+    if start + n > len(order):
+        raise ValueError(f"{start + n} pairs need as many training prompts, but there are {len(order)}.")
+    return _pairs_on(inputs, [prompt_ids[i] for i in order[start:start + n]], seed=config.seed + 1)
+
+
+def heldout_pairs(inputs: RunInputs, n: int = HELDOUT_PAIRS):
+    """Pairs labelled like `pairs_for_run`'s on `n` test-split prompts (their own draw, `HELDOUT_PAIRS_SEED`), for the
+    held-out pair accuracy a DPO run reports. Call it before training."""
+    prompts = heldout_prompts(inputs.profile, inputs.tokenizer, n=n, seed=HELDOUT_PAIRS_SEED)
+    return _pairs_on(inputs, prompts.input_ids, seed=inputs.config.seed + 2)
+
+
+def pair_metrics(trainer, pairs) -> dict:
+    """TRL's own evaluation of a DPOTrainer's policy on `pairs`: the DPO loss, the share of pairs whose implicit
+    reward ranks the chosen completion first, and the mean margin β·[(log π − log π_ref)_c − (…)_r]."""
+    with quiet_transformers():
+        metrics = trainer.evaluate(eval_dataset=pairs.to_dataset())
+    return {"loss": metrics["eval_loss"], "accuracy": metrics["eval_rewards/accuracies"],
+            "margin": metrics["eval_rewards/margins"], "n_pairs": len(pairs)}
 
 
 def dpo_learning_rate(profile: Profile) -> float:

@@ -20,7 +20,7 @@ from safetensors.torch import save
 
 from .checkpoint import checkpoint_dirs, load_checkpoint, save_checkpoint
 from .data import check_imdb_source, imdb_source
-from .dpo import DPOCallback, dpo_config, make_dpo_trainer, pairs_for_run
+from .dpo import DPOCallback, dpo_config, heldout_pairs, make_dpo_trainer, pair_metrics, pairs_for_run
 from .evaluation import Evaluation
 from .faults import atomic_write, explain_faults, hold_output, write_bytes, write_text_atomic
 from .models import model_ids, quiet_transformers
@@ -80,6 +80,8 @@ class _Trained:
     value_head: object = None
     wall_before: float = 0.0
     """Seconds spent before a resume (PPO)."""
+    heldout_pairs: dict | None = None
+    """DPO: `dpo.pair_metrics` of the trained policy on pairs from test-split prompts it never trained on."""
 
 
 POLICY_DIR = "policy"
@@ -229,6 +231,8 @@ def _train(run_: _Run, profile: Profile, command: list[str] | None) -> dict:
                "episodes": last["episodes"], "before": trained.before.metrics, "after": after.metrics,
                "train_seconds": train_seconds,
                "wall_seconds": trained.wall_before + time.perf_counter() - run_.start, "policy": POLICY_DIR}
+    if trained.heldout_pairs is not None:
+        summary["heldout_pairs"] = trained.heldout_pairs
     if not main_process:
         return summary
     save_policy(out / POLICY_DIR, trained.model, inputs.tokenizer, trained.value_head,
@@ -334,6 +338,7 @@ def _train_dpo(inputs: RunInputs, run_: _Run) -> _Trained:
     """DPO on `steps × batch_size / 2` pairs from the initial policy (`dpo.samples_per_prompt` completions per
     prompt, ordered by the reward: see `dpo.dpo_pairs`), sampled once, up front."""
     spec, out, config = run_.spec, run_.out, run_.config
+    heldout = heldout_pairs(inputs)  # an evaluation, before the clock starts: from the initial policy, like the pairs
     sampling_start = time.perf_counter()
     pairs = pairs_for_run(inputs)
     main_process = is_main_process()
@@ -356,4 +361,5 @@ def _train_dpo(inputs: RunInputs, run_: _Run) -> _Trained:
             trainer = make_dpo_trainer(inputs.policy, inputs.reference, inputs.tokenizer, pairs, args, [callback])
             with quiet_transformers():
                 trainer.train()
-    return _Trained(callback.history, callback.evals, callback.before, trainer.model)
+            pairs_after = pair_metrics(trainer, heldout)
+    return _Trained(callback.history, callback.evals, callback.before, trainer.model, heldout_pairs=pairs_after)

@@ -7,7 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rlhf_helpers.dpo import dpo_loss, sequence_logps
+from rlhf_helpers.dpo import dpo_loss, pair_metrics, sequence_logps
+from rlhf_helpers.reward_model import PreferencePairs
 
 
 def test_dpo_loss_by_hand():
@@ -92,8 +93,15 @@ def test_our_loss_equals_trl_dpo_trainer_loss(fast_world, tmp_path):
         pi = sequence_logps(policy, queries, responses, tok.pad_token_id)
         ref = sequence_logps(reference, queries, responses, tok.pad_token_id)
     b = len(pi) // 2
-    losses, _, _ = dpo_loss(pi[:b], pi[b:], ref[:b], ref[b:], beta=0.1)
+    losses, chosen, rejected = dpo_loss(pi[:b], pi[b:], ref[:b], ref[b:], beta=0.1)
     assert abs(trl_loss - losses.mean().item()) < 1e-6, (trl_loss, losses.mean().item())
+    # TRL's evaluation of the same pairs (what a DPO run reports on its held-out pairs) is the same loss, and its
+    # accuracy and margin are those of the implicit rewards.
+    pairs = PreferencePairs(list(data["prompt"]), list(data["chosen"]), list(data["rejected"]), [0.0] * 4, [0.0] * 4)
+    metrics = pair_metrics(trainer, pairs)
+    assert metrics["loss"] == pytest.approx(losses.mean().item(), abs=1e-6)
+    assert metrics["accuracy"] == pytest.approx((chosen > rejected).float().mean().item())
+    assert metrics["margin"] == pytest.approx((chosen - rejected).mean().item(), abs=1e-6)
     assert abs(trl_loss - math.log(2)) > 1e-3  # the policy really differs from the reference
     # The per-token mean (a common mistake) would not match:
     n = torch.tensor([len(r) for r in responses], dtype=torch.float)
