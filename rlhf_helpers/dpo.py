@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import tempfile
+import time
 from collections.abc import Callable
 
 import torch
@@ -176,6 +177,15 @@ class DPOCallback(CourseCallback):
                  on_record: Callable | None = None, sampling_seconds: float = 0.0):
         super().__init__(evaluate_fn, None, steps_per_round, episodes_per_round, eval_every, on_record)
         self.train_seconds = sampling_seconds
+        self.validation = []
+        """TRL's evaluation of the validation pairs at the end of each epoch (`pair_metrics`' fields, by epoch)."""
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        self._last = time.perf_counter()  # the evaluation is not training time
+        if metrics and "eval_rewards/accuracies" in metrics:
+            self.validation.append({"epoch": round(state.epoch or 0), "loss": metrics["eval_loss"],
+                                    "accuracy": metrics["eval_rewards/accuracies"],
+                                    "margin": metrics["eval_rewards/margins"]})
 
     def _episodes(self, round_: int) -> int:
         return round_ * self.batch_size
@@ -193,10 +203,14 @@ class DPOCallback(CourseCallback):
             self.on_record(record)
 
 
-def make_dpo_trainer(policy, reference, tokenizer, pairs, args, callbacks=()):
-    """A TRL DPOTrainer on the course's policy, its frozen copy as the reference, and the pairs."""
+def make_dpo_trainer(policy, reference, tokenizer, pairs, args, callbacks=(), eval_pairs=None):
+    """A TRL DPOTrainer on the course's policy, its frozen copy as the reference, and the pairs; with `eval_pairs`, TRL
+    evaluates the policy on them at the end of every epoch (the validation curve: where more epochs stop helping)."""
+    if eval_pairs is not None:
+        args.eval_strategy = "epoch"
     with quiet_transformers():
         trainer = DPOTrainer(model=policy, ref_model=reference, args=args, train_dataset=pairs.to_dataset(),
+                             eval_dataset=eval_pairs.to_dataset() if eval_pairs is not None else None,
                              processing_class=tokenizer, callbacks=list(callbacks))
     trainer.remove_callback(PrinterCallback)
     return trainer

@@ -20,7 +20,8 @@ from safetensors.torch import save
 
 from .checkpoint import checkpoint_dirs, load_checkpoint, save_checkpoint
 from .data import check_imdb_source, imdb_source
-from .dpo import DPOCallback, dpo_config, heldout_pairs, make_dpo_trainer, pair_metrics, pairs_for_run
+from .dpo import (DPOCallback, dpo_config, heldout_pairs, make_dpo_trainer, pair_metrics, pairs_for_run,
+                  validation_pairs)
 from .evaluation import Evaluation
 from .faults import atomic_write, explain_faults, hold_output, write_bytes, write_text_atomic
 from .models import model_ids, quiet_transformers
@@ -82,6 +83,8 @@ class _Trained:
     """Seconds spent before a resume (PPO)."""
     heldout_pairs: dict | None = None
     """DPO: `dpo.pair_metrics` of the trained policy on pairs from test-split prompts it never trained on."""
+    validation_pairs: list | None = None
+    """DPO: the same metrics on the validation pairs at the end of each epoch (what its settings are chosen on)."""
 
 
 POLICY_DIR = "policy"
@@ -233,6 +236,7 @@ def _train(run_: _Run, profile: Profile, command: list[str] | None) -> dict:
                "wall_seconds": trained.wall_before + time.perf_counter() - run_.start, "policy": POLICY_DIR}
     if trained.heldout_pairs is not None:
         summary["heldout_pairs"] = trained.heldout_pairs
+        summary["validation_pairs"] = trained.validation_pairs
     if not main_process:
         return summary
     save_policy(out / POLICY_DIR, trained.model, inputs.tokenizer, trained.value_head,
@@ -338,7 +342,8 @@ def _train_dpo(inputs: RunInputs, run_: _Run) -> _Trained:
     """DPO on `steps × batch_size / 2` pairs from the initial policy (`dpo.samples_per_prompt` completions per
     prompt, ordered by the reward: see `dpo.dpo_pairs`), sampled once, up front."""
     spec, out, config = run_.spec, run_.out, run_.config
-    heldout = heldout_pairs(inputs)  # an evaluation, before the clock starts: from the initial policy, like the pairs
+    # Evaluation pairs, before the clock starts (they come from the initial policy, like the training pairs).
+    heldout, validation = heldout_pairs(inputs), validation_pairs(inputs)
     sampling_start = time.perf_counter()
     pairs = pairs_for_run(inputs)
     main_process = is_main_process()
@@ -358,8 +363,11 @@ def _train_dpo(inputs: RunInputs, run_: _Run) -> _Trained:
                                on_record=run_.record if main_process else None,
                                sampling_seconds=time.perf_counter() - sampling_start)
         with trl_logging(spec.report_to if main_process else "none", out):
-            trainer = make_dpo_trainer(inputs.policy, inputs.reference, inputs.tokenizer, pairs, args, [callback])
+            trainer = make_dpo_trainer(inputs.policy, inputs.reference, inputs.tokenizer, pairs, args, [callback],
+                                       eval_pairs=validation)
             with quiet_transformers():
                 trainer.train()
+            trainer.remove_callback(callback)  # the held-out evaluation is not a validation epoch
             pairs_after = pair_metrics(trainer, heldout)
-    return _Trained(callback.history, callback.evals, callback.before, trainer.model, heldout_pairs=pairs_after)
+    return _Trained(callback.history, callback.evals, callback.before, trainer.model, heldout_pairs=pairs_after,
+                    validation_pairs=callback.validation)
