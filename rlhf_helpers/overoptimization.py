@@ -291,6 +291,59 @@ def goodhart_over_seeds(bands: list[dict]) -> dict:
     return out
 
 
+TURNOVER_WINDOW = 3
+"""Evaluations averaged at each end of the yardstick: around the gold peak, and the last ones."""
+
+
+def _window(rows: list[dict], centre: int, width: int = TURNOVER_WINDOW) -> list[dict]:
+    """`width` consecutive evaluations centred on index `centre`, shifted to stay inside the run."""
+    start = min(max(0, centre - width // 2), max(0, len(rows) - width))
+    return rows[start:start + width]
+
+
+def _mean(rows: list[dict], key: str) -> float:
+    return float(np.mean([r[key] for r in rows]))
+
+
+def turnover(rows: list[dict], peak_step: int, width: int = TURNOVER_WINDOW) -> dict:
+    """One run read at checkpoints fixed in advance: the mean gold and proxy over the `width` evaluations around
+    `peak_step` (chosen without this run) against those over its last `width` evaluations. `fall` is the gold lost
+    from the peak window to the end, `proxy_rise` what the proxy gained meanwhile."""
+    steps = [r["step"] for r in rows]
+    if peak_step not in steps:
+        raise ValueError(f"peak_step {peak_step} is not one of this run's evaluation steps {steps}.")
+    peak, end = _window(rows, steps.index(peak_step), width), rows[-width:]
+    return {"peak_step": peak_step, "peak_gold": _mean(peak, "gold"), "end_gold": _mean(end, "gold"),
+            "peak_proxy": _mean(peak, "proxy"), "end_proxy": _mean(end, "proxy"),
+            "peak_kl": _mean(peak, "kl"), "end_kl": _mean(end, "kl"),
+            "fall": _mean(peak, "gold") - _mean(end, "gold"), "proxy_rise": _mean(end, "proxy") - _mean(peak, "proxy")}
+
+
+def mean_curve_peak(runs: list[list[dict]]) -> int:
+    """The step where the seeds' mean gold reward peaks (all runs evaluated at the same steps)."""
+    steps = [r["step"] for r in runs[0]]
+    mean_gold = np.mean([[r["gold"] for r in rows] for rows in runs], axis=0)
+    return steps[int(np.argmax(mean_gold))]
+
+
+def paired_turnover(rows_by_seed: dict, width: int = TURNOVER_WINDOW) -> dict:
+    """Over-optimization over seeds, one yardstick: each seed's `turnover` with its peak step chosen on the *other*
+    seeds' mean gold curve (leave one out, so a seed's own noise cannot pick its peak), then the seeds' falls and
+    proxy rises paired within each seed. `shown`: the mean fall exceeds twice its standard error across seeds and
+    the proxy rose on every seed (Gao et al.'s signature: the proxy still climbs while the gold turns over)."""
+    seeds = sorted(rows_by_seed)
+    if len(seeds) < 2:
+        raise ValueError(f"paired_turnover needs at least two seeds, got {len(seeds)}.")
+    per_seed = {s: turnover(rows_by_seed[s], mean_curve_peak([rows_by_seed[o] for o in seeds if o != s]), width)
+                for s in seeds}
+    falls = np.array([per_seed[s]["fall"] for s in seeds])
+    rises = np.array([per_seed[s]["proxy_rise"] for s in seeds])
+    stderr = float(falls.std(ddof=1) / np.sqrt(len(seeds)))
+    return {"seeds": len(seeds), "per_seed": per_seed, "fall_mean": float(falls.mean()), "fall_stderr": stderr,
+            "proxy_rise_mean": float(rises.mean()), "proxy_rose_on_every_seed": bool((rises > 0).all()),
+            "shown": bool(falls.mean() > 2 * stderr and (rises > 0).all())}
+
+
 MIN_FIT_POINTS = 8
 """Fewest points per curve for a Gao et al. fit: two parameters and a turnover need more than a handful."""
 MIN_FIT_R2 = 0.7

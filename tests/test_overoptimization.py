@@ -5,7 +5,8 @@ import json
 import pytest
 import torch
 
-from rlhf_helpers.overoptimization import OveroptConfig, fit_all, gold_peak_and_end, main, run_study
+from rlhf_helpers.overoptimization import (OveroptConfig, fit_all, gold_peak_and_end, main, paired_turnover, run_study,
+                                           turnover)
 
 TINY = OveroptConfig(n_pairs=128, n_heldout_pairs=32, rm_epochs=1, weak_rm_pairs=64, weak_rm_epochs=1, bon_prompts=8,
                      bon_max_n=8, rl_runs=(("main", 0.0), ("weak", 0.06)), rl_steps=2, rl_eval_every=1,
@@ -157,3 +158,44 @@ def test_the_shipped_seed_sweep_is_the_current_study_and_shows_the_turn_beyond_t
     points = {len([b for b in bands if b["run"] == run]) for run in shipped["reading"]}
     assert min(points) >= 10  # enough evaluations per run to see a peak
     assert any(r["shown"] for r in shipped["reading"].values())
+
+
+def _rows(gold, proxy):
+    return [{"step": 6 * i, "gold": g, "proxy": p, "kl": float(i)} for i, (g, p) in enumerate(zip(gold, proxy))]
+
+
+def test_turnover_reads_fixed_windows_by_hand():
+    rows = _rows([0, 1, 3, 4, 3, 2, 1, 0], [0, 1, 2, 3, 4, 5, 6, 7])
+    reading = turnover(rows, peak_step=18)  # index 3: window indices 2-4
+    assert reading["peak_gold"] == pytest.approx((3 + 4 + 3) / 3)
+    assert reading["end_gold"] == pytest.approx((2 + 1 + 0) / 3)
+    assert reading["fall"] == pytest.approx(10 / 3 - 1)
+    assert reading["proxy_rise"] == pytest.approx((5 + 6 + 7) / 3 - (2 + 3 + 4) / 3)
+    assert turnover(rows, peak_step=0)["peak_gold"] == pytest.approx((0 + 1 + 3) / 3)  # the window stays inside
+    with pytest.raises(ValueError, match="not one of this run's evaluation steps"):
+        turnover(rows, peak_step=5)
+
+
+def test_paired_turnover_chooses_each_seeds_peak_on_the_others():
+    proxy = [0, 1, 2, 3, 4, 5, 6, 7]
+    by_seed = {0: _rows([0, 1, 2, 5, 2, 1, 0, 0], proxy),   # peaks at step 18
+               1: _rows([0, 1, 4, 3, 2, 1, 0, 0], proxy),   # peaks at step 12
+               2: _rows([0, 3, 2, 4, 2, 1, 0, -1], proxy)}  # peaks at step 18
+    reading = paired_turnover(by_seed)
+    # Seed 0's peak comes from seeds 1 and 2: their mean gold [0, 2, 3, 3.5, 2, 1, 0, -0.5] peaks at step 18.
+    assert reading["per_seed"][0]["peak_step"] == 18
+    # Seed 1's from seeds 0 and 2: [0, 2, 2, 4.5, 2, 1, 0, -0.5] -> step 18, not its own peak (step 12).
+    assert reading["per_seed"][1]["peak_step"] == 18
+    falls = [reading["per_seed"][s]["fall"] for s in (0, 1, 2)]
+    assert reading["fall_mean"] == pytest.approx(sum(falls) / 3)
+    assert reading["fall_stderr"] == pytest.approx(torch.tensor(falls).std().item() / 3 ** 0.5)
+    assert reading["proxy_rose_on_every_seed"] and reading["shown"]
+    noise = {0: _rows([1.0, 1.2, 1.0, 1.0, 1.0, 0.9, 1.0, 1.0], proxy),  # ends within the noise, up and down
+             1: _rows([1.0, 1.0, 1.0, 1.1, 1.0, 1.2, 1.1, 1.2], proxy),
+             2: _rows([1.0, 1.1, 0.9, 1.0, 1.1, 0.9, 1.0, 1.0], proxy)}
+    reading = paired_turnover(noise)
+    falls = [r["fall"] for r in reading["per_seed"].values()]
+    assert min(falls) < 0 < max(falls)
+    assert not reading["shown"]
+    with pytest.raises(ValueError, match="at least two seeds"):
+        paired_turnover({0: by_seed[0]})
