@@ -74,7 +74,10 @@ def _custom_run(algo: str, profile, folder: Path, seed: int) -> dict:
 
     ppo_rm      the DPO paper's "PPO" baseline: a reward model trained (TRL's RewardTrainer, notebook 06's main
                 recipe) on **the pairs DPO trains on** (`dpo.pairs_for_run`, same seed), then the course's PPO with
-                that reward model as its reward at a fixed β. The true reward only ever labelled those pairs.
+                that reward model as its reward at a fixed β. The true reward only ever labelled those pairs. The
+                reward model starts from the **policy's** backbone, as the DPO paper's and InstructGPT's do: DPO too
+                must learn sentiment inside the policy, and the classifier that labels the pairs and scores the
+                frontier lends neither method its features.
     online_dpo  `dpo.train_online_dpo`: DPO's pairs budget in `ONLINE_DPO_ROUNDS` rounds, each sampled from the
                 current policy and labelled by the classifier.
     Writes summary.json (before, after, train_seconds, episodes, labelled_completions) and samples.csv."""
@@ -87,7 +90,7 @@ def _custom_run(algo: str, profile, folder: Path, seed: int) -> dict:
             recipe = SMOKE if profile.offline else HUB
             pairs = pairs_for_run(inputs)
             with tempfile.TemporaryDirectory(prefix="reward-model-") as scratch:
-                _, scorer = train_reward_model(model_ids(profile).reward, pairs, scratch, epochs=recipe.rm_epochs,
+                _, scorer = train_reward_model(model_ids(profile).policy, pairs, scratch, epochs=recipe.rm_epochs,
                                                learning_rate=recipe.rm_learning_rate, seed=seed)
             state = make_state(config, inputs.policy, inputs.reference, inputs.tokenizer, scorer,
                                inputs.train_prompts["input_ids"])
