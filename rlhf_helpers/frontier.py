@@ -131,6 +131,45 @@ def frontier_points(points: list[dict]) -> list[dict]:
     return out
 
 
+CONTRAST_POINTS = 5
+"""KL values, evenly spaced over the range two methods share, at which `contrast` compares them."""
+
+
+def method_curve(means: list[dict], algo: str) -> list[dict]:
+    """One method's mean points (`frontier_points`), by KL."""
+    return sorted((m for m in means if m["algo"] == algo), key=lambda m: m["kl"])
+
+
+def at_kl(curve: list[dict], kl: float, key: str = "mean_reward") -> float:
+    """A method's mean (or `<metric>_std`) at `kl`, interpolated linearly between its points."""
+    return float(np.interp(kl, [m["kl"] for m in curve], [m[key] for m in curve]))
+
+
+def contrast(means: list[dict], a: str, b: str, key: str = "mean_reward", points: int = CONTRAST_POINTS) -> dict:
+    """Methods `a` and `b` compared across the whole KL range both reach, not at one end of it: at `points` KL values
+    from the larger of their smallest KLs to the smaller of their largest, the difference a − b of `key` and twice its
+    standard error over the seeds (each method's across-seed spread, interpolated, as two independent means).
+
+    `verdict`: "a" or "b" when that method is ahead by more than the noise at every compared KL, "tie" when no
+    difference exceeds it, "mixed" otherwise; "apart" (and no rows) when the ranges do not overlap."""
+    ca, cb = method_curve(means, a), method_curve(means, b)
+    if not ca or not cb:
+        raise ValueError(f"No frontier points for {a if not ca else b!r}.")
+    low, high = max(ca[0]["kl"], cb[0]["kl"]), min(ca[-1]["kl"], cb[-1]["kl"])
+    if low > high:
+        return {"a": a, "b": b, "key": key, "low": low, "high": high, "rows": [], "verdict": "apart"}
+    seeds = min(m["seeds"] for m in ca + cb)
+    rows = []
+    for kl in np.linspace(low, high, points if high > low else 1):
+        diff = at_kl(ca, kl, key) - at_kl(cb, kl, key)
+        noise = 2 * float(np.hypot(at_kl(ca, kl, f"{key}_std"), at_kl(cb, kl, f"{key}_std"))) / np.sqrt(seeds)
+        rows.append({"kl": float(kl), "a": at_kl(ca, kl, key), "b": at_kl(cb, kl, key), "difference": diff,
+                     "noise": noise})
+    ahead = ["a" if r["difference"] > r["noise"] else "b" if -r["difference"] > r["noise"] else "tie" for r in rows]
+    verdict = ahead[0] if len(set(ahead)) == 1 else "mixed"
+    return {"a": a, "b": b, "key": key, "low": low, "high": high, "seeds": seeds, "rows": rows, "verdict": verdict}
+
+
 def plot_frontier(points: list[dict], title: str = ""):
     """Reward (left) and gold reward (right) against KL to the reference: one line per method, each point the mean
     over its seeds with the across-seed standard deviation as error bars in both directions."""

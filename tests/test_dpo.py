@@ -257,3 +257,24 @@ def test_dpo_gets_ppos_budget_in_completions_and_gradient_steps(tmp_path, name):
     args = dpo_config(profile, str(tmp_path))
     dpo_steps = math.ceil(pairs / args.per_device_train_batch_size) * args.num_train_epochs
     assert dpo_steps == cfg.steps * cfg.ppo_epochs * (cfg.batch_size // cfg.mini_batch_size)
+
+
+def test_contrast_reads_two_methods_across_the_kl_range_they_share():
+    from rlhf_helpers.frontier import contrast
+
+    def point(algo, kl, reward, std=0.1):
+        return {"algo": algo, "beta": kl, "seeds": 4, "kl": kl, "mean_reward": reward, "mean_reward_std": std}
+
+    means = [point("x", 0.0, 0.0), point("x", 10.0, 2.0), point("x", 20.0, 3.0),
+             point("y", 5.0, 0.0), point("y", 30.0, 0.5)]
+    reading = contrast(means, "x", "y", points=3)
+    assert (reading["low"], reading["high"]) == (5.0, 20.0)
+    assert [r["kl"] for r in reading["rows"]] == [5.0, 12.5, 20.0]
+    # x at 12.5 nats: 2.25 (between 2 at 10 and 3 at 20); y: 0.15 (between 0 at 5 and 0.5 at 30)
+    assert reading["rows"][1]["difference"] == pytest.approx(2.25 - 0.15)
+    assert reading["rows"][1]["noise"] == pytest.approx(2 * (0.1 ** 2 + 0.1 ** 2) ** 0.5 / 2)
+    assert reading["verdict"] == "a"
+    # At 5 nats x is at 1.0 against y's 0.0: a noisier y makes that end a tie, so the reading is mixed.
+    noisy = [dict(m, mean_reward_std=3.0) if m["algo"] == "y" and m["kl"] == 5.0 else m for m in means]
+    assert contrast(noisy, "x", "y", points=3)["verdict"] == "mixed"
+    assert contrast([point("x", 0.0, 0.0), point("x", 1.0, 1.0), point("y", 2.0, 0.0)], "x", "y")["verdict"] == "apart"
