@@ -204,7 +204,8 @@ class RLRun:
     """One dict per evaluation: run, rm, beta, step, kl, proxy, gold, repeated_words (the mean repeated-word share
     of the scored texts, `reward.repeated_word_share`)."""
     samples: dict = field(default_factory=dict)
-    """step -> DataFrame of the held-out samples (prompt, response, proxy, gold)."""
+    """step -> DataFrame of the held-out samples (prompt, response, proxy, gold, and the gold's components:
+    sentiment, repeated, nll; see `reward.GoldRater.components`)."""
 
     @property
     def name(self) -> str:
@@ -227,11 +228,13 @@ def rl_against_proxy(inputs: RunInputs, proxy, gold, beta: float, config: Overop
         ev = evaluate(policy, reference, inputs.tokenizer, proxy, inputs.heldout,
                       ppo_config.sampling(profile.eval_batch_size))
         texts = (ev.samples["prompt"] + ev.samples["response"]).tolist()
-        gold_scores = gold(texts).float().cpu()
+        parts = {k: v.float().cpu() for k, v in gold.components(texts).items()}
+        gold_scores = gold.score(parts)
         run.rows.append({"run": run.name, "rm": rm, "beta": beta, "step": step, "kl": ev.metrics["kl"],
                          "proxy": ev.metrics["mean_reward"], "gold": gold_scores.mean().item(),
                          "repeated_words": float(np.mean([repeated_word_share(t) for t in texts]))})
-        run.samples[step] = ev.samples.rename(columns={"reward": "proxy"}).assign(gold=gold_scores.numpy())
+        run.samples[step] = ev.samples.rename(columns={"reward": "proxy"}).assign(
+            gold=gold_scores.numpy(), **{k: v.numpy() for k, v in parts.items()})
 
     record(0)
     train(state, on_step=lambda rec: record(state.step) if state.step % config.rl_eval_every == 0 else None,
@@ -342,6 +345,56 @@ def paired_turnover(rows_by_seed: dict, width: int = TURNOVER_WINDOW) -> dict:
     return {"seeds": len(seeds), "per_seed": per_seed, "fall_mean": float(falls.mean()), "fall_stderr": stderr,
             "proxy_rise_mean": float(rises.mean()), "proxy_rose_on_every_seed": bool((rises > 0).all()),
             "shown": bool(falls.mean() > 2 * stderr and (rises > 0).all())}
+
+
+def all_rl_samples(runs: list[RLRun]) -> pd.DataFrame:
+    """Every held-out sample of every evaluation of the PPO runs, one row each (run, step, prompt, response, proxy,
+    gold, sentiment, repeated, nll): what `rater_sensitivity` re-reads under other rater constants."""
+    return pd.concat([frame.assign(run=run.name, step=step) for run in runs for step, frame in run.samples.items()],
+                     ignore_index=True)
+
+
+RATER_VARIANTS = {
+    "as calibrated": {},
+    "fluency weight ×0.5": {"fluency_weight": 0.5},
+    "fluency weight ×2": {"fluency_weight": 2.0},
+    "fluency free −0.5 nat": {"fluency_free": -0.5},
+    "fluency free +0.5 nat": {"fluency_free": 0.5},
+    "repetition penalty ×0.5": {"penalty": 0.5},
+    "repetition penalty ×2": {"penalty": 2.0},
+}
+"""The gold rater's constants varied one at a time: weights and the repetition penalty scaled, the free nll shifted."""
+
+
+def _variant(rater, change: dict) -> dict:
+    constants = {"penalty": rater.penalty, "allowed": rater.allowed, "fluency_free": rater.fluency_free,
+                 "fluency_weight": rater.fluency_weight}
+    for key, value in change.items():
+        constants[key] = constants[key] + value if key == "fluency_free" else constants[key] * value
+    return constants
+
+
+def rater_sensitivity(samples_by_seed: dict, rater, variants: dict = RATER_VARIANTS) -> list[dict]:
+    """Does the lesson hinge on the gold rater's constants? The studies' saved samples (seed -> `all_rl_samples`
+    frame) re-scored under each variant's constants (`reward.GoldRater.score`, no model is run again), then each PPO
+    run read with `paired_turnover`. One row per (variant, run): fall_mean, fall_stderr, shown."""
+    rows = []
+    for name, change in variants.items():
+        constants = _variant(rater, change)
+        by_run = {}
+        for seed, frame in samples_by_seed.items():
+            parts = {k: torch.tensor(frame[k].to_numpy(), dtype=torch.float32)
+                     for k in ("sentiment", "repeated", "nll")}
+            scored = frame.assign(gold=rater.score(parts, **constants).numpy())
+            for run, group in scored.groupby("run", sort=False):
+                curve = group.groupby("step").agg(gold=("gold", "mean"), proxy=("proxy", "mean")).reset_index()
+                by_run.setdefault(run, {})[seed] = [{"step": int(r.step), "gold": r.gold, "proxy": r.proxy, "kl": 0.0}
+                                                    for r in curve.itertuples()]
+        for run, curves in by_run.items():
+            reading = paired_turnover(curves)
+            rows.append({"variant": name, "run": run, "fall_mean": reading["fall_mean"],
+                         "fall_stderr": reading["fall_stderr"], "shown": reading["shown"]})
+    return rows
 
 
 MIN_FIT_POINTS = 8
@@ -611,6 +664,8 @@ def _study(profile, out: Path, config: OveroptConfig, progress: bool, log, phase
     summary["reward_models"] = {rm: f"reward_models/{rm}" for rm in proxies}
     with atomic_write(out / "samples.csv") as tmp:
         samples.to_csv(tmp, index=False)
+    with atomic_write(out / "rl_samples.csv.gz") as tmp:  # every evaluation's samples, for `rater_sensitivity`
+        all_rl_samples(runs).to_csv(tmp, index=False, compression="gzip")
     save_figure(plot_overoptimization(bon, rl_rows, fits), out / "curves.png")
     write_text_atomic(out / "summary.json", json.dumps(summary, indent=2))  # last: it marks a finished study
     return summary

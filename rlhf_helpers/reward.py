@@ -196,7 +196,29 @@ class GoldRater:
         nll = self.reader(texts).to(self.device)
         return self.fluency_weight * (nll - self.fluency_free).clamp(min=0)
 
+    def components(self, texts) -> dict[str, torch.Tensor]:
+        """What the score is made of, per text (each (N,), on the judge's device): the judge's `sentiment`, the
+        `repeated` word share and the reader's `nll` (NaN without a reader). `score` turns them into gold rewards
+        under any constants, so a study can re-read its saved samples under other constants (a sensitivity check)."""
+        texts = _check_texts(texts)
+        nll = (self.reader(texts).to(self.device) if self.reader is not None
+               else torch.full((len(texts),), float("nan"), device=self.device))
+        return {"sentiment": self.sentiment(texts).float(),
+                "repeated": torch.tensor([repeated_word_share(t) for t in texts], device=self.device),
+                "nll": nll}
+
+    def score(self, components: dict, penalty: float | None = None, allowed: float | None = None,
+              fluency_free: float | None = None, fluency_weight: float | None = None) -> torch.Tensor:
+        """Gold rewards from `components`, with this rater's constants unless others are given."""
+        penalty = self.penalty if penalty is None else penalty
+        allowed = self.allowed if allowed is None else allowed
+        free = self.fluency_free if fluency_free is None else fluency_free
+        weight = self.fluency_weight if fluency_weight is None else fluency_weight
+        gold = components["sentiment"] - penalty * (components["repeated"] - allowed).clamp(min=0)
+        if weight:
+            gold = gold - weight * (components["nll"] - free).clamp(min=0)
+        return gold
+
     def __call__(self, texts) -> torch.Tensor:
         """Gold rewards: sentiment minus the repetition and fluency penalties."""
-        texts = _check_texts(texts)
-        return self.sentiment(texts) - self.repetition_penalty(texts) - self.fluency_penalty(texts)
+        return self.score(self.components(texts))

@@ -2,6 +2,7 @@
 
 import json
 
+import pandas as pd
 import pytest
 import torch
 
@@ -199,3 +200,31 @@ def test_paired_turnover_chooses_each_seeds_peak_on_the_others():
     assert not reading["shown"]
     with pytest.raises(ValueError, match="at least two seeds"):
         paired_turnover({0: by_seed[0]})
+
+
+def test_rater_sensitivity_rescores_saved_samples_under_each_variant_by_hand():
+    """Samples whose sentiment climbs while their reader nll climbs faster late in the run: the gold as calibrated
+    turns over. Re-scored with half the fluency weight the fall is the hand-computed one, and without the fluency
+    term (weight ×0) the gold never falls."""
+    from rlhf_helpers.overoptimization import rater_sensitivity
+    from rlhf_helpers.reward import GoldRater
+
+    class Judge:  # never called: the samples carry their sentiment
+        pipeline = None
+
+    rater = GoldRater(Judge(), penalty=8.0, allowed=0.15, fluency_free=3.0, fluency_weight=1.0)
+    sentiment = [0.0, 1.0, 2.0, 3.0, 3.5, 4.0, 4.5, 5.0]
+    nll = [3.0, 3.0, 3.0, 3.0, 5.0, 7.0, 9.0, 11.0]
+
+    def frame(shift):
+        return pd.DataFrame({"run": "r", "step": [6 * i for i in range(8)], "proxy": [float(i) for i in range(8)],
+                             "sentiment": [x + shift for x in sentiment], "repeated": 0.0, "nll": nll})
+
+    samples = {seed: frame(0.1 * seed) for seed in (0, 1, 2)}
+    variants = {"as calibrated": {}, "half": {"fluency_weight": 0.5}, "none": {"fluency_weight": 0.0}}
+    rows = {r["variant"]: r for r in rater_sensitivity(samples, rater, variants)}
+    gold_half = [s - 0.5 * max(0.0, n - 3.0) for s, n in zip(sentiment, nll)]  # peak at step 24 (index 3): 3.0
+    peak = sum(gold_half[2:5]) / 3
+    assert rows["half"]["fall_mean"] == pytest.approx(peak - sum(gold_half[5:]) / 3)
+    assert rows["as calibrated"]["shown"] and rows["as calibrated"]["fall_mean"] > rows["half"]["fall_mean"]
+    assert rows["none"]["fall_mean"] < 0 and not rows["none"]["shown"]
