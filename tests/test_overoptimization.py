@@ -205,7 +205,7 @@ def test_paired_turnover_chooses_each_seeds_peak_on_the_others():
 def test_rater_sensitivity_rescores_saved_samples_under_each_variant_by_hand():
     """Samples whose sentiment climbs while their reader nll climbs faster late in the run: the gold as calibrated
     turns over. Re-scored with half the fluency weight the fall is the hand-computed one, and without the fluency
-    term (weight ×0) the gold never falls."""
+    term (weight ×0) the gold climbs to the end."""
     from rlhf_helpers.overoptimization import rater_sensitivity
     from rlhf_helpers.reward import GoldRater
 
@@ -227,4 +227,5 @@ def test_rater_sensitivity_rescores_saved_samples_under_each_variant_by_hand():
     peak = sum(gold_half[2:5]) / 3
     assert rows["half"]["fall_mean"] == pytest.approx(peak - sum(gold_half[5:]) / 3)
     assert rows["as calibrated"]["shown"] and rows["as calibrated"]["fall_mean"] > rows["half"]["fall_mean"]
-    assert rows["none"]["fall_mean"] < 0 and not rows["none"]["shown"]
+    # Without the fluency term the gold climbs to the end: its peak is the last window, so nothing falls.
+    assert rows["none"]["fall_mean"] == pytest.approx(0.0) and not rows["none"]["shown"]
