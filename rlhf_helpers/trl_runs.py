@@ -219,6 +219,11 @@ def positions_from_mask(model) -> torch.utils.hooks.RemovableHandle:
     return model.register_forward_pre_hook(hook, with_kwargs=True)
 
 
+MASK_POSITIONS = True
+"""`make_trl_trainer` applies `mask_positions` (a fix of TRL's log-prob pass for GPT-2 with left padding). False
+restores TRL's own behaviour, for the measurement of what the fix changes (benchmarks/grpo_positions.py)."""
+
+
 def mask_positions(trainer) -> None:
     """`positions_from_mask` on a GRPO/RLOO trainer's policy and reference model: TRL's log-prob pass then scores each
     token at the position `generate` sampled it at."""
@@ -234,7 +239,9 @@ def make_trl_trainer(algo: str, policy, tokenizer, reward_func, train_prompts: l
     With `min_completion_length`, every sampled completion is cut at a length drawn uniformly from
     [min_completion_length, args.max_completion_length] (seeded by `args.seed`): TRL then trains on the completion
     lengths the course's PPO trains on and every method is evaluated on (TRL alone samples each completion to the
-    full length)."""
+    full length).
+
+    TRL's log-prob pass scores each token at the position `generate` sampled it at (`mask_positions`)."""
     from datasets import Dataset
     from trl import GRPOTrainer, RLOOTrainer
 
@@ -254,6 +261,8 @@ def make_trl_trainer(algo: str, policy, tokenizer, reward_func, train_prompts: l
     if min_completion_length is not None:
         trainer.course_min_completion_length = min_completion_length
         trainer.course_length_generator = torch.Generator().manual_seed(args.seed)
+    if MASK_POSITIONS:
+        mask_positions(trainer)
     trainer.remove_callback(PrinterCallback)  # the course's callback logs each round instead of every raw dict
     return trainer
 

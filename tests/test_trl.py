@@ -7,31 +7,29 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from rlhf_helpers.models import prepare_tokenizer
 from rlhf_helpers.profiles import get_profile
 from rlhf_helpers.sampling import pack, response_logprobs
-from rlhf_helpers.trl_runs import (compare_losses, make_trl_trainer, mask_positions, sentiment_reward_func,
-                                    trl_config)
+from rlhf_helpers import trl_runs
+from rlhf_helpers.trl_runs import compare_losses, make_trl_trainer, sentiment_reward_func, trl_config
 
 PROMPTS = ["I watched this movie", "The acting was", "What a film", "Bad"] * 4
 
 
-def _trainer(fast_world, tmp_path, algo, with_positions=False, **overrides):
+def _trainer(fast_world, tmp_path, algo, **overrides):
     torch.manual_seed(0)
     tok = prepare_tokenizer(AutoTokenizer.from_pretrained(fast_world.policy))
     policy = AutoModelForCausalLM.from_pretrained(fast_world.policy)
     args = trl_config(algo, get_profile("smoke"), str(tmp_path), rounds=1, batch_size=16, mini_batch_size=16,
                       **overrides)
     reward_func = sentiment_reward_func(lambda texts: torch.zeros(len(texts)))
-    trainer = make_trl_trainer(algo, policy, tok, reward_func, PROMPTS, args)
-    if with_positions:
-        mask_positions(trainer)
-    return trainer, tok
+    return make_trl_trainer(algo, policy, tok, reward_func, PROMPTS, args), tok
 
 
 @pytest.mark.parametrize("with_positions", [False, True])
 def test_trl_scores_left_padded_prompts_where_generate_sampled_them_only_with_mask_positions(
-        fast_world, tmp_path, with_positions):
+        fast_world, tmp_path, with_positions, monkeypatch):
     """TRL's log-prob pass against the course's (`response_logprobs`, which numbers positions from each row's first
     real token, as `generate` does), for the policy and TRL's reference model, on prompts of different lengths."""
-    trainer, tok = _trainer(fast_world, tmp_path, "grpo", with_positions=with_positions, beta=0.05)
+    monkeypatch.setattr(trl_runs, "MASK_POSITIONS", with_positions)  # False: TRL's own log-prob pass
+    trainer, tok = _trainer(fast_world, tmp_path, "grpo", beta=0.05)
     queries = [torch.tensor(tok(p)["input_ids"]) for p in ("Bad", "I watched this movie", "The acting was")]
     responses = [torch.tensor([5, 6, 7, 8])] * 3
     batch = pack(queries, responses, tok.pad_token_id)
