@@ -143,6 +143,23 @@ def pair_metrics(trainer, pairs) -> dict:
             "margin": metrics["eval_rewards/margins"], "n_pairs": len(pairs)}
 
 
+def read_validation(curve: list[dict]) -> dict:
+    """A DPO run's validation curve (`pair_metrics` by epoch, as `DPOCallback.validation` logs it) read for
+    over-training: the epoch of the lowest validation loss, and how far the loss rose from there to the last epoch.
+    `overtrained` when it rose by more than a hundredth of a nat."""
+    if not curve:
+        raise ValueError("No validation epochs: run DPO with eval_pairs (trainers do) to read its validation curve.")
+    best = min(curve, key=lambda point: point["loss"])
+    rise = curve[-1]["loss"] - best["loss"]
+    return {"best_epoch": best["epoch"], "best_loss": best["loss"], "last_epoch": curve[-1]["epoch"],
+            "last_loss": curve[-1]["loss"], "rise": rise, "overtrained": rise > 0.01}
+
+
+def pairs_beyond_chance(accuracy: float, n_pairs: int) -> bool:
+    """True when a pair accuracy on `n_pairs` pairs exceeds a coin's 0.5 by more than twice a coin's standard error."""
+    return accuracy > 0.5 + 2 * (0.25 / n_pairs) ** 0.5
+
+
 def dpo_learning_rate(profile: Profile) -> float:
     """DPO's learning rate: the profile's `dpo.learning_rate`, else PPO's `learning_rate`."""
     return profile.ppo.learning_rate if profile.dpo.learning_rate is None else profile.dpo.learning_rate

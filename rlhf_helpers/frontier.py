@@ -170,6 +170,23 @@ def contrast(means: list[dict], a: str, b: str, key: str = "mean_reward", points
     return {"a": a, "b": b, "key": key, "low": low, "high": high, "seeds": seeds, "rows": rows, "verdict": verdict}
 
 
+def describe_contrast(reading: dict, what: str = "") -> str:
+    """One sentence for a `contrast` reading: who is ahead, over which KL range, by how much against the noise."""
+    a, b = NAMES.get(reading["a"], reading["a"]).split(" (")[0], NAMES.get(reading["b"], reading["b"]).split(" (")[0]
+    label = {"mean_reward": "reward", "gold": "gold"}.get(reading["key"], reading["key"])
+    head = f"{what}: " if what else ""
+    if reading["verdict"] == "apart":
+        return (f"{head}{a} and {b} reach no common KL ({reading['low']:.1f} nats is above {reading['high']:.1f}): "
+                f"the frontier cannot compare them at equal KL.")
+    rows = reading["rows"]
+    span = f"from {reading['low']:.1f} to {reading['high']:.1f} nats ({len(rows)} KL values, {reading['seeds']} seeds)"
+    differences = ", ".join(f"{r['difference']:+.2f} ± {r['noise']:.2f}" for r in rows)
+    verdict = {"a": f"{a} has more {label} than {b} at every KL", "b": f"{b} has more {label} than {a} at every KL",
+               "tie": f"{a} and {b} are within the noise of each other in {label} at every KL",
+               "mixed": f"neither {a} nor {b} is ahead in {label} across the range"}[reading["verdict"]]
+    return f"{head}{verdict} {span}; {a} − {b}: {differences} (± twice the standard error)."
+
+
 def plot_frontier(points: list[dict], title: str = ""):
     """Reward (left) and gold reward (right) against KL to the reference: one line per method, each point the mean
     over its seeds with the across-seed standard deviation as error bars in both directions."""

@@ -278,3 +278,33 @@ def test_contrast_reads_two_methods_across_the_kl_range_they_share():
     noisy = [dict(m, mean_reward_std=3.0) if m["algo"] == "y" and m["kl"] == 5.0 else m for m in means]
     assert contrast(noisy, "x", "y", points=3)["verdict"] == "mixed"
     assert contrast([point("x", 0.0, 0.0), point("x", 1.0, 1.0), point("y", 2.0, 0.0)], "x", "y")["verdict"] == "apart"
+
+
+def test_a_contrast_is_described_as_it_reads():
+    from rlhf_helpers.frontier import contrast, describe_contrast
+
+    def point(algo, kl, reward, std=0.1):
+        return {"algo": algo, "beta": kl, "seeds": 3, "kl": kl, "mean_reward": reward, "mean_reward_std": std}
+
+    means = [point("ppo", 0.0, 0.0), point("ppo", 10.0, 2.0), point("dpo", 0.0, 0.0), point("dpo", 10.0, 1.0)]
+    text = describe_contrast(contrast(means, "ppo", "dpo", points=2), "Fresh samples")
+    assert text.startswith("Fresh samples: neither PPO-GT nor DPO is ahead in reward")  # a tie at 0, PPO ahead at 10
+    assert "from 0.0 to 10.0 nats (2 KL values, 3 seeds)" in text and "+1.00 ± 0.16" in text
+    ahead = [point("ppo", 1.0, 1.0), point("ppo", 10.0, 2.0), point("dpo", 1.0, 0.0), point("dpo", 10.0, 1.0)]
+    assert "PPO-GT has more reward than DPO at every KL" in describe_contrast(contrast(ahead, "ppo", "dpo"))
+    apart = [point("ppo", 0.0, 0.0), point("ppo", 1.0, 1.0), point("dpo", 2.0, 0.0)]
+    assert "reach no common KL" in describe_contrast(contrast(apart, "ppo", "dpo"))
+
+
+def test_a_validation_curve_is_read_for_overtraining_by_hand():
+    from rlhf_helpers.dpo import pairs_beyond_chance, read_validation
+
+    curve = [{"epoch": e, "loss": loss, "accuracy": 0.6, "margin": 0.1} for e, loss in
+             [(1, 0.66), (2, 0.62), (3, 0.64), (4, 0.70)]]
+    reading = read_validation(curve)
+    assert (reading["best_epoch"], reading["last_epoch"]) == (2, 4)
+    assert reading["rise"] == pytest.approx(0.08) and reading["overtrained"]
+    assert not read_validation(curve[:2])["overtrained"]
+    with pytest.raises(ValueError, match="No validation epochs"):
+        read_validation([])
+    assert pairs_beyond_chance(0.57, 256) and not pairs_beyond_chance(0.56, 256)  # 0.5 + 2 * 0.5 / 16 = 0.5625
