@@ -6,7 +6,9 @@
 Each seed is the whole study (`rlhf_helpers.overoptimization.run_study`): its own preference pairs, reward models,
 best-of-n samples and PPO runs. A seed whose study already finished in --out is reused, so an interrupted sweep
 continues where it stopped. Writes overoptimization.json: the per-seed curves, their bands (`seed_bands`) and the
-reading of each PPO run (`goodhart_over_seeds`), with the machine and the date.
+reading of each PPO run on one yardstick (`paired_over_seeds`: per seed, the gold around the peak chosen on the other
+seeds against the last evaluations), and the same reading under seven variants of the gold rater's constants
+(`rater_sensitivity`, re-scoring the saved samples), with the machine and the date.
 """
 
 from __future__ import annotations
@@ -18,9 +20,12 @@ import json
 import time
 from pathlib import Path
 
+import pandas as pd
+
 from rlhf_helpers import get_profile
 from rlhf_helpers.faults import run_cli, write_text_atomic
-from rlhf_helpers.overoptimization import HUB, SMOKE, goodhart_over_seeds, run_study, seed_bands
+from rlhf_helpers.models import load_gold
+from rlhf_helpers.overoptimization import HUB, SMOKE, paired_over_seeds, rater_sensitivity, run_study, seed_bands
 from rlhf_helpers.results import machine
 
 
@@ -59,12 +64,17 @@ def _main(argv: list[str] | None) -> dict:
               "study_seconds": sum(s["seconds"]["total"] for s in studies.values()),  # reused seeds included
               "by_seed": {str(seed): {"rl": s["rl"], "bon": s["bon"], "rm": s["rm"]["by_model"],
                                       "seconds": s["seconds"]} for seed, s in studies.items()},
-              "bands": bands, "reading": goodhart_over_seeds(bands)}
+              "bands": bands, "reading": paired_over_seeds({seed: s["rl"] for seed, s in studies.items()}),
+              "rater_sensitivity": rater_sensitivity(
+                  {seed: pd.read_csv(args.out / f"seed-{seed}" / "rl_samples.csv.gz") for seed in seeds},
+                  load_gold(profile))}
     write_text_atomic(args.out / "overoptimization.json", json.dumps(result, indent=1))
     for run, r in result["reading"].items():
-        print(f"{run}: gold peak {r['peak_gold']:+.2f} (step {r['peak_step']}) -> {r['end_gold']:+.2f} at step "
-              f"{r['end_step']}, fall {r['fall']:.2f} vs 2×spread {2 * r['spread']:.2f}; proxy {r['peak_proxy']:+.2f} "
-              f"-> {r['end_proxy']:+.2f}; shown: {r['shown']}", flush=True)
+        print(f"{run}: mean gold fall {r['fall_mean']:+.2f} ± {2 * r['fall_stderr']:.2f} (twice its standard error, "
+              f"{r['seeds']} seeds), proxy rise {r['proxy_rise_mean']:+.2f}; shown: {r['shown']}", flush=True)
+    for row in result["rater_sensitivity"]:
+        print(f"{row['variant']:>26} | {row['run']}: fall {row['fall_mean']:+.2f} ± {2 * row['fall_stderr']:.2f}, "
+              f"shown: {row['shown']}", flush=True)
     return result
 
 

@@ -274,26 +274,6 @@ def seed_bands(rl_by_seed: dict) -> list[dict]:
     return sorted(bands, key=lambda b: (list(dict.fromkeys(r for r, _ in by_key)).index(b["run"]), b["step"]))
 
 
-def goodhart_over_seeds(bands: list[dict]) -> dict:
-    """For each run, read its seed band the way issue-style claims need it: the step where the mean gold reward
-    peaks, the fall from there to the end, the across-seed spread (the larger standard deviation of the gold reward
-    at the peak and at the end), and whether over-optimization is shown beyond the noise: the gold falls by more
-    than twice that spread while the mean proxy at the end is above its value at the gold peak."""
-    out = {}
-    for run in dict.fromkeys(b["run"] for b in bands):
-        rows = [b for b in bands if b["run"] == run]
-        peak, end = max(rows, key=lambda b: b["gold_mean"]), rows[-1]
-        spread = max(peak["gold_std"], end["gold_std"])
-        fall = peak["gold_mean"] - end["gold_mean"]
-        out[run] = {"seeds": end["seeds"], "peak_step": peak["step"], "end_step": end["step"],
-                    "peak_gold": peak["gold_mean"], "end_gold": end["gold_mean"], "fall": fall, "spread": spread,
-                    "peak_proxy": peak["proxy_mean"], "end_proxy": end["proxy_mean"], "peak_kl": peak["kl_mean"],
-                    "end_kl": end["kl_mean"], "peak_repeated_words": peak["repeated_words_mean"],
-                    "end_repeated_words": end["repeated_words_mean"],
-                    "shown": bool(fall > 2 * spread and end["proxy_mean"] > peak["proxy_mean"])}
-    return out
-
-
 TURNOVER_WINDOW = 3
 """Evaluations averaged at each end of the yardstick: around the gold peak, and the last ones."""
 
@@ -345,6 +325,90 @@ def paired_turnover(rows_by_seed: dict, width: int = TURNOVER_WINDOW) -> dict:
     return {"seeds": len(seeds), "per_seed": per_seed, "fall_mean": float(falls.mean()), "fall_stderr": stderr,
             "proxy_rise_mean": float(rises.mean()), "proxy_rose_on_every_seed": bool((rises > 0).all()),
             "shown": bool(falls.mean() > 2 * stderr and (rises > 0).all())}
+
+
+def runs_by_seed(rl_by_seed: dict) -> dict:
+    """seed -> that seed's PPO rows (all runs) => run name -> {seed: that run's rows, by step}."""
+    out = {}
+    for seed, rows in rl_by_seed.items():
+        for row in rows:
+            out.setdefault(row["run"], {}).setdefault(seed, []).append(row)
+    return {run: {seed: sorted(rows, key=lambda r: r["step"]) for seed, rows in seeds.items()}
+            for run, seeds in out.items()}
+
+
+def paired_over_seeds(rl_by_seed: dict) -> dict:
+    """Every PPO run of the study read with the one yardstick, `paired_turnover`, over the seeds: run -> reading."""
+    return {run: paired_turnover(seeds) for run, seeds in runs_by_seed(rl_by_seed).items()}
+
+
+def own_run_turnover(rows: list[dict], gold_by_step: dict, shipped_rows_by_seed: dict,
+                     width: int = TURNOVER_WINDOW) -> dict:
+    """The notebook's own run on the study's yardstick, its peak step chosen on the shipped seeds' mean gold curve
+    (never on this run), read two ways that the notebook names apart:
+
+    - on its own: `own_noise` is twice the standard error of the fall from this run's held-out samples (`gold_by_step`:
+      step -> the gold scores of that evaluation's samples); `shown_on_its_own` when the fall exceeds it and the proxy
+      rose;
+    - against the band: the shipped seeds' falls at the same peak step, their mean and standard deviation;
+      `inside_band` when this run's fall is within two standard deviations of their mean."""
+    peak = mean_curve_peak(list(shipped_rows_by_seed.values()))
+    reading = turnover(rows, peak, width)
+    steps = [r["step"] for r in rows]
+    windows = (_window(rows, steps.index(peak), width), rows[-width:])
+    # the standard error of a window's mean gold: its evaluations' sample variances over their sizes, averaged
+    se = [np.sqrt(sum(np.var(gold_by_step[r["step"]], ddof=1) / len(gold_by_step[r["step"]]) for r in w)) / len(w)
+          for w in windows]
+    falls = np.array([turnover(r, peak, width)["fall"] for r in shipped_rows_by_seed.values()])
+    band_sd = float(falls.std(ddof=1)) if len(falls) > 1 else float("nan")
+    own_noise = 2 * float(np.hypot(*se))
+    return {**reading, "own_noise": own_noise,
+            "shown_on_its_own": bool(reading["fall"] > own_noise and reading["proxy_rise"] > 0),
+            "band_fall_mean": float(falls.mean()), "band_fall_sd": band_sd,
+            "inside_band": bool(abs(reading["fall"] - falls.mean()) <= 2 * band_sd)}
+
+
+def turnover_table(runs: list, shipped: dict) -> pd.DataFrame:
+    """Each of this notebook's PPO runs on the study's one yardstick, in two verdicts named apart: the shipped seeds'
+    (`shipped["reading"]`, paired over seeds) and this run's own (`own_run_turnover`, its peak step chosen on the
+    shipped seeds)."""
+    by_run = runs_by_seed({int(seed): s["rl"] for seed, s in shipped["by_seed"].items()})
+    table = []
+    for run in runs:
+        band = shipped["reading"][run.name]
+        own = own_run_turnover(run.rows, {step: frame["gold"].to_numpy() for step, frame in run.samples.items()},
+                               by_run[run.name])
+        table.append({"run": run.name, "peak step": own["peak_step"],
+                      "seeds: gold fall": f"{band['fall_mean']:+.2f} ± {2 * band['fall_stderr']:.2f}",
+                      "seeds: proxy rise": f"{band['proxy_rise_mean']:+.2f}", "seeds: shown": band["shown"],
+                      "this run: gold fall": f"{own['fall']:+.2f} ± {own['own_noise']:.2f}",
+                      "this run: proxy rise": f"{own['proxy_rise']:+.2f}", "this run: shown": own["shown_on_its_own"],
+                      "this run inside the seeds' band": own["inside_band"]})
+    return pd.DataFrame(table).set_index("run")
+
+
+def seed_means(reading: dict) -> dict:
+    """A `paired_turnover` reading's per-seed values (peak/end gold, proxy, KL, fall), averaged over its seeds, each
+    with `<key>_stderr`, its standard error across the seeds."""
+    per_seed = list(reading["per_seed"].values())
+    out = {}
+    for key in per_seed[0]:
+        if key != "peak_step":
+            values = np.array([r[key] for r in per_seed], dtype=float)
+            out[key], out[f"{key}_stderr"] = float(values.mean()), float(values.std(ddof=1) / np.sqrt(len(values)))
+    return out
+
+
+def kl_penalty_reading(shipped: dict, free_run: str, penalized_run: str) -> dict:
+    """Gao et al.'s question of a KL penalty, on the shipped seeds: does the penalized run end with more gold than the
+    unpenalized one had *at the same KL* (read off the unpenalized run's mean curve on the way up)? `verdict`: "more",
+    "less" or "same" (a difference within twice the standard error of the penalized run's end gold)."""
+    free, held = seed_means(shipped["reading"][free_run]), seed_means(shipped["reading"][penalized_run])
+    band = sorted((b for b in shipped["bands"] if b["run"] == free_run), key=lambda b: b["kl_mean"])
+    at_same_kl = float(np.interp(held["end_kl"], [b["kl_mean"] for b in band], [b["gold_mean"] for b in band]))
+    gap, noise = held["end_gold"] - at_same_kl, 2 * held["end_gold_stderr"]
+    return {"free": free, "penalized": held, "free_gold_at_same_kl": at_same_kl, "gap": gap, "noise": noise,
+            "verdict": "more" if gap > noise else "less" if gap < -noise else "same"}
 
 
 def all_rl_samples(runs: list[RLRun]) -> pd.DataFrame:
@@ -561,6 +625,22 @@ def most_overoptimized(runs: list[RLRun]) -> RLRun:
         peak = gold_peak_and_end(run.rows)
         return peak["overoptimized"], peak["peak_gold"] - peak["end_gold"]
     return max(runs, key=key)
+
+
+def gold_breakdown(run: RLRun, rater, steps: dict) -> pd.DataFrame:
+    """What the gold rater saw at each of `steps` (label -> evaluation step) of `run`, from its saved samples: the mean
+    proxy, the judge's sentiment, the repetition penalty, the reader's nll, the fluency penalty and the gold."""
+    rows = {}
+    for label, step in steps.items():
+        frame = run.samples[step]
+        parts = {k: torch.tensor(frame[k].to_numpy(), dtype=torch.float32) for k in ("sentiment", "repeated", "nll")}
+        repetition = rater.penalty * (parts["repeated"] - rater.allowed).clamp(min=0)
+        fluency = (rater.fluency_weight * (parts["nll"] - rater.fluency_free).clamp(min=0)
+                   if rater.fluency_weight else torch.zeros_like(parts["nll"]))
+        rows[label] = {"step": step, "proxy": frame["proxy"].mean(), "sentiment": parts["sentiment"].mean().item(),
+                       "repetition penalty": repetition.mean().item(), "reader nll": parts["nll"].mean().item(),
+                       "fluency penalty": fluency.mean().item(), "gold": rater.score(parts).mean().item()}
+    return pd.DataFrame(rows).T.astype({"step": int})
 
 
 def hacking_samples(run: RLRun, peak: dict, rows: int = 16):

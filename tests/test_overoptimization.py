@@ -121,8 +121,8 @@ def test_the_gold_rater_is_the_judge_minus_a_hinge_on_repeated_words():
     assert rater.repetition_penalty(texts).tolist() == pytest.approx([0.0, 1.0 - expected[1]])
 
 
-def test_seed_bands_and_the_goodhart_reading_match_a_hand_computed_case():
-    from rlhf_helpers.overoptimization import goodhart_over_seeds, seed_bands
+def test_seed_bands_match_a_hand_computed_case():
+    from rlhf_helpers.overoptimization import seed_bands
 
     def rows(golds, proxies):
         return [{"run": "main RM, β=0", "rm": "main", "beta": 0.0, "step": 10 * i, "kl": float(i), "proxy": p,
@@ -131,22 +131,18 @@ def test_seed_bands_and_the_goodhart_reading_match_a_hand_computed_case():
     bands = seed_bands({0: rows([0.0, 1.0, 0.2], [0.0, 1.0, 2.0]), 1: rows([0.0, 1.2, 0.4], [0.0, 1.2, 2.2])})
     assert [b["step"] for b in bands] == [0, 10, 20]
     assert bands[1]["gold_mean"] == pytest.approx(1.1) and bands[1]["gold_std"] == pytest.approx(0.1 * 2 ** 0.5)
-    reading = goodhart_over_seeds(bands)["main RM, β=0"]
-    assert reading["peak_step"] == 10 and reading["fall"] == pytest.approx(0.8)
-    assert reading["spread"] == pytest.approx(0.1 * 2 ** 0.5)  # sd of (1.0, 1.2) = sd of (0.2, 0.4)
-    assert reading["shown"]  # 0.8 > 2 × 0.141, and the proxy ends above its value at the gold peak
-    flat = goodhart_over_seeds(seed_bands({0: rows([0.0, 1.0, 0.9], [0, 1, 2]), 1: rows([0.0, 1.4, 1.1], [0, 1, 2])}))
-    assert not flat["main RM, β=0"]["shown"]  # a fall of 0.2 inside twice a spread of 0.21
+    assert bands[2]["repeated_words_mean"] == pytest.approx(0.2)
 
 
 def test_the_shipped_seed_sweep_is_the_current_study_and_shows_the_turn_beyond_the_noise():
     """Notebook 06 draws its run against the shipped band: it must come from the study as configured now (every
     setting but the seed), over at least 3 seeds with a machine and a date, and its reading must follow from its own
-    curves. The lesson itself: at least one PPO run's mean gold falls from its peak by more than twice the spread
-    between seeds while its mean proxy ends higher."""
+    curves on the one yardstick (`paired_over_seeds`). The lesson itself: at least one PPO run's gold falls, paired per
+    seed, by more than twice its standard error while the proxy rises on every seed; and it does so under most of the
+    rater's constant variants, as calibrated included."""
     from dataclasses import asdict
 
-    from rlhf_helpers.overoptimization import SMOKE, goodhart_over_seeds, seed_bands
+    from rlhf_helpers.overoptimization import SMOKE, paired_over_seeds, seed_bands
     from rlhf_helpers.results import load_result
 
     shipped = load_result("overoptimization", "smoke")
@@ -155,10 +151,14 @@ def test_the_shipped_seed_sweep_is_the_current_study_and_shows_the_turn_beyond_t
     saved = {k: (tuple(tuple(r) for r in v) if k == "rl_runs" else v) for k, v in shipped["config"].items()}
     assert saved == current, "the shipped band is from another study: rerun benchmarks/overoptimization_seeds.py"
     bands = seed_bands({int(seed): s["rl"] for seed, s in shipped["by_seed"].items()})
-    assert bands == shipped["bands"] and goodhart_over_seeds(bands) == shipped["reading"]
+    assert bands == shipped["bands"]
+    assert paired_over_seeds({seed: s["rl"] for seed, s in shipped["by_seed"].items()}) == shipped["reading"]
     points = {len([b for b in bands if b["run"] == run]) for run in shipped["reading"]}
     assert min(points) >= 10  # enough evaluations per run to see a peak
     assert any(r["shown"] for r in shipped["reading"].values())
+    variants = shipped["rater_sensitivity"]
+    shown = {row["variant"] for row in variants if row["shown"]}
+    assert "as calibrated" in shown and len(shown) > len({row["variant"] for row in variants}) / 2, variants
 
 
 def _rows(gold, proxy):
@@ -229,3 +229,63 @@ def test_rater_sensitivity_rescores_saved_samples_under_each_variant_by_hand():
     assert rows["as calibrated"]["shown"] and rows["as calibrated"]["fall_mean"] > rows["half"]["fall_mean"]
     # Without the fluency term the gold climbs to the end: its peak is the last window, so nothing falls.
     assert rows["none"]["fall_mean"] == pytest.approx(0.0) and not rows["none"]["shown"]
+
+
+def test_the_notebooks_own_run_is_read_on_its_own_and_against_the_band_by_hand():
+    from rlhf_helpers.overoptimization import own_run_turnover, paired_over_seeds, runs_by_seed
+
+    proxy = [0, 1, 2, 3, 4, 5, 6, 7]
+    shipped = {0: _rows([0, 1, 2, 5, 2, 1, 0, 0], proxy), 1: _rows([0, 1, 4, 3, 2, 1, 0, 0], proxy),
+               2: _rows([0, 3, 2, 4, 2, 1, 0, -1], proxy)}  # mean gold peaks at step 18
+    mine = _rows([0, 1, 2, 3, 2, 1, 1, 0], proxy)
+    gold_by_step = {r["step"]: [r["gold"] - 1.0, r["gold"] + 1.0] for r in mine}  # each evaluation: var 2, n 2
+    reading = own_run_turnover(mine, gold_by_step, shipped)
+    assert reading["peak_step"] == 18 and reading["fall"] == pytest.approx((2 + 3 + 2) / 3 - (1 + 1 + 0) / 3)
+    # each evaluation's samples: variance 2 over 2 samples; a window of 3 has standard error sqrt(3) / 3
+    assert reading["own_noise"] == pytest.approx(2 * (2 * (3 ** 0.5 / 3) ** 2) ** 0.5)
+    assert reading["proxy_rise"] == pytest.approx(6 - 3)
+    assert reading["band_fall_mean"] == pytest.approx(8 / 3) and reading["band_fall_sd"] == pytest.approx(0)
+    assert reading["shown_on_its_own"] and not reading["inside_band"]  # this run fell less than every seed
+    assert set(paired_over_seeds({s: [dict(r, run="r") for r in rows] for s, rows in shipped.items()})) == {"r"}
+    assert runs_by_seed({0: [{"run": "a", "step": 6}, {"run": "a", "step": 0}]})["a"][0][0]["step"] == 0
+
+
+def test_the_kl_penalty_is_read_at_the_same_kl_by_hand():
+    from rlhf_helpers.overoptimization import kl_penalty_reading, paired_over_seeds, seed_bands
+
+    def rows(run, golds, kls):
+        return [{"run": run, "rm": "main", "beta": 0.0, "step": 6 * i, "kl": k, "proxy": float(i), "gold": g,
+                 "repeated_words": 0.0} for i, (g, k) in enumerate(zip(golds, kls))]
+
+    rl = {seed: rows("free", [0, 1, 2, 3, 2, 1, 0], [0, 2, 4, 6, 8, 10, 12])
+          + rows("held", [0, 0.5, 1, 1.5, 2 + d, 2 + d, 2 + d], [0, 1, 2, 3, 4, 4, 4]) for seed, d in
+          ((0, -0.1), (1, 0.0), (2, 0.1))}
+    shipped = {"reading": paired_over_seeds(rl), "bands": seed_bands(rl)}
+    reading = kl_penalty_reading(shipped, "free", "held")
+    # the held runs end at 4 nats with gold 2 (mean over seeds); the free runs had gold 2 at 4 nats on the way up
+    assert reading["free_gold_at_same_kl"] == pytest.approx(2.0)
+    assert reading["gap"] == pytest.approx(0.0) and reading["noise"] == pytest.approx(2 * 0.1 / 3 ** 0.5)
+    assert reading["verdict"] == "same"
+    assert reading["penalized"]["end_kl"] == pytest.approx(4.0)
+
+
+def test_the_gold_breakdown_adds_up_to_the_gold_by_hand():
+    from rlhf_helpers.overoptimization import RLRun, gold_breakdown
+    from rlhf_helpers.reward import GoldRater
+
+    class Judge:
+        pipeline = None
+
+    rater = GoldRater(Judge(), penalty=8.0, allowed=0.15, fluency_free=3.0, fluency_weight=0.5)
+    run = RLRun(rm="main", beta=0.0)
+    run.samples[0] = pd.DataFrame({"proxy": [1.0, 2.0], "sentiment": [1.0, 1.0], "repeated": [0.0, 0.0],
+                                   "nll": [2.0, 4.0], "gold": [1.0, 0.5]})
+    run.samples[6] = pd.DataFrame({"proxy": [3.0, 3.0], "sentiment": [2.0, 2.0], "repeated": [0.4, 0.15],
+                                   "nll": [7.0, 3.0], "gold": [-2.0, 2.0]})
+    table = gold_breakdown(run, rater, {"peak": 0, "end": 6})
+    assert table.loc["peak", "fluency penalty"] == pytest.approx(0.25)  # 0.5 * (4 - 3) on one of two
+    assert table.loc["end", "repetition penalty"] == pytest.approx(8.0 * 0.25 / 2)
+    assert table.loc["end", "gold"] == pytest.approx(2.0 - 1.0 - 1.0)
+    for label in ("peak", "end"):
+        row = table.loc[label]
+        assert row["gold"] == pytest.approx(row["sentiment"] - row["repetition penalty"] - row["fluency penalty"])
