@@ -23,6 +23,12 @@ seeds 0-2 (AMD EPYC AVX2, 2026-12-02), and seed 0 reached 0.77 on an AVX-512 bui
 (2026-12-05): 0.8 fails two runs in four of an unchanged recipe, 0.7 none."""
 
 
+PENALTY_SHARE_BAR = 0.1
+"""Notebook 06: the rater's penalties (repetition and fluency) may account for at most this share of the mean gold
+difference within a preference pair from the initial policy, so that the pairs teach sentiment and little about how
+text reads (to be measured again on the shipped world)."""
+
+
 class ClaimNotShown(AssertionError):
     """A lesson's claim did not hold on this smoke run: the change that caused it breaks the lesson."""
 

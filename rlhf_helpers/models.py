@@ -206,7 +206,8 @@ def load_gold(profile: Profile, device: torch.device | str | None = None):
         constants = smoke_world().rater
     else:
         constants = calibrated_rater_constants(judge, reader, load_tokenizer(profile), profile, (judge_id, reader_id))
-    return GoldRater(judge, reader=reader, fluency_free=constants["free"], fluency_weight=constants["weight"])
+    return GoldRater(judge, reader=reader, fluency_free=constants["free"], fluency_weight=constants["weight"],
+                     calibration=constants)
 
 
 def prepare_tokenizer(tokenizer):

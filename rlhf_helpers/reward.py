@@ -170,8 +170,10 @@ class GoldRater:
 
     def __init__(self, sentiment: SentimentReward, penalty: float = REPETITION_PENALTY,
                  allowed: float = REPEATS_ALLOWED, reader: ReaderFluency | None = None, fluency_free: float = 0.0,
-                 fluency_weight: float = 0.0):
+                 fluency_weight: float = 0.0, calibration: dict | None = None):
         self.sentiment = sentiment
+        self.calibration = calibration
+        """The calibration the fluency constants came from (`gold.as_record`: constants and per-kind table), if any."""
         self.pipeline = sentiment.pipeline
         self.penalty = penalty
         self.allowed = allowed
