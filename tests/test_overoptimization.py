@@ -289,3 +289,20 @@ def test_the_gold_breakdown_adds_up_to_the_gold_by_hand():
     for label in ("peak", "end"):
         row = table.loc[label]
         assert row["gold"] == pytest.approx(row["sentiment"] - row["repetition penalty"] - row["fluency penalty"])
+
+
+def test_the_turnover_table_names_the_seeds_verdict_and_the_runs_apart():
+    from rlhf_helpers.overoptimization import RLRun, paired_over_seeds, turnover_table
+
+    proxy = [0, 1, 2, 3, 4, 5, 6, 7]
+    rl = {seed: [dict(r, run="main RM, β=0") for r in _rows(gold, proxy)] for seed, gold in
+          ((0, [0, 1, 2, 5, 2, 1, 0, 0]), (1, [0, 1, 4, 3, 2, 1, 0, 0]), (2, [0, 3, 2, 4, 2, 1, 0, -1]))}
+    shipped = {"by_seed": {str(s): {"rl": rows} for s, rows in rl.items()}, "reading": paired_over_seeds(rl)}
+    run = RLRun(rm="main", beta=0.0)
+    run.rows = [dict(r, run="main RM, β=0") for r in _rows([0, 1, 2, 3, 2, 1, 1, 0], proxy)]
+    run.samples = {r["step"]: pd.DataFrame({"gold": [r["gold"] - 1.0, r["gold"] + 1.0]}) for r in run.rows}
+    table = turnover_table([run], shipped)
+    row = table.loc["main RM, β=0"]
+    assert row["peak step"] == 18 and row["seeds: shown"] == shipped["reading"]["main RM, β=0"]["shown"]
+    assert row["this run: gold fall"].startswith("+1.67") and bool(row["this run: shown"])
+    assert not row["this run inside the seeds' band"]
