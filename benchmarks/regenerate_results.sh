@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Measure every shipped study again, in dependency order, and copy each result where the notebooks read it
-# (rlhf_helpers/results/<study>_<profile>.json). Each study resumes from its finished runs in $OUT, so an interrupted
-# regeneration continues where it stopped. Hours on 2 CPU cores for the smoke profile: run it in the background.
+# (rlhf_helpers/results/<study>_<profile>.json). The DPO sweep, the GRPO, over-optimization and frontier sweeps reuse
+# their finished runs in $OUT, so an interrupted regeneration mostly continues where it stopped. Hours on 2 CPU cores
+# for the smoke profile: run it in the background.
 #
 #     bash benchmarks/regenerate_results.sh smoke runs/results > runs/results.log 2>&1 &
 #
