@@ -20,7 +20,8 @@ from rlhf_helpers.faults import run_cli, write_text_atomic
 from rlhf_helpers.results import machine
 from rlhf_helpers.train import RunSpec, run
 
-LEARNING_RATES = (1e-4, 2.5e-4, 5e-4, 1e-3, 2e-3)
+LEARNING_RATES = (2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3)
+"""Spans the 6-layer policy: at 1e-3 (the 2-layer policy's choice) its DPO leaves the language at once."""
 MAX_EPOCHS = 6
 
 
