@@ -78,7 +78,7 @@ class OveroptConfig:
     """Held-out prompts for best-of-n."""
     bon_max_n: int = 64
     """Samples per prompt; n runs over the powers of two up to this."""
-    rl_runs: tuple[tuple[str, float], ...] = (("main", 0.0), ("main", 0.06), ("weak", 0.0))
+    rl_runs: tuple[tuple[str, float], ...] = (("main", 0.0), ("main", 0.1), ("weak", 0.0))
     """PPO runs against a proxy: (reward model, fixed KL coefficient β). β = 0: nothing holds the policy back."""
     rl_steps: int = 60
     """PPO steps per run."""
