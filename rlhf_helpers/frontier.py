@@ -33,7 +33,7 @@ from .reward_model import train_reward_model
 from .runs import RunInputs, write_results
 from .train import RunSpec, run
 
-SWEEP = {"ppo": [0.1, 0.3, 1.0], "ppo_rm": [0.1, 0.3, 1.0], "grpo": [0.03, 0.1, 0.3], "dpo": [0.05, 0.1, 0.3],
+SWEEP = {"ppo": [0.1, 0.3, 1.0], "ppo_rm": [0.01, 0.03, 0.1], "grpo": [0.03, 0.1, 0.3], "dpo": [0.05, 0.1, 0.3],
          "online_dpo": [0.05, 0.1, 0.3]}
 """The KL coefficient of each run, per algorithm (PPO's is fixed: no adaptive controller)."""
 SEEDS = (0, 1, 2)

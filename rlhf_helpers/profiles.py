@@ -179,7 +179,7 @@ class Profile:
         return self.ppo.sampling(self.eval_batch_size)
 
     def describe(self) -> str:
-        source = "built offline by rlhf_helpers.offline" if self.offline else "Hugging Face Hub"
+        source = "the offline world shipped with the course" if self.offline else "Hugging Face Hub"
         imdb = os.environ.get("RLHF_IMDB_DIR")
         data = f"local IMDB at {imdb}" if imdb else (
             "shipped review fixture" if self.offline else self.dataset)

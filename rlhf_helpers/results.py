@@ -7,6 +7,7 @@ machine and the date inside); the notebooks draw their own run against them:
     load_result("overoptimization", "smoke")    # benchmarks/overoptimization_seeds.py (notebook 06)
     load_result("kl_control", "smoke")          # benchmarks/kl_control.py (notebook 04)
     load_result("dpo_learning_rate", "smoke")   # benchmarks/dpo_learning_rate.py (notebook 07)
+    load_result("grpo_positions", "smoke")      # benchmarks/grpo_positions.py (notebook 05)
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-KINDS = ("frontier", "overoptimization", "kl_control", "dpo_learning_rate")
+KINDS = ("frontier", "overoptimization", "kl_control", "dpo_learning_rate", "grpo_positions")
 
 
 def load_result(kind: str, profile_name: str) -> dict | None:
