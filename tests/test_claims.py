@@ -3,10 +3,10 @@
 import pytest
 
 from rlhf_helpers import get_profile
-from rlhf_helpers.claims import (SMOKE_DPO_POSITIVE_RATE, ClaimNotShown, check_claim, check_training_worked,
-                                  required_gain, required_pair_accuracy)
+from rlhf_helpers.claims import (SMOKE_DPO_POSITIVE_RATE, SMOKE_GAIN, SMOKE_POSITIVE_RATE, ClaimNotShown, check_claim,
+                                  check_training_worked, required_gain, required_pair_accuracy)
 
-BEFORE = {"positive_rate": 0.34, "mean_reward": -0.4, "kl": 0.0}
+BEFORE = {"positive_rate": 0.55, "mean_reward": 0.05, "kl": 0.0}  # the shipped world's untrained policy
 
 
 def test_a_claim_that_holds_is_printed_with_its_reading(capsys):
@@ -27,24 +27,27 @@ def test_the_training_check_names_what_failed(capsys, monkeypatch):
     monkeypatch.setenv("RLHF_IMDB_DIR", "/somewhere")
     good = {"positive_rate": 0.97, "mean_reward": 4.1, "kl": 25.0}
     assert check_training_worked("PPO", BEFORE, good, get_profile("smoke"))
-    assert "0.34 -> 0.97 (+0.63)" in capsys.readouterr().out
+    assert "0.55 -> 0.97 (+0.42)" in capsys.readouterr().out
     timid = {"positive_rate": 0.6, "mean_reward": 0.5, "kl": 3.0}
-    with pytest.raises(ClaimNotShown, match="stayed below 0.8, and it rose by less than 0.30"):
+    with pytest.raises(ClaimNotShown, match=f"stayed below {SMOKE_POSITIVE_RATE}, and it rose by less than "
+                                            f"{SMOKE_GAIN:.2f}"):
         check_training_worked("PPO", BEFORE, timid, get_profile("smoke"))
     frozen = {"positive_rate": 0.9, "mean_reward": 2.0, "kl": 0.0}
     assert not check_training_worked("PPO", BEFORE, frozen, get_profile("gpu"))
     assert "the KL is not above 0" in capsys.readouterr().out
-    offline_dpo = {"positive_rate": 0.77, "mean_reward": 1.3, "kl": 20.0}  # DPO's bar is its own, from its seeds
-    with pytest.raises(ClaimNotShown, match="stayed below 0.8"):
+    # DPO's bar is its own, from its seeds: a rate between the two bars passes only with it
+    offline_dpo = {"positive_rate": (SMOKE_DPO_POSITIVE_RATE + SMOKE_POSITIVE_RATE) / 2, "mean_reward": 1.0, "kl": 5.0}
+    assert SMOKE_DPO_POSITIVE_RATE < SMOKE_POSITIVE_RATE
+    with pytest.raises(ClaimNotShown, match=f"stayed below {SMOKE_POSITIVE_RATE}"):
         check_training_worked("DPO", BEFORE, offline_dpo, get_profile("smoke"))
     assert check_training_worked("DPO", BEFORE, offline_dpo, get_profile("smoke"), min_rate=SMOKE_DPO_POSITIVE_RATE)
 
 
 def test_the_gain_bar_leaves_room_on_the_fixture(monkeypatch):
     monkeypatch.setenv("RLHF_IMDB_DIR", "/somewhere")
-    assert required_gain(0.7) == 0.3
+    assert required_gain(0.9) == SMOKE_GAIN
     monkeypatch.delenv("RLHF_IMDB_DIR")
-    assert required_gain(0.7) == pytest.approx(0.15) and required_gain(0.2) == 0.3
+    assert required_gain(0.9) == pytest.approx(0.05) and required_gain(0.2) == SMOKE_GAIN
 
 
 def test_the_reward_model_bar_is_lower_on_the_fixture(monkeypatch):
