@@ -35,12 +35,12 @@ def test_the_training_check_names_what_failed(capsys, monkeypatch):
     frozen = {"positive_rate": 0.9, "mean_reward": 2.0, "kl": 0.0}
     assert not check_training_worked("PPO", BEFORE, frozen, get_profile("gpu"))
     assert "the KL is not above 0" in capsys.readouterr().out
-    # DPO's bar is its own, from its seeds: a rate between the two bars passes only with it
-    offline_dpo = {"positive_rate": (SMOKE_DPO_POSITIVE_RATE + SMOKE_POSITIVE_RATE) / 2, "mean_reward": 1.0, "kl": 5.0}
-    assert SMOKE_DPO_POSITIVE_RATE < SMOKE_POSITIVE_RATE
+    # a notebook may hold one method to its own bar (07: offline DPO, `SMOKE_DPO_POSITIVE_RATE`)
+    between = {"positive_rate": SMOKE_POSITIVE_RATE - 0.02, "mean_reward": 1.0, "kl": 5.0}
     with pytest.raises(ClaimNotShown, match=f"stayed below {SMOKE_POSITIVE_RATE}"):
-        check_training_worked("DPO", BEFORE, offline_dpo, get_profile("smoke"))
-    assert check_training_worked("DPO", BEFORE, offline_dpo, get_profile("smoke"), min_rate=SMOKE_DPO_POSITIVE_RATE)
+        check_training_worked("DPO", BEFORE, between, get_profile("smoke"))
+    assert check_training_worked("DPO", BEFORE, between, get_profile("smoke"), min_rate=SMOKE_POSITIVE_RATE - 0.05)
+    assert 0.5 < SMOKE_DPO_POSITIVE_RATE <= SMOKE_POSITIVE_RATE
 
 
 def test_the_gain_bar_leaves_room_on_the_fixture(monkeypatch):
