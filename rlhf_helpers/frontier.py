@@ -181,10 +181,27 @@ def describe_contrast(reading: dict, what: str = "") -> str:
     rows = reading["rows"]
     span = f"from {reading['low']:.1f} to {reading['high']:.1f} nats ({len(rows)} KL values, {reading['seeds']} seeds)"
     differences = ", ".join(f"{r['difference']:+.2f} ± {r['noise']:.2f}" for r in rows)
-    verdict = {"a": f"{a} has more {label} than {b} at every KL", "b": f"{b} has more {label} than {a} at every KL",
-               "tie": f"{a} and {b} are within the noise of each other in {label} at every KL",
-               "mixed": f"neither {a} nor {b} is ahead in {label} across the range"}[reading["verdict"]]
+    if reading["verdict"] == "mixed":
+        parts = []
+        for name, other, sign in ((a, b, 1), (b, a, -1)):
+            kls = [r["kl"] for r in rows if sign * r["difference"] > r["noise"]]
+            if kls:
+                parts.append(f"{name} has more {label} than {other} at {len(kls)} of the {len(rows)} KL values "
+                             f"({', '.join(f'{kl:.1f}' for kl in kls)} nats)")
+        verdict = "; ".join(parts) + ", and they are within the noise at the rest,"
+    else:
+        verdict = {"a": f"{a} has more {label} than {b} at every KL",
+                   "b": f"{b} has more {label} than {a} at every KL",
+                   "tie": f"{a} and {b} are within the noise of each other in {label} at every KL"}[reading["verdict"]]
+    if not head:
+        verdict = verdict[0].upper() + verdict[1:]
     return f"{head}{verdict} {span}; {a} − {b}: {differences} (± twice the standard error)."
+
+
+def verdict_label(reading: dict) -> str:
+    """A `contrast` verdict in words for a table: the method ahead by name, "tie", "mixed" or "apart"."""
+    short = {side: NAMES.get(reading[side], reading[side]).split(" (")[0] for side in ("a", "b")}
+    return f"{short[reading['verdict']]} ahead" if reading["verdict"] in short else reading["verdict"]
 
 
 def plot_frontier(points: list[dict], title: str = ""):

@@ -402,11 +402,14 @@ def seed_means(reading: dict) -> dict:
 def kl_penalty_reading(shipped: dict, free_run: str, penalized_run: str) -> dict:
     """Gao et al.'s question of a KL penalty, on the shipped seeds: does the penalized run end with more gold than the
     unpenalized one had *at the same KL* (read off the unpenalized run's mean curve on the way up)? `verdict`: "more",
-    "less" or "same" (a difference within twice the standard error of the penalized run's end gold)."""
+    "less" or "same" (a difference within twice its standard error: the penalized run's end gold and the unpenalized
+    curve's gold at that KL, each across seeds, as two independent means)."""
     free, held = seed_means(shipped["reading"][free_run]), seed_means(shipped["reading"][penalized_run])
     band = sorted((b for b in shipped["bands"] if b["run"] == free_run), key=lambda b: b["kl_mean"])
-    at_same_kl = float(np.interp(held["end_kl"], [b["kl_mean"] for b in band], [b["gold_mean"] for b in band]))
-    gap, noise = held["end_gold"] - at_same_kl, 2 * held["end_gold_stderr"]
+    kls = [b["kl_mean"] for b in band]
+    at_same_kl = float(np.interp(held["end_kl"], kls, [b["gold_mean"] for b in band]))
+    free_stderr = float(np.interp(held["end_kl"], kls, [b["gold_std"] / np.sqrt(b["seeds"]) for b in band]))
+    gap, noise = held["end_gold"] - at_same_kl, 2 * float(np.hypot(held["end_gold_stderr"], free_stderr))
     return {"free": free, "penalized": held, "free_gold_at_same_kl": at_same_kl, "gap": gap, "noise": noise,
             "verdict": "more" if gap > noise else "less" if gap < -noise else "same"}
 

@@ -291,7 +291,9 @@ def test_a_contrast_is_described_as_it_reads():
 
     means = [point("ppo", 0.0, 0.0), point("ppo", 10.0, 2.0), point("dpo", 0.0, 0.0), point("dpo", 10.0, 1.0)]
     text = describe_contrast(contrast(means, "ppo", "dpo", points=2), "Fresh samples")
-    assert text.startswith("Fresh samples: neither PPO-GT nor DPO is ahead in reward")  # a tie at 0, PPO ahead at 10
+    # a tie at KL 0, PPO ahead at 10: where each is ahead, by name and KL
+    assert text.startswith("Fresh samples: PPO-GT has more reward than DPO at 1 of the 2 KL values (10.0 nats), and "
+                           "they are within the noise at the rest")
     assert "from 0.0 to 10.0 nats (2 KL values, 3 seeds)" in text and "+1.00 ± 0.16" in text
     ahead = [point("ppo", 1.0, 1.0), point("ppo", 10.0, 2.0), point("dpo", 1.0, 0.0), point("dpo", 10.0, 1.0)]
     assert "PPO-GT has more reward than DPO at every KL" in describe_contrast(contrast(ahead, "ppo", "dpo"))
