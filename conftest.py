@@ -154,7 +154,8 @@ LONGEST_FIRST = ("notebooks/05_", "notebooks/04_", "notebooks/06_", "notebooks/0
 
 NOTEBOOKS_WITHOUT_THE_WORLD = ()
 """Notebooks that neither load the smoke world nor train: none today (each of 01-07 loads the smoke models, through
-`model_ids` / `load_policy` / `load_tokenizer`, whose first call loads the shipped world), so every notebook is `slow`."""
+`model_ids` / `load_policy` / `load_tokenizer`, whose first call loads the shipped world), so every notebook is
+`slow`."""
 
 
 def pytest_collection_modifyitems(session, config, items):
