@@ -171,24 +171,24 @@ def model_ids(profile: Profile) -> ModelIds:
     return ModelIds(policy, reward)
 
 
+def _world_part_id(profile: Profile, env: str, part: str, hub_id: str) -> str:
+    """`env` when set, else the shipped world's folder `part` in `smoke`, else `hub_id`; made available."""
+    chosen = _override(env)
+    if chosen is None and profile.offline:
+        chosen = str(getattr(smoke_world(), part))
+    chosen = chosen or hub_id
+    ensure_available(chosen)
+    return chosen
+
+
 def gold_model_id(profile: Profile) -> str:
     """The gold judge (notebooks 06-07): RLHF_GOLD_MODEL, else the shipped world's in `smoke`, else the hub id."""
-    gold = _override(GOLD_ENV)
-    if gold is None and profile.offline:
-        gold = str(smoke_world().gold)
-    gold = gold or profile.gold_model
-    ensure_available(gold)
-    return gold
+    return _world_part_id(profile, GOLD_ENV, "gold", profile.gold_model)
 
 
 def reader_model_id(profile: Profile) -> str:
     """The gold rater's reader LM: RLHF_READER_MODEL, else the shipped world's in `smoke`, else the hub id."""
-    reader = _override(READER_ENV)
-    if reader is None and profile.offline:
-        reader = str(smoke_world().reader)
-    reader = reader or profile.reader_model
-    ensure_available(reader)
-    return reader
+    return _world_part_id(profile, READER_ENV, "reader", profile.reader_model)
 
 
 def load_gold(profile: Profile, device: torch.device | str | None = None):
