@@ -21,7 +21,7 @@ gave 78.5 % (measured on IMDB). Any folder saved with `save_pretrained` works as
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -67,9 +67,25 @@ class PreferencePairs:
     rejected: list[str]
     gold_chosen: list[float]
     gold_rejected: list[float]
+    sentiment_chosen: list[float] = field(default_factory=list)
+    """The judge's sentiment behind `gold_chosen` when the labeller is a `GoldRater` (its score is this minus the
+    repetition and fluency penalties); empty for a labeller without penalties."""
+    sentiment_rejected: list[float] = field(default_factory=list)
+    """The same for `gold_rejected`."""
 
     def __len__(self) -> int:
         return len(self.prompt)
+
+    @property
+    def penalty_share(self) -> float:
+        """How much of the gold difference between a pair's two completions the gold rater's penalties make:
+        mean |penalty(chosen) − penalty(rejected)| / mean |gold(chosen) − gold(rejected)| (the rest is sentiment)."""
+        if not self.sentiment_chosen:
+            raise ValueError("these pairs were labelled without a GoldRater: they hold no penalties to compare.")
+        gold = torch.tensor(self.gold_chosen) - torch.tensor(self.gold_rejected)
+        penalty = ((torch.tensor(self.sentiment_chosen) - torch.tensor(self.gold_chosen))
+                   - (torch.tensor(self.sentiment_rejected) - torch.tensor(self.gold_rejected)))
+        return (penalty.abs().mean() / gold.abs().mean()).item()
 
     @property
     def label_agrees_with_gold(self) -> float:
@@ -79,7 +95,7 @@ class PreferencePairs:
     def subset(self, n: int) -> PreferencePairs:
         """The first `n` pairs (they come in prompt order, so this is a random subset of the prompts)."""
         return PreferencePairs(self.prompt[:n], self.chosen[:n], self.rejected[:n], self.gold_chosen[:n],
-                               self.gold_rejected[:n])
+                               self.gold_rejected[:n], self.sentiment_chosen[:n], self.sentiment_rejected[:n])
 
     def to_dataset(self):
         """A `datasets.Dataset` in TRL's preference format (explicit prompt)."""
@@ -98,7 +114,13 @@ def make_preference_pairs(policy, tokenizer, gold, query_ids: list[list[int]], n
     k = samples_per_prompt
     repeated = [q for q in query_ids for _ in range(k)]
     samples = sample_with(policy, tokenizer, repeated, sampling, seed)
-    scores = gold(samples.texts).float().cpu().view(len(query_ids), k)
+    if hasattr(gold, "components"):  # a GoldRater: keep the judge's sentiment too, so the penalties can be read
+        parts = gold.components(samples.texts)
+        scores = gold.score(parts).float().cpu().view(len(query_ids), k)  # what gold(texts) returns
+        sentiment = parts["sentiment"].float().cpu().view(len(query_ids), k)
+    else:
+        scores = gold(samples.texts).float().cpu().view(len(query_ids), k)
+        sentiment = None
     if k == 2:
         first, second = torch.zeros(len(query_ids), dtype=torch.long), torch.ones(len(query_ids), dtype=torch.long)
     else:
@@ -114,6 +136,9 @@ def make_preference_pairs(policy, tokenizer, gold, query_ids: list[list[int]], n
         pairs.rejected.append(samples.responses[i * k + rejected])
         pairs.gold_chosen.append(scores[i, chosen].item())
         pairs.gold_rejected.append(scores[i, rejected].item())
+        if sentiment is not None:
+            pairs.sentiment_chosen.append(sentiment[i, chosen].item())
+            pairs.sentiment_rejected.append(sentiment[i, rejected].item())
     return pairs
 
 

@@ -7,6 +7,9 @@ notebook's variables and random state is kept; afterwards each copy runs on from
 handing back a wrong function (`WRONG` below) instead of the reference, until a later cell's output differs from
 the run with the right function; a second copy runs the exercise's shown solution through the first cell that uses
 it, which must not fail. Cells that train come after these uses, so nothing here trains a policy.
+
+What is tested is the wiring, not the results, so notebooks 06 and 07 run here on fewer preference pairs than the
+lesson needs (`FEWER_PAIRS`): their pairs and reward models are most of the time these tests take.
 """
 
 from __future__ import annotations
@@ -59,6 +62,24 @@ WRONG = {
     "bradley_terry_loss": lambda ref: lambda chosen, rejected: ref(rejected, chosen),  # chosen and rejected swapped
     "dpo_loss_from_tokens": lambda ref: lambda pc, pr, rc, rr, cm, rm, beta: ref(pr, pc, rr, rc, rm, cm, beta),
 }
+
+def _fewer_pairs_06(monkeypatch):
+    import dataclasses
+
+    from rlhf_helpers import overoptimization
+
+    monkeypatch.setattr(overoptimization, "SMOKE", dataclasses.replace(
+        overoptimization.SMOKE, n_pairs=512, n_heldout_pairs=64, weak_rm_pairs=128))
+
+
+def _fewer_pairs_07(monkeypatch):
+    from rlhf_helpers import dpo
+
+    monkeypatch.setattr(dpo, "dpo_pair_count", lambda config: 640)  # 40 by-hand steps: the first and last 20 apart
+
+
+FEWER_PAIRS = {"06": _fewer_pairs_06, "07": _fewer_pairs_07}
+"""notebook number -> what shrinks its preference pairs for these tests (4,096 -> 512 in 06, 1,280 -> 640 in 07)."""
 
 _BINDING = re.compile(r"^(\w+) = (check_\w+)\((my_\w+)", re.M)
 
@@ -154,6 +175,8 @@ def _uses(name: str, source: str) -> bool:
 def test_a_wrong_learner_function_changes_a_later_output(path, monkeypatch):
     from rlhf_helpers import exercises
 
+    if path.stem[:2] in FEWER_PAIRS:
+        FEWER_PAIRS[path.stem[:2]](monkeypatch)
     cells = json.loads(path.read_text())["cells"]
     found = _exercises(cells)
     assert found, f"{path.name} has no exercise"

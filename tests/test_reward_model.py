@@ -126,3 +126,31 @@ def test_reward_model_training_is_seeded_whatever_ran_before(fast_world, tmp_pat
     _, other = train_reward_model(str(fast_world.classifier), pairs, str(tmp_path / "c"), epochs=1, batch_size=4,
                                   seed=1)
     assert not torch.equal(first(texts), other(texts))
+
+
+def test_pairs_labelled_by_a_gold_rater_keep_its_penalties(fast_world):
+    """`make_preference_pairs` keeps the judge's sentiment beside each gold score, so `penalty_share` equals the
+    penalties measured again on the texts (the notebook's former way, which scored every text a second time)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
+
+    from rlhf_helpers.models import prepare_tokenizer
+    from rlhf_helpers.reward import GoldRater, SentimentReward
+    from rlhf_helpers.reward_model import make_preference_pairs
+
+    tok = prepare_tokenizer(AutoTokenizer.from_pretrained(fast_world.policy))
+    policy = AutoModelForCausalLM.from_pretrained(fast_world.policy).eval()
+    judge = SentimentReward(pipeline("sentiment-analysis", model=str(fast_world.classifier), device="cpu"))
+    gold = GoldRater(judge, allowed=0.0)  # every repeated word costs: the penalties are not all zero
+    prompts = [tok(t)["input_ids"] for t in ("A film", "The plot", "I think", "This is", "It was", "Bad")]
+    pairs = make_preference_pairs(policy, tok, gold, prompts, noise=0.5, seed=0)
+    chosen = [p + c for p, c in zip(pairs.prompt, pairs.chosen)]
+    rejected = [p + r for p, r in zip(pairs.prompt, pairs.rejected)]
+    assert pairs.gold_chosen == pytest.approx(gold(chosen).tolist(), abs=1e-5)
+    assert pairs.sentiment_rejected == pytest.approx(judge(rejected).tolist(), abs=1e-5)
+    penalty_gap = gold.repetition_penalty(chosen) - gold.repetition_penalty(rejected)
+    gold_gap = torch.tensor(pairs.gold_chosen) - torch.tensor(pairs.gold_rejected)
+    assert penalty_gap.abs().sum() > 0
+    assert pairs.penalty_share == pytest.approx((penalty_gap.abs().mean() / gold_gap.abs().mean()).item(), abs=1e-5)
+    assert pairs.subset(3).sentiment_chosen == pairs.sentiment_chosen[:3]
+    with pytest.raises(ValueError, match="GoldRater"):
+        PreferencePairs(["a"], [" b"], [" c"], [1.0], [0.0]).penalty_share
