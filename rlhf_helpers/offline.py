@@ -365,17 +365,27 @@ def _finetune_classifier(clf_tok, train: tuple, test: tuple, config: OfflineWorl
 
 
 @torch.no_grad()
+def eval_pick(test: tuple, seed: int, n: int) -> np.ndarray:
+    """Indices of the `n` seeded test reviews a judge is measured on (the same draw at build, ship and test time)."""
+    return np.random.default_rng(seed).permutation(len(test[0]))[:n]
+
+
+@torch.no_grad()
+def judge_predictions(model, tokenizer, texts: list[str], batch_size: int = 64) -> torch.Tensor:
+    """(N,) the argmax label of each text, in order, `batch_size` texts at a time (truncated to the model's length)."""
+    preds = []
+    for i in range(0, len(texts), batch_size):
+        enc = tokenizer(texts[i:i + batch_size], truncation=True, padding=True, return_tensors="pt")
+        preds.append(model(**enc).logits.argmax(-1))
+    return torch.cat(preds)
+
+
 def classifier_accuracy(model, tokenizer, test: tuple, seed: int, n: int) -> tuple[float, int]:
     """(accuracy, reviews): the argmax label of `n` seeded test reviews (texts, labels) against their labels."""
     texts, labels = test
-    pick = np.random.default_rng(seed).permutation(len(texts))[:n]
-    correct = 0
-    for i in range(0, len(pick), 64):
-        rows = pick[i:i + 64]
-        enc = tokenizer([texts[j] for j in rows], truncation=True, padding=True, return_tensors="pt")
-        pred = model(**enc).logits.argmax(-1)
-        correct += (pred == torch.tensor([labels[j] for j in rows])).sum().item()
-    return correct / len(pick), len(pick)
+    pick = eval_pick(test, seed, n)
+    pred = judge_predictions(model, tokenizer, [texts[j] for j in pick])
+    return (pred == torch.tensor([labels[j] for j in pick])).sum().item() / len(pick), len(pick)
 
 
 def _file_sha256(path: Path) -> str:

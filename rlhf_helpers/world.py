@@ -48,7 +48,7 @@ from .gold import as_record, calibrate, calibration_set, calibration_table
 from .models import prepare_tokenizer, quiet_transformers
 from .offline import (CHECKSUMS, GOLD_RATER, SHIPPED_WORLD, Checkpoint, _checksums, _classifier_tokenizer,
                       _finetune_classifier, _save_checkpoint, _schedule, _texts, _train_tokenizer, classifier_accuracy,
-                      token_chunks)
+                      eval_pick, judge_predictions, token_chunks)
 from .profiles import Sampling, get_profile
 from .results import machine
 from .reward import GoldRater, ReaderFluency, SentimentReward
@@ -629,6 +629,20 @@ def stored_accuracy(folder: Path, test: tuple, config: WorldConfig) -> float:
     return classifier_accuracy(judge.model, judge.tokenizer, test, seed=config.seed + 3, n=config.eval_reviews)[0]
 
 
+def judged_reviews(test: tuple, config: WorldConfig) -> np.ndarray:
+    """Indices of the `config.eval_reviews` test reviews the judges are measured on, in the order they were judged."""
+    return eval_pick(test, config.seed + 3, config.eval_reviews)
+
+
+def stored_predictions(folder: Path, test: tuple, config: WorldConfig, rows=None) -> str:
+    """A judge folder's predicted label (0 or 1) of each of `judged_reviews` (or of `rows` of them), as one string:
+    the record `world ship` keeps, so a test can check any sample of the reviews against it."""
+    judge = _judge(folder)
+    pick = judged_reviews(test, config)
+    pick = pick if rows is None else pick[rows]
+    return "".join(str(int(p)) for p in judge_predictions(judge.model, judge.tokenizer, [test[0][j] for j in pick]))
+
+
 def _reader(folder: Path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -677,6 +691,7 @@ def ship(root: Path, dest: Path = SHIPPED_DIR, config: WorldConfig = WorldConfig
         with quiet_transformers():
             test = _texts("test", source)
             stored = {part: stored_accuracy(tmp / part, test, config) for part in ("classifier", "gold")}
+            predictions = {part: stored_predictions(tmp / part, test, config) for part in ("classifier", "gold")}
             rater = calibrate_gold(tmp, source)
             step0 = step0_evaluation(tmp)
         log(f"  accuracy as stored: {stored}; gold rater: free {rater['free']:.2f} nats, weight {rater['weight']:.2f}")
@@ -685,7 +700,7 @@ def ship(root: Path, dest: Path = SHIPPED_DIR, config: WorldConfig = WorldConfig
                  "data": data_fingerprint(source),
                  "keys": {p: r["key"] for p, r in records.items()},
                  "stored_as": {p: str(d).removeprefix("torch.") for p, d in SHIP_DTYPES.items()},
-                 "accuracy_as_stored": stored, "step0_evaluation": step0,
+                 "accuracy_as_stored": stored, "predictions_as_stored": predictions, "step0_evaluation": step0,
                  "parts": {p: _summary(r) for p, r in records.items()}}
         (tmp / "world.json").write_text(json.dumps(world, indent=1))
         (tmp / CHECKSUMS).write_text(json.dumps(_checksums(tmp), indent=1))
