@@ -1,5 +1,6 @@
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -132,12 +133,15 @@ def test_a_killed_build_leaves_nothing_the_next_build_keeps(tmp_path):
     assert (tmp_path / name / "build_info.json").is_file()
 
 
-@pytest.mark.slow  # a FAST build and its rebuild: about 15 s on 2 cores, per damage
+@pytest.mark.slow  # a FAST rebuild: about 7 s on 2 cores, per damage
 @pytest.mark.parametrize("damage", ["truncate", "bitflip", "delete_tokenizer"])
 def test_a_damaged_cache_is_detected_and_rebuilt(fast_world, tmp_path, damage, capsys):
     from rlhf_helpers.offline import verify_world
 
+    copy = shutil.copytree(fast_world.root, tmp_path / fast_world.root.name)  # the session's build, to damage
+    stamp = (copy / "build_info.json").stat().st_mtime_ns
     world = build_offline_world(FAST, data_source=str(FIXTURE_DIR), cache_dir=tmp_path, verbose=False)
+    assert world.root == copy and (copy / "build_info.json").stat().st_mtime_ns == stamp  # used as it was
     weights = world.classifier / "model.safetensors"
     original = weights.read_bytes()
     if damage == "truncate":
