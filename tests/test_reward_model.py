@@ -153,4 +153,4 @@ def test_pairs_labelled_by_a_gold_rater_keep_its_penalties(fast_world):
     assert pairs.penalty_share == pytest.approx((penalty_gap.abs().mean() / gold_gap.abs().mean()).item(), abs=1e-5)
     assert pairs.subset(3).sentiment_chosen == pairs.sentiment_chosen[:3]
     with pytest.raises(ValueError, match="GoldRater"):
-        PreferencePairs(["a"], [" b"], [" c"], [1.0], [0.0]).penalty_share
+        _ = PreferencePairs(["a"], [" b"], [" c"], [1.0], [0.0]).penalty_share
