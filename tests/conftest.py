@@ -4,13 +4,16 @@ import pytest
 
 
 @pytest.fixture(scope="session")
-def fast_world(tmp_path_factory):
-    """The FAST recipe of the offline world (tiny budgets), built once per session in a temp cache."""
+def fast_world(tmp_path_factory, worker_id):
+    """The FAST recipe of the offline world (tiny budgets), built once per test run in a temp cache. Under xdist the
+    workers share it: the first to ask builds it under the builder's lock, and the other waits for it and reuses it
+    (tests/test_offline.py: concurrent builders build once)."""
     from rlhf_helpers.fixture import FIXTURE_DIR
     from rlhf_helpers.offline import FAST, build_offline_world
 
-    return build_offline_world(FAST, data_source=str(FIXTURE_DIR),
-                               cache_dir=tmp_path_factory.mktemp("world"), verbose=False)
+    base = tmp_path_factory.getbasetemp()
+    cache = (base.parent if worker_id != "master" else base) / "fast-world"  # the parent is this run's, shared
+    return build_offline_world(FAST, data_source=str(FIXTURE_DIR), cache_dir=cache, verbose=False)
 
 
 @pytest.fixture(scope="session")
