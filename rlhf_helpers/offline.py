@@ -364,7 +364,6 @@ def _finetune_classifier(clf_tok, train: tuple, test: tuple, config: OfflineWorl
             f"{key}_test_accuracy": accuracy, f"{key}_eval_reviews": n}
 
 
-@torch.no_grad()
 def eval_pick(test: tuple, seed: int, n: int) -> np.ndarray:
     """Indices of the `n` seeded test reviews a judge is measured on (the same draw at build, ship and test time)."""
     return np.random.default_rng(seed).permutation(len(test[0]))[:n]

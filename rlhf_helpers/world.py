@@ -47,8 +47,8 @@ from .evaluation import continuation_words, distinct_word_share, evaluate, unsee
 from .gold import as_record, calibrate, calibration_set, calibration_table
 from .models import prepare_tokenizer, quiet_transformers
 from .offline import (CHECKSUMS, GOLD_RATER, SHIPPED_WORLD, Checkpoint, _checksums, _classifier_tokenizer,
-                      _finetune_classifier, _save_checkpoint, _schedule, _texts, _train_tokenizer, classifier_accuracy,
-                      eval_pick, judge_predictions, token_chunks)
+                      _finetune_classifier, _save_checkpoint, _schedule, _texts, _train_tokenizer, eval_pick,
+                      judge_predictions, token_chunks)
 from .profiles import Sampling, get_profile
 from .results import machine
 from .reward import GoldRater, ReaderFluency, SentimentReward
@@ -623,12 +623,6 @@ def _judge(folder: Path):
     return pipeline("sentiment-analysis", model=str(folder), device="cpu", dtype=torch.float32)
 
 
-def stored_accuracy(folder: Path, test: tuple, config: WorldConfig) -> float:
-    """A judge folder's accuracy on the `config.eval_reviews` test reviews its build was measured on."""
-    judge = _judge(folder)
-    return classifier_accuracy(judge.model, judge.tokenizer, test, seed=config.seed + 3, n=config.eval_reviews)[0]
-
-
 def judged_reviews(test: tuple, config: WorldConfig) -> np.ndarray:
     """Indices of the `config.eval_reviews` test reviews the judges are measured on, in the order they were judged."""
     return eval_pick(test, config.seed + 3, config.eval_reviews)
@@ -641,6 +635,12 @@ def stored_predictions(folder: Path, test: tuple, config: WorldConfig, rows=None
     pick = judged_reviews(test, config)
     pick = pick if rows is None else pick[rows]
     return "".join(str(int(p)) for p in judge_predictions(judge.model, judge.tokenizer, [test[0][j] for j in pick]))
+
+
+def predictions_accuracy(predictions: str, test: tuple, config: WorldConfig) -> float:
+    """The accuracy of `stored_predictions` against the reviews' labels (what `classifier_accuracy` measures)."""
+    labels = [test[1][j] for j in judged_reviews(test, config)]
+    return sum(int(p) == label for p, label in zip(predictions, labels, strict=True)) / len(labels)
 
 
 def _reader(folder: Path):
@@ -690,8 +690,8 @@ def ship(root: Path, dest: Path = SHIPPED_DIR, config: WorldConfig = WorldConfig
             _store(root / part, tmp / part, SHIP_DTYPES.get(part, torch.float32))
         with quiet_transformers():
             test = _texts("test", source)
-            stored = {part: stored_accuracy(tmp / part, test, config) for part in ("classifier", "gold")}
             predictions = {part: stored_predictions(tmp / part, test, config) for part in ("classifier", "gold")}
+            stored = {part: predictions_accuracy(labels, test, config) for part, labels in predictions.items()}
             rater = calibrate_gold(tmp, source)
             step0 = step0_evaluation(tmp)
         log(f"  accuracy as stored: {stored}; gold rater: free {rater['free']:.2f} nats, weight {rater['weight']:.2f}")

@@ -63,6 +63,7 @@ WRONG = {
     "dpo_loss_from_tokens": lambda ref: lambda pc, pr, rc, rr, cm, rm, beta: ref(pr, pc, rr, rc, rm, cm, beta),
 }
 
+
 def _fewer_pairs_06(monkeypatch):
     import dataclasses
 
