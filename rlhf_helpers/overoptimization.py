@@ -12,7 +12,7 @@ keeps rising while the true ("gold") reward rises, peaks and falls, and that wit
 1. preferences  two completions of the initial policy per training prompt, labelled by a noisy Bradley–Terry rater
                 over the gold judge (`reward_model.make_preference_pairs`);
 2. proxies      two reward models trained on them with TRL's RewardTrainer (`reward_model.train_reward_model`): the
-                *main* one on all pairs, and a *weak* one fit harder to a quarter of them (fewer data, overfit);
+                *main* one on all pairs, and a *weak* one fit harder to the first `weak_rm_pairs` (fewer data, overfit);
 3. best-of-n    `bon_max_n` samples per held-out prompt; for n = 1, 2, 4, … each proxy's favourite of each n;
 4. RL           the hand-built PPO loop (`ppo_loop`) with a proxy as its reward at a fixed β (0 and > 0),
                 evaluating proxy, gold and KL on the held-out prompts every few steps;
@@ -58,7 +58,7 @@ class OveroptConfig:
 
     seed: int = 0
     """Seeds sampling, labels, reward-model training and PPO."""
-    n_pairs: int = 4096
+    n_pairs: int = 2048
     """Training pairs of the main reward model: one per training prompt, two completions of the initial policy."""
     n_heldout_pairs: int = 256
     """Held-out pairs (from held-out test prompts) for the reward models' accuracy."""
@@ -74,7 +74,7 @@ class OveroptConfig:
     """Passes over its pairs."""
     weak_rm_learning_rate: float = 1e-3
     """Its learning rate."""
-    bon_prompts: int = 64
+    bon_prompts: int = 32
     """Held-out prompts for best-of-n."""
     bon_max_n: int = 64
     """Samples per prompt; n runs over the powers of two up to this."""
