@@ -18,8 +18,12 @@ import json
 import time
 from pathlib import Path
 
+import pandas as pd
+
 from rlhf_helpers import get_profile
+from rlhf_helpers.evaluation import repetition_reading
 from rlhf_helpers.faults import run_cli, write_text_atomic
+from rlhf_helpers.models import load_tokenizer
 from rlhf_helpers.results import machine
 from rlhf_helpers.train import RunSpec, run
 
@@ -27,8 +31,13 @@ VARIANTS = {
     "as shipped": {},
     "classic horizon 10,000": {"kl_horizon": 10_000},
     "horizon 64": {"kl_horizon": 64},
+    "no KL penalty": {"init_kl_coef": 0.0, "kl_target": None},
 }
-"""name -> PPOConfig overrides of the profile's PPO (the smoke profile's horizon is 1,000 episodes)."""
+"""name -> PPOConfig overrides of the profile's PPO (the smoke profile's horizon is 1,000 episodes). "no KL penalty" is
+notebook 04's hacked run, whose samples it shows beside the learner's."""
+
+SHOWN = 8
+"""Held-out samples kept per variant (the first prompts of the held-out set, the same for every run)."""
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -41,17 +50,21 @@ def _main(argv: list[str] | None) -> dict:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     base = get_profile(args.profile)
+    tokenizer = load_tokenizer(base)
     points, start = [], time.perf_counter()
     for name, overrides in VARIANTS.items():
         profile = dataclasses.replace(base, ppo=dataclasses.replace(base.ppo, **overrides))
         out = args.out / name.replace(" ", "_").replace(",", "").replace("β", "beta")
         summary = run(RunSpec("ppo", seed=0), profile, out, progress=False)
         steps = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-        samples = (out / "samples.csv").read_text().splitlines()[1:4]
+        samples = pd.read_csv(out / "samples.csv", keep_default_na=False)  # every held-out prompt, before and after
         points.append({"variant": name, **overrides, "kl_target": profile.ppo.kl_target,
                        "beta_start": steps[0]["kl_coef"], "beta_end": steps[-1]["kl_coef"],
                        "train_kl_last5": sum(s["kl"] for s in steps[-5:]) / 5,
-                       "before": summary["before"], "after": summary["after"], "samples_csv": samples})
+                       "before": summary["before"], "after": summary["after"],
+                       "repetition": repetition_reading(samples.response_after, tokenizer),
+                       "samples": samples.head(SHOWN)[["prompt", "response_after", "reward_after"]].rename(
+                           columns={"response_after": "response", "reward_after": "reward"}).to_dict("records")})
         print(f"{name}: KL {summary['after']['kl']:.1f} (target {profile.ppo.kl_target}), reward "
               f"{summary['after']['mean_reward']:+.2f}, β {steps[0]['kl_coef']:.3f} -> {steps[-1]['kl_coef']:.3f}",
               flush=True)

@@ -65,16 +65,20 @@ def required_gain(before_rate: float) -> float:
 def check_training_worked(name: str, before: dict, after: dict, profile: Profile | None = None,
                           min_rate: float = SMOKE_POSITIVE_RATE) -> bool:
     """The central claim of every training notebook: the run made the policy more positive on held-out prompts (to at
-    least `min_rate`), and paid for it in KL to the reference. `before`/`after` are `evaluate(...).metrics` dicts."""
+    least `min_rate`), and paid for it in KL to the reference, which the reading names as its cost beside the
+    reference's perplexity of the new text. `before`/`after` are `evaluate(...).metrics` dicts."""
     rate0, rate1, kl = before["positive_rate"], after["positive_rate"], after["kl"]
     gain = required_gain(rate0)
     reading = (f"{name}: positive rate {rate0:.2f} -> {rate1:.2f} ({rate1 - rate0:+.2f}), mean reward "
-               f"{before['mean_reward']:+.2f} -> {after['mean_reward']:+.2f}, KL to the reference {kl:.2f} nats "
-               f"per response")
+               f"{before['mean_reward']:+.2f} -> {after['mean_reward']:+.2f}")
+    cost = f"KL to the reference {kl:.2f} nats per response"
+    if "ref_perplexity" in before and "ref_perplexity" in after:
+        cost += (f", the reference's perplexity of the text {before['ref_perplexity']:.0f} -> "
+                 f"{after['ref_perplexity']:.0f}")
     holds = rate1 >= min_rate and rate1 - rate0 >= gain and kl > 0 and abs(before["kl"]) < 1e-6
     if holds:
-        return check_claim(True, f"{reading}: the policy learned to write positive text, and moved away from the "
-                                 f"reference to do it.", "", profile)
+        return check_claim(True, f"{reading}. The classifier rates more of the text positive; the cost: {cost}. "
+                                 f"Whether the text is better, only the samples say.", "", profile)
     why = []
     if rate1 < min_rate:
         why.append(f"the positive rate stayed below {min_rate}")
@@ -84,7 +88,53 @@ def check_training_worked(name: str, before: dict, after: dict, profile: Profile
         why.append("the KL is not above 0, so the policy did not move")
     if abs(before["kl"]) >= 1e-6:
         why.append("the untrained policy's KL is not 0 (the reference is not a copy of it)")
-    return check_claim(False, "", f"{reading}; {', and '.join(why)}.", profile)
+    return check_claim(False, "", f"{reading}, {cost}; {', and '.join(why)}.", profile)
+
+
+def check_penalty_keeps_text(after: dict, repetition: dict, unpenalized: dict, profile: Profile | None = None) -> bool:
+    """Notebook 04's aligned-beside-hacked check: the same PPO without its KL penalty (`unpenalized`, a point of
+    `benchmarks/kl_control.py`, with its `after` metrics and `repetition`) went further from the reference and wrote
+    less varied text than this run (`after` metrics, `repetition` from `evaluation.repetition_reading`)."""
+    free, free_rep = unpenalized["after"], unpenalized["repetition"]
+    share, free_share = repetition["distinct_token_share"], free_rep["distinct_token_share"]
+    reading = (f"without the penalty the policy moved {free['kl']:.1f} nats from the reference (this run: "
+               f"{after['kl']:.1f}) for a mean reward of {free['mean_reward']:+.2f} (this run: "
+               f"{after['mean_reward']:+.2f}), and a response's distinct-token share is {free_share:.2f} (this run: "
+               f"{share:.2f})")
+    holds = free["kl"] > after["kl"] and free_share < share
+    return check_claim(holds, f"{reading[0].upper()}{reading[1:]}: the penalty's price is "
+                              f"{free['mean_reward'] - after['mean_reward']:+.2f} of reward, and what it buys is text "
+                              f"that still varies.",
+                       f"{reading}: on these runs the penalty did not keep the text more varied.", profile)
+
+
+def read_kl_control(points: list[dict]) -> list[str]:
+    """Notebook 04's reading of `benchmarks/kl_control.py`'s controller variants (the points with a KL target): which
+    ended closest to its target and at what reward, and any whose β or perplexity tells a story of its own."""
+    controlled = [p for p in points if p["kl_target"] is not None]
+    shipped = controlled[0]
+    closest = min(controlled, key=lambda p: abs(p["after"]["kl"] - p["kl_target"]))
+    if closest is shipped:
+        lines = [f"The profile's own controller ended closest to the target: KL {shipped['after']['kl']:.1f} for a "
+                 f"reward of {shipped['after']['mean_reward']:+.2f} (positive rate "
+                 f"{shipped['after']['positive_rate']:.2f})."]
+    else:
+        best = closest["after"]
+        lines = [f"Closest to the target: '{closest['variant']}', KL {best['kl']:.1f} for a reward of "
+                 f"{best['mean_reward']:+.2f}, against {shipped['after']['kl']:.1f} and "
+                 f"{shipped['after']['mean_reward']:+.2f} as shipped."]
+        if best["mean_reward"] < shipped["after"]["mean_reward"]:
+            lines.append("Holding the KL nearer its target cost reward: a larger β outweighs more of the score.")
+    for p in controlled:
+        kl_end, ppl = p["after"]["kl"], (p["before"]["ref_perplexity"], p["after"]["ref_perplexity"])
+        if kl_end > 2 * p["kl_target"] and p["beta_end"] < p["beta_start"]:
+            lines.append(f"'{p['variant']}': β fell ({p['beta_start']:.3f} -> {p['beta_end']:.3f}) while the KL was "
+                         f"below target early on, and could not rise fast enough once the KL passed it (ended at "
+                         f"{kl_end:.1f}): a faster controller is not a tighter one.")
+        elif ppl[1] > 2 * ppl[0] and kl_end <= 2 * p["kl_target"]:
+            lines.append(f"'{p['variant']}': reference perplexity {ppl[0]:.0f} -> {ppl[1]:.0f} at a KL of only "
+                         f"{kl_end:.1f}: a KL near target does not mean text near the reference's.")
+    return lines
 
 
 def required_pair_accuracy() -> float:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 from dataclasses import dataclass
 
 import pandas as pd
@@ -87,6 +88,34 @@ def distinct_word_share(word_lists) -> float:
 
 
 @torch.no_grad()
+def repetition_reading(responses, tokenizer, top: int = 4) -> dict:
+    """How repetitive a set of responses is: the mean distinct-token share of a response (`distinct_token_share`)
+    and the `top` commonest words over all of them (`word_list`), with their counts."""
+    responses = list(responses)
+    ids = tokenizer(responses, add_special_tokens=False)["input_ids"]
+    words = Counter(w for text in responses for w in word_list(text))
+    return {"distinct_token_share": distinct_token_share(ids), "top_words": words.most_common(top),
+            "responses": len(responses)}
+
+
+def side_by_side(runs: dict, n: int = 8) -> pd.DataFrame:
+    """The first `n` held-out samples of several runs in one table: the prompt, then each run's response and reward.
+    `runs` maps a run's name to its samples (columns prompt, response, reward: `Evaluation.samples`, or a shipped
+    run's). Raises ValueError unless every run answered the same prompts in the same order, so that the rows compare
+    like with like."""
+    frames = {name: pd.DataFrame(samples).head(n).reset_index(drop=True) for name, samples in runs.items()}
+    prompts = next(iter(frames.values()))["prompt"]
+    for name, frame in frames.items():
+        if len(frame) != len(prompts) or not frame["prompt"].equals(prompts):
+            raise ValueError(f"{name!r} answered other prompts than {next(iter(frames))!r}: side by side needs the "
+                             f"same held-out prompts, in the same order (the same profile and held-out set).")
+    table = pd.DataFrame({"prompt": prompts})
+    for name, frame in frames.items():
+        table[name] = frame["response"]
+        table[f"reward ({name})"] = frame["reward"].round(2)
+    return table
+
+
 def evaluate(policy, reference, tokenizer, reward, prompts, sampling: Sampling = Sampling(),
              seed: int = EVAL_SEED) -> Evaluation:
     """Sample once per held-out prompt with a fixed seed, score, and measure KL and reference perplexity.

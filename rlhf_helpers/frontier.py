@@ -198,37 +198,98 @@ def describe_contrast(reading: dict, what: str = "") -> str:
     return f"{head}{verdict} {span}; {a} − {b}: {differences} (± twice the standard error)."
 
 
+def summarize_contrasts(readings: list[dict]) -> list[str]:
+    """`contrast` readings grouped by verdict, one line per verdict: who is ahead at every shared KL, who only at some
+    (and tied at the rest), who is within the noise throughout, which reach no common KL. Each pair of methods is
+    named once, with the measures ("reward", "gold") that share its verdict; the per-KL differences belong in a
+    table beside it."""
+    short = {reading[side]: NAMES.get(reading[side], reading[side]).split(" (")[0]
+             for reading in readings for side in ("a", "b")}
+    label = {"mean_reward": "reward", "gold": "gold"}
+    groups: dict[str, dict[str, list[str]]] = {"ahead": {}, "some": {}, "cross": {}, "tie": {}, "apart": {}}
+    for r in readings:
+        a, b, measure = short[r["a"]], short[r["b"]], label.get(r["key"], r["key"])
+        if r["verdict"] in ("a", "b"):
+            winner, loser = (a, b) if r["verdict"] == "a" else (b, a)
+            groups["ahead"].setdefault(f"{winner} over {loser}", []).append(measure)
+        elif r["verdict"] == "mixed":
+            signs = {1 if x["difference"] > 0 else -1 for x in r["rows"] if abs(x["difference"]) > x["noise"]}
+            if len(signs) == 1:
+                winner, loser = (a, b) if signs == {1} else (b, a)
+                groups["some"].setdefault(f"{winner} over {loser}", []).append(measure)
+            else:
+                groups["cross"].setdefault(f"{a} and {b}", []).append(measure)
+        else:
+            groups[r["verdict"]].setdefault(f"{a} and {b}", []).append(measure)
+    heads = {"ahead": "Ahead beyond the noise at every shared KL", "some": "Ahead at some KL values, within the noise "
+             "at the rest", "cross": "Each ahead somewhere (they cross)", "tie": "Within the noise at every shared KL",
+             "apart": "No common KL to compare at"}
+    return [f"{heads[g]}: " + "; ".join(f"{pair} ({', '.join(measures)})" for pair, measures in pairs.items()) + "."
+            for g, pairs in groups.items() if pairs]
+
+
 def verdict_label(reading: dict) -> str:
     """A `contrast` verdict in words for a table: the method ahead by name, "tie", "mixed" or "apart"."""
     short = {side: NAMES.get(reading[side], reading[side]).split(" (")[0] for side in ("a", "b")}
     return f"{short[reading['verdict']]} ahead" if reading["verdict"] in short else reading["verdict"]
 
 
-def plot_frontier(points: list[dict], title: str = ""):
+def plot_frontier(points: list[dict], title: str = "", extra: tuple[dict, ...] = ()):
     """Reward (left) and gold reward (right) against KL to the reference: one line per method, each point the mean
-    over its seeds with the across-seed standard deviation as error bars in both directions."""
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.3))
-    for algo, marker in MARKERS.items():
+    over its seeds with the across-seed standard deviation as error bars in both directions, its β beside it.
+    `extra`: single runs drawn in black over the lines, each a dict with `label`, `marker`, `kl` and the `mean_reward`
+    and/or `gold` it has. One legend for both panels, below them, so that it covers no line."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
+    offsets = [(4, 4), (4, -11), (-30, 4), (-30, -11), (4, 12)]  # one per method, so that β labels do not collide
+    for (algo, marker), offset in zip(MARKERS.items(), offsets):
         rows = sorted((p for p in frontier_points(points) if p["algo"] == algo), key=lambda p: p["kl"])
         if not rows:
             continue
         seeds = min(p["seeds"] for p in rows)
         for ax, key in zip(axes, ("mean_reward", "gold")):
-            ax.errorbar([p["kl"] for p in rows], [p[key] for p in rows], xerr=[p["kl_std"] for p in rows],
-                        yerr=[p[f"{key}_std"] for p in rows], marker=marker, capsize=3,
-                        label=f"{NAMES[algo]} (mean ± sd, {seeds} seed{'s' * (seeds > 1)})")
+            line = ax.errorbar([p["kl"] for p in rows], [p[key] for p in rows], xerr=[p["kl_std"] for p in rows],
+                               yerr=[p[f"{key}_std"] for p in rows], marker=marker, capsize=3,
+                               label=f"{NAMES[algo]} (mean ± sd, {seeds} seed{'s' * (seeds > 1)})")
             for p in rows:
-                ax.annotate(f"β={p['beta']:g}", (p["kl"], p[key]), fontsize=7, xytext=(3, 3),
-                            textcoords="offset points")
+                ax.annotate(f"β={p['beta']:g}", (p["kl"], p[key]), fontsize=7, xytext=offset,
+                            textcoords="offset points", color=line[0].get_color())
     if points:
         axes[0].axhline(points[0]["reward_before"], color="grey", ls=":", label="before training")
         axes[1].axhline(points[0]["gold_before"], color="grey", ls=":", label="before training")
+    for single in extra:
+        for ax, key in zip(axes, ("mean_reward", "gold")):
+            if key in single:
+                ax.plot(single["kl"], single[key], single["marker"], ms=12, color="k", label=single["label"])
     axes[0].set(title="Reward the runs were trained for (the classifier)", ylabel="held-out mean reward")
     axes[1].set(title="Gold rater (never trained on)", ylabel="held-out mean gold reward")
     for ax in axes:
         ax.set_xlabel("KL to the reference (nats per response)")
-        ax.legend(fontsize=8)
+    handles, labels = {}, []
+    for ax in axes:  # each label once, in the order drawn
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            if label not in handles:
+                handles[label] = handle
+                labels.append(label)
+    fig.legend([handles[label] for label in labels], labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.04 + 0.04 * ((len(labels) + 2) // 3), 1, 1))
     return fig
+
+
+def frontier_table(points: list[dict]) -> pd.DataFrame:
+    """The frontier in one row per method: its β values in the order of their KL (the strongest pull first), and at
+    each the mean reward, KL and gold over its seeds (as "a / b / c"), with the true-reward queries a run spends."""
+    rows = {}
+    for algo in MARKERS:
+        means = sorted((m for m in frontier_points(points) if m["algo"] == algo), key=lambda m: m["kl"])
+        if not means:
+            continue
+        queries = sorted({p["labelled_completions"] for p in points if p["algo"] == algo})
+        rows[NAMES[algo]] = {"β": " / ".join(f"{m['beta']:g}" for m in means),
+                             "reward": " / ".join(f"{m['mean_reward']:+.2f}" for m in means),
+                             "KL": " / ".join(f"{m['kl']:.1f}" for m in means),
+                             "gold": " / ".join(f"{m['gold']:+.2f}" for m in means),
+                             "seeds": min(m["seeds"] for m in means),
+                             "true-reward queries": ", ".join(f"{q:,}" for q in queries)}
+    return pd.DataFrame.from_dict(rows, orient="index")

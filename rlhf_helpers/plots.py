@@ -86,7 +86,8 @@ def plot_training_curves(history: list[dict], title: str = "", before: dict | No
 
 
 def plot_comparison(evals: dict[str, list[dict]], title: str = ""):
-    """Side by side: held-out reward vs episodes and vs training seconds, and the reward-KL frontier.
+    """Side by side: held-out reward vs episodes and vs training seconds, and reward against KL along each run (a
+    trajectory; notebook 07 draws the frontier, one point per finished run).
 
     `evals` maps an algorithm's name to its held-out evaluations (eval.jsonl rows: episodes, train_seconds,
     mean_reward, positive_rate, kl, ...), all on the same prompts and sampling seed.
@@ -104,7 +105,7 @@ def plot_comparison(evals: dict[str, list[dict]], title: str = ""):
                        textcoords="offset points", xytext=(4, -10))
     ax[0].set(xlabel="episodes (completions sampled)", ylabel="held-out mean reward", title="Reward vs episodes")
     ax[1].set(xlabel="training seconds (evaluation excluded)", title="Reward vs wall-clock")
-    ax[2].set(xlabel="KL to the reference (nats per response)", title="The reward–KL frontier (up-left is better)")
+    ax[2].set(xlabel="KL to the reference (nats per response)", title="Reward against KL, along each run")
     ax[0].legend()
     if title:
         fig.suptitle(title)

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from datasets import Dataset
@@ -224,3 +226,29 @@ def pair_accuracy(scorer, pairs: PreferencePairs) -> dict:
     return {"vs_gold": (model_first == gold_first)[keep].float().mean().item(),
             "vs_labels": model_first.float().mean().item(), "n_pairs": len(pairs),
             "bt_loss": bradley_terry_loss(chosen, rejected).item()}
+
+
+def calibration_table(p_first, first_won, bins: int = 5):
+    """Reward-model calibration on held-out pairs: `p_first` the model's σ(r_a − r_b) for the pair's first text,
+    `first_won` 1 where the first is the (noisy) rater's choice. Per bin of equal width in p: the mean predicted
+    probability, the observed share of wins, the number of pairs and the standard error of that share."""
+    p, won = np.asarray(p_first, dtype=float), np.asarray(first_won, dtype=float)
+    frame = pd.DataFrame({"p": p, "won": won, "bin": np.clip((p * bins).astype(int), 0, bins - 1)})
+    table = frame.groupby("bin").agg(predicted=("p", "mean"), observed=("won", "mean"), pairs=("won", "size"))
+    table["stderr"] = np.sqrt(table.observed.clip(0.05, 0.95) * (1 - table.observed.clip(0.05, 0.95)) / table.pairs)
+    return table
+
+
+def read_calibration(table) -> str:
+    """One sentence on a `calibration_table`: the gap between predicted and observed, weighted by pairs; how many
+    bins lie within twice their standard error of the diagonal; and whether the model is over- or under-confident
+    (its probabilities further from, or nearer to, one half than the outcomes, weighted by pairs)."""
+    weights = table.pairs / table.pairs.sum()
+    gap = float((weights * (table.predicted - table.observed).abs()).sum())
+    within = int(((table.predicted - table.observed).abs() <= 2 * table.stderr).sum())
+    spread = float((weights * ((table.predicted - 0.5).abs() - (table.observed - 0.5).abs())).sum())
+    lean = ("over-confident: its probabilities are further from one half than the outcomes" if spread > 0.02 else
+            "under-confident: the outcomes are further from one half than its probabilities" if spread < -0.02 else
+            "neither over- nor under-confident on average")
+    return (f"Calibration: predicted and observed differ by {gap:.3f} on average (weighted by pairs), {within} of "
+            f"{len(table)} bins within twice their standard error of the diagonal; the model is {lean}.")

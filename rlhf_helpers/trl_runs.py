@@ -21,6 +21,7 @@ import time
 import warnings
 from collections.abc import Callable
 
+import pandas as pd
 import torch
 from transformers import TrainerCallback
 
@@ -333,3 +334,50 @@ def compare_advantages(trainer, advantages_fn) -> dict:
     theirs = torch.tensor(list(trainer._logs["advantages"]))
     ours = advantages_fn(rewards, args.num_generations).float().cpu()
     return {"completions": len(rewards), "advantages: max |TRL − yours|": (ours - theirs).abs().max().item()}
+
+
+SPIKE_FACTOR = 5.0
+"""A round whose logged KL is above this many times the run's median counts as a spike (notebook 05)."""
+
+
+def read_grpo_round_logs(grpo_log, ppo_log, tails: dict, held_out_reward: float, gen_tokens: tuple[int, int]):
+    """Notebook 05's three checks on a GRPO run: its logged KL per round (a spike?), its clipfrac beside the hand-built
+    PPO's, and the length it trained on. `grpo_log`/`ppo_log`: the runs' `metrics.jsonl` as DataFrames; `tails`:
+    `evaluation.per_token_kl_tails` of the trained policy on held-out prompts; `held_out_reward`: its evaluation's mean
+    reward; `gen_tokens`: the profile's (min, max) response length. Returns (table, reading): a one-column table of
+    the measurements and at most three sentences reading them."""
+    logged = grpo_log.kl_per_token.reset_index(drop=True)
+    median, peak, peak_round = logged.median(), logged.max(), int(logged.idxmax()) + 1
+    spikes = int((logged > SPIKE_FACTOR * median).sum())
+    clip_grpo, clip_ppo = grpo_log.clipfrac.mean(), ppo_log.clipfrac.mean()
+    last = grpo_log.tail(5)
+    table = pd.DataFrame({"value": {
+        "logged KL per token (TRL: k3 × π/π_old), median over rounds": f"{median:.2f}",
+        f"largest round (round {peak_round} of {len(logged)})": f"{peak:.2f}",
+        f"rounds above {SPIKE_FACTOR:g}× the median": f"{spikes}",
+        "held-out k3 per token: median, mean, max": f"{tails['k3_median']:.3f}, {tails['k3_mean']:.2f}, "
+                                                   f"{tails['k3_max']:.1f}",
+        "share of the held-out k3 sum in its largest 1 % of tokens": f"{tails['k3_top1pct_share']:.0%}",
+        "held-out KL per response (k1, summed)": f"{tails['kl_per_response']:.1f}",
+        "clipfrac, mean over rounds: GRPO, hand-built PPO": f"{clip_grpo:.2f}, {clip_ppo:.2f}",
+        f"GRPO's response length, last 5 rounds (cut at {gen_tokens[0]}-{gen_tokens[1]})":
+            f"{last.response_length.mean():.1f}",
+        "GRPO's training reward, last 5 rounds; held-out after": f"{last.reward_mean.mean():+.2f}; "
+                                                                f"{held_out_reward:+.2f}"}})
+    table.index.name = "GRPO run"
+    if not spikes:
+        spike = (f"No round's logged KL rose above {SPIKE_FACTOR:g}× the median: no spike on this run, although the "
+                 f"largest 1 % of held-out tokens carry {tails['k3_top1pct_share']:.0%} of k3's sum.")
+    else:
+        after = logged.iloc[peak_round] if peak_round < len(logged) else None
+        spike = (f"{spikes} round(s) logged more than {SPIKE_FACTOR:g}× the median KL, the largest {peak:.2f} in round "
+                 f"{peak_round}: a few tokens the reference all but rules out, " +
+                 ("in the last round." if after is None else
+                  f"pulled back to {after:.2f} in the next round." if after < peak / 2 else
+                  "not pulled back within a round."))
+    clip = (f"clipfrac {clip_grpo:.2f} (GRPO) and {clip_ppo:.2f} (PPO): " +
+            ("many tokens pass the clip every round, a step too big for it (notebook 04)."
+             if max(clip_grpo, clip_ppo) > 0.1 else "a few percent, a step the clip contains."))
+    length = (f"GRPO trained on {last.response_length.mean():.1f} tokens a completion, cut like PPO's; its training "
+              f"reward {last.reward_mean.mean():+.2f} is on its training prompts, {held_out_reward:+.2f} held out.")
+    return table, [spike, clip, length]

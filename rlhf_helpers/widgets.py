@@ -26,14 +26,15 @@ def interactive_available() -> bool:
     return True
 
 
-def show_widget(widget, fallback: str) -> None:
-    """Display `widget` with a readable text fallback: where no widget frontend renders it (nbconvert's stored
-    outputs, GitHub's viewer, a terminal), a reader sees one sentence instead of its repr (`VBox(children=...`)."""
+def show_widget(widget, fallback: str, png: str | None = None) -> None:
+    """Display `widget` with a readable fallback: where no widget frontend renders it (nbconvert's stored outputs,
+    GitHub's viewer, a terminal), a reader sees one sentence instead of its repr (`VBox(children=...`) and, with
+    `png` (a base64 PNG, `figure_png`), the figure the widget starts with."""
     from IPython.display import display
 
     bundle = widget._repr_mimebundle_() if hasattr(widget, "_repr_mimebundle_") else None  # ipywidgets 8
     if isinstance(bundle, dict) and "application/vnd.jupyter.widget-view+json" in bundle:
-        display({**bundle, "text/plain": f"[{fallback}]"}, raw=True)
+        display({**bundle, "text/plain": f"[{fallback}]", **({"image/png": png} if png else {})}, raw=True)
     else:  # ipywidgets 7 (Colab) displays itself through _ipython_display_
         display(widget)
 
@@ -101,11 +102,25 @@ def clip_objective_explorer(clip_eps: float = 0.2) -> None:
         plot_clip_objective(eps)
         plt.show()
 
-    # interactive draws the first figure itself, so nothing is drawn before it (that drew the figure twice).
+    # interactive draws the first figure itself, so nothing is drawn before it (that drew the figure twice); the
+    # same first figure goes into the output as a PNG, which a viewer without widgets shows instead of the slider.
     explorer = w.interactive(redraw, eps=w.FloatSlider(value=clip_eps, min=0.05, max=0.8, step=0.05,
                                                         description="ε"))
-    show_widget(explorer, f"interactive in Jupyter: an ε slider redrawing L^CLIP; without a widget frontend, "
-                          f"plot_clip_objective({clip_eps}) draws it")
+    ax = plot_clip_objective(clip_eps)
+    png = figure_png(ax[0].figure)
+    plt.close(ax[0].figure)
+    show_widget(explorer, f"interactive in Jupyter: an ε slider redrawing L^CLIP, shown here at ε = {clip_eps}",
+                png=png)
+
+
+def figure_png(fig) -> str:
+    """A matplotlib figure as a base64 PNG, the form a notebook output stores an image in."""
+    import base64
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", bbox_inches="tight")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def sample_browser(history: list[dict], every: int | None = None) -> None:

@@ -63,3 +63,7 @@ def test_the_shipped_kl_control_results_match_the_benchmark_and_name_their_machi
         for name, value in kl_control.VARIANTS[point["variant"]].items():
             assert point[name] == value
         assert {"kl", "mean_reward", "positive_rate", "ref_perplexity"} <= set(point["after"])
+        # notebook 04 shows each run's repetition and its first held-out samples beside the learner's run
+        assert 0 < point["repetition"]["distinct_token_share"] <= 1 and point["repetition"]["top_words"]
+        assert len(point["samples"]) == kl_control.SHOWN
+        assert {"prompt", "response", "reward"} <= set(point["samples"][0])

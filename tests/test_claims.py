@@ -4,7 +4,8 @@ import pytest
 
 from rlhf_helpers import get_profile
 from rlhf_helpers.claims import (SMOKE_DPO_POSITIVE_RATE, SMOKE_GAIN, SMOKE_POSITIVE_RATE, ClaimNotShown, check_claim,
-                                  check_training_worked, required_gain, required_pair_accuracy)
+                                  check_penalty_keeps_text, check_training_worked, read_kl_control, required_gain,
+                                  required_pair_accuracy)
 
 BEFORE = {"positive_rate": 0.55, "mean_reward": 0.05, "kl": 0.0}  # the shipped world's untrained policy
 
@@ -56,3 +57,39 @@ def test_the_reward_model_bar_is_lower_on_the_fixture(monkeypatch):
     assert required_pair_accuracy() == 0.70
     monkeypatch.delenv("RLHF_IMDB_DIR")
     assert required_pair_accuracy() == 0.6
+
+
+def test_the_training_check_names_its_cost(capsys):
+    after = {"positive_rate": 0.85, "mean_reward": 2.2, "kl": 5.77, "ref_perplexity": 64.6}
+    assert check_training_worked("PPO", {**BEFORE, "ref_perplexity": 50.5}, after, get_profile("smoke"))
+    out = capsys.readouterr().out
+    assert ("the cost: KL to the reference 5.77 nats per response, the reference's perplexity of the text 50 -> 65"
+            in out)
+
+
+def test_the_penalty_check_compares_kl_and_repetition_with_the_unpenalized_run(capsys):
+    mine, rep = {"kl": 5.8, "mean_reward": 2.2}, {"distinct_token_share": 0.9}
+    hacked = {"after": {"kl": 30.0, "mean_reward": 4.0}, "repetition": {"distinct_token_share": 0.5}}
+    assert check_penalty_keeps_text(mine, rep, hacked, get_profile("smoke"))
+    out = capsys.readouterr().out
+    assert out.startswith("✓ Without the penalty the policy moved 30.0 nats") and "price is +1.80 of reward" in out
+    varied = {"after": {"kl": 30.0, "mean_reward": 4.0}, "repetition": {"distinct_token_share": 0.95}}
+    with pytest.raises(ClaimNotShown, match="did not keep the text more varied"):
+        check_penalty_keeps_text(mine, rep, varied, get_profile("smoke"))
+
+
+def _point(variant, kl, reward, target=6.0, beta=(0.3, 0.2), ppl=(50.0, 60.0)):
+    return {"variant": variant, "kl_target": target, "beta_start": beta[0], "beta_end": beta[1],
+            "before": {"ref_perplexity": ppl[0]}, "after": {"kl": kl, "mean_reward": reward, "positive_rate": 0.8,
+                                                             "ref_perplexity": ppl[1]}}
+
+
+def test_the_kl_control_reading_names_the_closest_controller_and_ignores_the_unpenalized_run():
+    points = [_point("as shipped", 5.8, 2.2), _point("horizon 64", 14.0, 3.0, beta=(0.3, 0.1)),
+              _point("no KL penalty", 1.0, 5.0, target=None)]
+    lines = read_kl_control(points)
+    assert lines[0].startswith("The profile's own controller ended closest to the target: KL 5.8")
+    assert any(line.startswith("'horizon 64': β fell") for line in lines)
+    points[0] = _point("as shipped", 9.0, 2.2)
+    closer = read_kl_control(points + [_point("slow", 6.5, 1.5)])
+    assert closer[0].startswith("Closest to the target: 'slow'") and "cost reward" in closer[1]

@@ -181,11 +181,30 @@ def test_plot_frontier_draws_one_line_per_method():
     points = [{"algo": a, "beta": b, "seed": 0, "kl": k, "mean_reward": r, "gold": g, "positive_rate": 0.5,
                "ref_perplexity": 100.0, "reward_before": -0.4, "gold_before": 0.0}
               for a, b, k, r, g in [("ppo", 0.1, 5, 1, 0.5), ("ppo", 0.2, 3, 0.5, 0.3), ("dpo", 0.1, 4, 0.8, 0.4)]]
-    fig = plot_frontier(points)
-    labels = fig.axes[0].get_legend_handles_labels()[1]
+    fig = plot_frontier(points, extra=({"label": "your run", "marker": "*", "kl": 4.5, "mean_reward": 0.9},))
+    labels = [text.get_text() for text in fig.legends[0].get_texts()]  # one legend, below both panels
     assert any(label.startswith(NAMES["ppo"]) for label in labels)
     assert any(label.startswith(NAMES["dpo"]) for label in labels)
     assert not any(label.startswith(NAMES["grpo"]) for label in labels)
+    assert labels.count("before training") == 1 and "your run" in labels
+    assert all(ax.get_legend() is None for ax in fig.axes)  # no legend over a line
+    star = [line for line in fig.axes[0].lines if line.get_label() == "your run"]
+    assert len(star) == 1 and star[0].get_color() == "k" and not [
+        line for line in fig.axes[1].lines if line.get_label() == "your run"]  # no gold given: left panel only
+
+
+def test_the_frontier_table_has_one_row_per_method():
+    from rlhf_helpers.frontier import NAMES, frontier_table
+
+    points = [{"algo": a, "beta": b, "seed": s, "kl": k + s, "mean_reward": r, "gold": g, "positive_rate": 0.5,
+               "ref_perplexity": 100.0, "labelled_completions": 2560}
+              for s in (0, 1) for a, b, k, r, g in [("ppo", 0.1, 10, 3, 0.5), ("ppo", 1.0, 2, 0.5, 0.1),
+                                                    ("dpo", 0.1, 4, 0.8, 0.4)]]
+    table = frontier_table(points)
+    assert table.index.tolist() == [NAMES["ppo"], NAMES["dpo"]]
+    assert table.loc[NAMES["ppo"], "β"] == "1 / 0.1" and table.loc[NAMES["ppo"], "KL"] == "2.5 / 10.5"
+    assert table.loc[NAMES["ppo"], "reward"] == "+0.50 / +3.00" and table.loc[NAMES["dpo"], "seeds"] == 2
+    assert table.loc[NAMES["dpo"], "true-reward queries"] == "2,560"
 
 
 @pytest.mark.slow
@@ -299,6 +318,26 @@ def test_a_contrast_is_described_as_it_reads():
     assert "PPO-GT has more reward than DPO at every KL" in describe_contrast(contrast(ahead, "ppo", "dpo"))
     apart = [point("ppo", 0.0, 0.0), point("ppo", 1.0, 1.0), point("dpo", 2.0, 0.0)]
     assert "reach no common KL" in describe_contrast(contrast(apart, "ppo", "dpo"))
+
+
+def test_contrasts_are_summarized_one_line_per_verdict():
+    from rlhf_helpers.frontier import summarize_contrasts
+
+    def reading(a, b, key, verdict, signs=()):
+        rows = [{"difference": sign * 1.0, "noise": 0.5 if sign else 2.0} for sign in signs]
+        return {"a": a, "b": b, "key": key, "verdict": verdict, "rows": rows}
+
+    lines = summarize_contrasts([reading("ppo", "ppo_rm", "mean_reward", "a"), reading("ppo", "ppo_rm", "gold", "a"),
+                                 reading("online_dpo", "dpo", "gold", "mixed", signs=(0, 1, 1)),
+                                 reading("ppo_rm", "dpo", "gold", "mixed", signs=(-1, 0)),
+                                 reading("ppo_rm", "dpo", "mean_reward", "tie"),
+                                 reading("online_dpo", "ppo", "gold", "b"),
+                                 reading("grpo", "dpo", "gold", "mixed", signs=(1, -1))])
+    assert lines == [
+        "Ahead beyond the noise at every shared KL: PPO-GT over PPO-RM (reward, gold); PPO-GT over online DPO (gold).",
+        "Ahead at some KL values, within the noise at the rest: online DPO over DPO (gold); DPO over PPO-RM (gold).",
+        "Each ahead somewhere (they cross): GRPO and DPO (gold).",
+        "Within the noise at every shared KL: PPO-RM and DPO (reward)."]
 
 
 def test_a_validation_curve_is_read_for_overtraining_by_hand():

@@ -47,3 +47,20 @@ def test_every_explorer_shows_a_sentence_not_its_repr(monkeypatch):
     for bundle, raw in shown:
         assert raw and bundle["text/plain"] == "[interactive in Jupyter: an explorer]"
         assert "application/vnd.jupyter.widget-view+json" in bundle  # a frontend still renders the live widget
+
+
+def test_the_clip_explorer_stores_its_first_figure_for_viewers_without_widgets(monkeypatch):
+    import base64
+
+    from IPython import display as ipython_display
+
+    from rlhf_helpers import widgets
+
+    shown = []
+    monkeypatch.setattr(widgets, "interactive_available", lambda: True)
+    monkeypatch.setattr(ipython_display, "display", lambda obj, raw=False: shown.append((obj, raw)))
+    widgets.clip_objective_explorer(0.2)
+    (bundle, raw), = shown
+    assert raw and "application/vnd.jupyter.widget-view+json" in bundle  # the live slider, where a frontend renders it
+    assert bundle["text/plain"].startswith("[interactive in Jupyter") and "ε = 0.2" in bundle["text/plain"]
+    assert base64.b64decode(bundle["image/png"]).startswith(b"\x89PNG")  # the figure, where none does

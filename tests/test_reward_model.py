@@ -154,3 +154,19 @@ def test_pairs_labelled_by_a_gold_rater_keep_its_penalties(fast_world):
     assert pairs.subset(3).sentiment_chosen == pairs.sentiment_chosen[:3]
     with pytest.raises(ValueError, match="GoldRater"):
         _ = PreferencePairs(["a"], [" b"], [" c"], [1.0], [0.0]).penalty_share
+
+
+def test_calibration_is_tabled_and_read_by_hand():
+    from rlhf_helpers.reward_model import calibration_table, read_calibration
+
+    # 10 pairs at p 0.9 of which 9 won, 10 at p 0.1 of which 1 won: calibrated; 0.9 with 6 wins in 10: over-confident,
+    # beyond twice the standard error with 40 pairs a bin
+    p = [0.9] * 10 + [0.1] * 10
+    table = calibration_table(p, [1] * 9 + [0] + [0] * 9 + [1])
+    assert table.pairs.tolist() == [10, 10] and table.observed.tolist() == pytest.approx([0.1, 0.9])
+    assert table.stderr.tolist() == pytest.approx([(0.09 / 10) ** 0.5] * 2)
+    assert read_calibration(table) == ("Calibration: predicted and observed differ by 0.000 on average (weighted by "
+                                       "pairs), 2 of 2 bins within twice their standard error of the diagonal; the "
+                                       "model is neither over- nor under-confident on average.")
+    sure = read_calibration(calibration_table([0.9] * 40 + [0.1] * 40, [1] * 24 + [0] * 16 + [0] * 24 + [1] * 16))
+    assert "differ by 0.300" in sure and "0 of 2 bins" in sure and "over-confident" in sure

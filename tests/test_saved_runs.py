@@ -108,6 +108,35 @@ def _scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
     return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
 
 
+def test_repetition_reading_counts_distinct_tokens_and_words():
+    from rlhf_helpers.evaluation import repetition_reading
+
+    class Tokens:  # one token per character: the shares are easy to count by hand
+        def __call__(self, texts, add_special_tokens=False):
+            return {"input_ids": [[ord(c) for c in t] for t in texts]}
+
+    reading = repetition_reading(["great great", "a film"], Tokens(), top=2)
+    assert reading["distinct_token_share"] == pytest.approx((6 / 11 + 6 / 6) / 2)  # g r e a t and the space, of 11
+    assert reading["top_words"] == [("great", 2), ("a", 1)] and reading["responses"] == 2
+
+
+def test_side_by_side_puts_two_runs_on_the_same_prompts_and_refuses_other_prompts():
+    import pandas as pd
+
+    from rlhf_helpers.evaluation import side_by_side
+
+    mine = pd.DataFrame({"prompt": ["I", "The", "It"], "response": [" liked it", " best", " was"],
+                         "reward": [1.234, 2.0, -0.5]})
+    other = [{"prompt": "I", "response": " great great", "reward": 5.0},
+             {"prompt": "The", "response": " great", "reward": 4.0}]
+    table = side_by_side({"this run": mine, "no KL penalty": other}, n=2)
+    assert table.columns.tolist() == ["prompt", "this run", "reward (this run)", "no KL penalty",
+                                      "reward (no KL penalty)"]
+    assert table["this run"].tolist() == [" liked it", " best"] and table["reward (this run)"].tolist() == [1.23, 2.0]
+    with pytest.raises(ValueError, match="other prompts"):
+        side_by_side({"this run": mine, "shifted": mine.iloc[1:]}, n=2)
+
+
 @pytest.mark.slow
 def test_the_hand_built_loop_logs_its_metrics_to_tensorboard(finished_run):
     """--report-to tensorboard: every metrics.jsonl field per step as train/<name>, held-out evaluations as

@@ -99,3 +99,24 @@ def test_trl_completions_are_cut_to_the_course_lengths():
     assert [len(lp) for lp in logprobs] == lengths
     short = _cut_to_course_lengths(trainer, [[1, 2]], None)[0]
     assert short == [[1, 2]]  # a completion that stopped early (EOS) is left as it is
+
+
+def test_the_grpo_round_logs_are_read_for_spikes_clip_and_length():
+    import pandas as pd
+
+    from rlhf_helpers.trl_runs import read_grpo_round_logs
+
+    tails = {"k3_median": 0.1, "k3_mean": 0.3, "k3_max": 24.0, "k3_top1pct_share": 0.18, "kl_per_response": 2.8}
+    grpo = pd.DataFrame({"kl_per_token": [0.1, 0.2, 0.15, 0.2], "clipfrac": [0.0, 0.04, 0.05, 0.03],
+                         "response_length": [16, 10, 9, 11], "reward_mean": [0.5, 1.0, 1.5, 2.0]})
+    ppo = pd.DataFrame({"clipfrac": [0.02, 0.04]})
+    table, reading = read_grpo_round_logs(grpo, ppo, tails, 1.18, (4, 16))
+    assert table.loc["rounds above 5× the median", "value"] == "0"
+    assert table.loc["largest round (round 2 of 4)", "value"] == "0.20"
+    assert reading[0].startswith("No round's logged KL rose above 5× the median") and "18%" in reading[0]
+    assert reading[1] == "clipfrac 0.03 (GRPO) and 0.03 (PPO): a few percent, a step the clip contains."
+    assert "11.5 tokens" in reading[2] and "+1.25" in reading[2] and "+1.18 held out" in reading[2]
+    spiky = grpo.assign(kl_per_token=[0.1, 0.1, 2.0, 0.1], clipfrac=[0.3, 0.3, 0.3, 0.3])
+    _, reading = read_grpo_round_logs(spiky, ppo, tails, 1.18, (4, 16))
+    assert reading[0].startswith("1 round(s) logged more than 5× the median KL, the largest 2.00 in round 3")
+    assert reading[0].endswith("pulled back to 0.10 in the next round.") and "too big" in reading[1]
