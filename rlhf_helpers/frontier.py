@@ -293,3 +293,17 @@ def frontier_table(points: list[dict]) -> pd.DataFrame:
                              "seeds": min(m["seeds"] for m in means),
                              "true-reward queries": ", ".join(f"{q:,}" for q in queries)}
     return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def read_best_gold(means: list[dict]) -> str:
+    """The frontier point with the highest mean gold, and every other point within twice the standard error of the
+    difference (each point's across-seed spread, as two independent means): a leader, not a winner, when some are."""
+    top = max(means, key=lambda m: m["gold"])
+    tied = [m for m in means if m is not top and top["gold"] - m["gold"] <= 2 * float(
+        np.hypot(top["gold_std"], m["gold_std"])) / np.sqrt(min(top["seeds"], m["seeds"]))]
+    head = (f"Highest mean gold: {NAMES[top['algo']]} at β = {top['beta']:g}, {top['gold']:+.2f} (sd "
+            f"{top['gold_std']:.2f} over {top['seeds']} seeds) at {top['kl']:.1f} nats")
+    if not tied:
+        return head + "; no other point is within twice the standard error of it."
+    return head + "; within twice the standard error of it: " + ", ".join(
+        f"{NAMES[m['algo']].split(' (')[0]} at β = {m['beta']:g} ({m['gold']:+.2f})" for m in tied) + "."

@@ -247,12 +247,16 @@ def load_reward(profile: Profile, device: torch.device | str | None = None, **kw
     return SentimentReward(load_classifier(profile, device), **kwargs)
 
 
-def describe_samples_source(profile, policy, tokenizer) -> str:
-    """One paragraph for a notebook, where samples first appear: which policy wrote them, its size read from the
-    model itself, and, for the `smoke` profile's tiny offline models, what to look at instead of fluency."""
+def describe_samples_source(profile, policy, tokenizer, full: bool = False) -> str:
+    """Where a notebook's samples first appear: which policy wrote them, its size read from the model itself; with
+    `full` (notebook 01), for the `smoke` profile's offline policy, how it was made and how its words compare with
+    real reviews'. Without it one line, so that later notebooks do not repeat the paragraph."""
     params = sum(p.numel() for p in policy.parameters())
     if not profile.offline:
         return f"These samples come from {profile.policy_model}: {params:,} parameters, {len(tokenizer):,} tokens."
+    if not full:
+        return (f"These samples come from the smoke profile's policy, a small GPT-2 fine-tuned on IMDB reviews "
+                f"({params:,} parameters; notebook 01 says how it was made).")
     parts = smoke_world().info["parts"]
     base, made = parts["base"], parts["policy"]
     return (f"These samples come from the smoke profile's policy: {params:,} parameters and a {len(tokenizer):,}-token "

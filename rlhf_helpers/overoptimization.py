@@ -789,3 +789,46 @@ def _main(argv: list[str]) -> dict:
 
 if __name__ == "__main__":
     main()
+
+
+def read_best_of_n(bon: list[dict]) -> str:
+    """One sentence on best-of-n's rows (rm, n, kl, proxy, gold): for each reward model, where its picks' gold reward
+    peaks over n, and whether that is the largest n tried (no turnover within the KL best-of-n reached here)."""
+    parts, top = [], max(r["n"] for r in bon)
+    for rm in dict.fromkeys(r["rm"] for r in bon):
+        rows = sorted((r for r in bon if r["rm"] == rm), key=lambda r: r["n"])
+        best = max(rows, key=lambda r: r["gold"])
+        parts.append(f"{rm}: gold {rows[0]['gold']:+.2f} at n = 1 -> {rows[-1]['gold']:+.2f} at n = {top}, " +
+                     ("highest at the largest n" if best["n"] == top else f"highest at n = {best['n']}"))
+    turned = any(max((r for r in bon if r["rm"] == rm), key=lambda r: r["gold"])["n"] < top
+                 for rm in dict.fromkeys(r["rm"] for r in bon))
+    kl = max(r["kl"] for r in bon)
+    return (f"Best-of-n, up to {kl:.1f} nats: " + "; ".join(parts) + (
+        ". The gold turns down within this range for at least one reward model." if turned else
+        ". Neither turns over this close to the initial policy: best-of-n here stays on the rising side of Gao et "
+        "al.'s curve, and PPO below goes much further."))
+
+
+def paired_fall_difference(reading: dict, run_a: str, run_b: str) -> dict:
+    """The gold fall of `run_a` minus `run_b` on the shipped seeds' one yardstick (`paired_turnover` readings),
+    paired by seed (both runs of a seed share its preference pairs): per-seed differences, their mean and its standard
+    error, and `beyond`: whether the mean is beyond twice that standard error."""
+    a, b = reading[run_a]["per_seed"], reading[run_b]["per_seed"]
+    differences = np.array([a[seed]["fall"] - b[seed]["fall"] for seed in a if seed in b], dtype=float)
+    stderr = float(differences.std(ddof=1) / np.sqrt(len(differences)))
+    mean = float(differences.mean())
+    return {"per_seed": differences.tolist(), "mean": mean, "stderr": stderr, "seeds": len(differences),
+            "beyond": abs(mean) > 2 * stderr}
+
+
+def read_rater_sensitivity(rows: list[dict], runs: tuple[str, ...]) -> str:
+    """One sentence on `rater_sensitivity` (the shipped seeds' samples re-scored with each rater constant halved or
+    doubled): for each of `runs`, in how many variants its fall is shown, and its smallest fall with that variant."""
+    parts = []
+    for run in runs:
+        mine = [r for r in rows if r["run"] == run]
+        weakest = min(mine, key=lambda r: r["fall_mean"])
+        parts.append(f"{run} in {sum(r['shown'] for r in mine)} of {len(mine)} (smallest fall "
+                     f"{weakest['fall_mean']:+.2f} ± {2 * weakest['fall_stderr']:.2f}, {weakest['variant']})")
+    return ("Re-scored with each of the rater's constants halved or doubled, the fall is shown beyond the noise for "
+            + "; for ".join(parts) + ".")

@@ -21,64 +21,73 @@ def _smooth(x, window: int = 5):
 
 def plot_training_curves(history: list[dict], title: str = "", before: dict | None = None,
                          after: dict | None = None, kl_target: float | None = None):
-    """2x3 figure: reward (mean with a ±std band); KL with its target; β on its own axis; clipfrac/approxkl;
-    entropy and response length; the value head's explained variance (panels without data say so)."""
+    """Reward (mean with a ±std band); KL with its target; β on its own axis; clipfrac/approxkl; entropy and response
+    length; the value head's explained variance. A run that logs no β and has no value head (TRL's GRPO and RLOO)
+    gets the four panels that apply, its KL labelled per token as TRL logs it."""
     episodes = np.array([h["episodes"] for h in history])
-    fig, ax = plt.subplots(2, 3, figsize=(14, 6.5))
+    has_beta, has_value = "kl_coef" in history[0], "explained_variance" in history[0]
+    if has_beta or has_value:
+        fig, grid = plt.subplots(2, 3, figsize=(14, 6.5))
+        ax_reward, ax_kl, ax_beta, ax_clip, ax_entropy, ax_value = grid.flat
+    else:
+        fig, grid = plt.subplots(2, 2, figsize=(10, 6.5))
+        (ax_reward, ax_kl, ax_clip, ax_entropy), ax_beta, ax_value = grid.flat, None, None
     mean = np.array([h["reward_mean"] for h in history])
     std = np.array([h["reward_std"] for h in history])
-    ax[0, 0].fill_between(episodes, mean - std, mean + std, alpha=0.2, label="±1 std of the batch")
-    ax[0, 0].plot(episodes, mean, alpha=0.4, label="batch mean")
-    ax[0, 0].plot(episodes, _smooth(mean), lw=2, label="smoothed")
+    ax_reward.fill_between(episodes, mean - std, mean + std, alpha=0.2, label="±1 std of the batch")
+    ax_reward.plot(episodes, mean, alpha=0.4, label="batch mean")
+    ax_reward.plot(episodes, _smooth(mean), lw=2, label="smoothed")
     for name, ev, style in [("before", before, ":"), ("after", after, "--")]:
         if ev:
-            ax[0, 0].axhline(ev["mean_reward"], color="k", ls=style, lw=1, label=f"held-out {name}")
-    ax[0, 0].set(title="Reward (POSITIVE logit)", xlabel="episodes")
-    ax[0, 0].legend(fontsize=7)
+            ax_reward.axhline(ev["mean_reward"], color="k", ls=style, lw=1, label=f"held-out {name}")
+    ax_reward.set(title="Reward (POSITIVE logit)", xlabel="episodes")
+    ax_reward.legend(fontsize=7)
 
     if "kl" in history[0]:
-        ax[0, 1].plot(episodes, [h["kl"] for h in history], label="KL(π‖π_ref) per response (k1)")
+        ax_kl.plot(episodes, [h["kl"] for h in history], label="KL(π‖π_ref) per response (k1)")
         if kl_target:
-            ax[0, 1].axhline(kl_target, color="tab:red", ls="--", lw=1, label=f"target {kl_target:g}")
-    else:  # TRL logs the mean per-token k3 instead (no target: GRPO's β is fixed)
-        ax[0, 1].plot(episodes, [h["kl_per_token"] for h in history], label="KL per token (TRL's k3 mean)")
-    ax[0, 1].set(title="KL to the reference", xlabel="episodes", ylabel="nats")
-    ax[0, 1].legend(fontsize=7)
+            ax_kl.axhline(kl_target, color="tab:red", ls="--", lw=1, label=f"target {kl_target:g}")
+        ax_kl.set(ylabel="nats per response")
+    else:  # TRL logs the ratio-weighted mean per-token k3 instead (no target: GRPO's β is fixed)
+        ax_kl.plot(episodes, [h["kl_per_token"] for h in history], label="KL per token (TRL's k3 × π/π_old mean)")
+        ax_kl.set(ylabel="nats per token")
+    ax_kl.set(title="KL to the reference", xlabel="episodes")
+    ax_kl.legend(fontsize=7)
 
-    if "kl_coef" in history[0]:
+    if ax_beta is not None and has_beta:
         beta = np.array([h["kl_coef"] for h in history])
-        ax[0, 2].plot(episodes, beta, color="tab:red")
+        ax_beta.plot(episodes, beta, color="tab:red")
         spread = max(beta.max() - beta.min(), 0.05 * abs(beta.mean()), 1e-12)
-        ax[0, 2].set_ylim(beta.min() - spread, beta.max() + spread)  # a range that shows the change, no offset
-        ax[0, 2].ticklabel_format(axis="y", useOffset=False)
+        ax_beta.set_ylim(beta.min() - spread, beta.max() + spread)  # a range that shows the change, no offset
+        ax_beta.ticklabel_format(axis="y", useOffset=False)
         change = beta[-1] / beta[0] - 1 if beta[0] else 0.0
-        ax[0, 2].set(title=f"β (kl_coef): {beta[0]:.4g} → {beta[-1]:.4g} ({change:+.1%})", xlabel="episodes")
-    else:
-        ax[0, 2].text(0.5, 0.5, "fixed β (not logged)", ha="center", va="center", transform=ax[0, 2].transAxes)
-        ax[0, 2].set(title="β (kl_coef)", xticks=[], yticks=[])
+        ax_beta.set(title=f"β (kl_coef): {beta[0]:.4g} → {beta[-1]:.4g} ({change:+.1%})", xlabel="episodes")
+    elif ax_beta is not None:
+        ax_beta.text(0.5, 0.5, "fixed β (not logged)", ha="center", va="center", transform=ax_beta.transAxes)
+        ax_beta.set(title="β (kl_coef)", xticks=[], yticks=[])
 
     for key in ("clipfrac", "approxkl"):
         if key in history[0]:
-            ax[1, 0].plot(episodes, [h[key] for h in history], label=key)
-    ax[1, 0].set(title="PPO update statistics", xlabel="episodes")
-    ax[1, 0].legend(fontsize=7)
+            ax_clip.plot(episodes, [h[key] for h in history], label=key)
+    ax_clip.set(title="Clipped-update statistics", xlabel="episodes")
+    ax_clip.legend(fontsize=7)
 
     if "entropy" in history[0]:
-        ax[1, 1].plot(episodes, [h["entropy"] for h in history], label="entropy (nats/token)")
-    ax[1, 1].plot(episodes, [h["response_length"] for h in history], label="response length (tokens)")
-    ax[1, 1].set(title="Entropy and length", xlabel="episodes")
-    ax[1, 1].legend(fontsize=7)
+        ax_entropy.plot(episodes, [h["entropy"] for h in history], label="entropy (nats/token)")
+    ax_entropy.plot(episodes, [h["response_length"] for h in history], label="response length (tokens)")
+    ax_entropy.set(title="Entropy and length (two units, one axis)", xlabel="episodes")
+    ax_entropy.legend(fontsize=7)
 
-    if "explained_variance" in history[0]:
+    if ax_value is not None and has_value:
         ev = np.array([h["explained_variance"] for h in history])
-        ax[1, 2].plot(episodes, ev, alpha=0.4)
-        ax[1, 2].plot(episodes, _smooth(ev), lw=2)
-        ax[1, 2].axhline(0, color="k", lw=0.8)
-        ax[1, 2].set(title="Value head: explained variance", xlabel="episodes",
+        ax_value.plot(episodes, ev, alpha=0.4)
+        ax_value.plot(episodes, _smooth(ev), lw=2)
+        ax_value.axhline(0, color="k", lw=0.8)
+        ax_value.set(title="Value head: explained variance", xlabel="episodes",
                      ylim=(max(-1.0, float(ev.min()) - 0.05), 1.0))
-    else:
-        ax[1, 2].text(0.5, 0.5, "no value head", ha="center", va="center", transform=ax[1, 2].transAxes)
-        ax[1, 2].set(title="Value head: explained variance", xticks=[], yticks=[])
+    elif ax_value is not None:
+        ax_value.text(0.5, 0.5, "no value head", ha="center", va="center", transform=ax_value.transAxes)
+        ax_value.set(title="Value head: explained variance", xticks=[], yticks=[])
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -102,7 +111,7 @@ def plot_comparison(evals: dict[str, list[dict]], title: str = ""):
         ax[1].plot(seconds, reward, marker="o", label=name)
         ax[2].plot(kl, reward, marker="o", label=name)
         ax[2].annotate(f"{rows[-1]['positive_rate']:.0%} positive", (kl[-1], reward[-1]), fontsize=8,
-                       textcoords="offset points", xytext=(4, -10))
+                       textcoords="offset points", xytext=(-4, 6), ha="right")  # left of the point: never cut off
     ax[0].set(xlabel="episodes (completions sampled)", ylabel="held-out mean reward", title="Reward vs episodes")
     ax[1].set(xlabel="training seconds (evaluation excluded)", title="Reward vs wall-clock")
     ax[2].set(xlabel="KL to the reference (nats per response)", title="Reward against KL, along each run")

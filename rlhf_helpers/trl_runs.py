@@ -375,9 +375,11 @@ def read_grpo_round_logs(grpo_log, ppo_log, tails: dict, held_out_reward: float,
                  ("in the last round." if after is None else
                   f"pulled back to {after:.2f} in the next round." if after < peak / 2 else
                   "not pulled back within a round."))
-    clip = (f"clipfrac {clip_grpo:.2f} (GRPO) and {clip_ppo:.2f} (PPO): " +
+    clip = (f"clipfrac {clip_grpo:.2f} (GRPO) and {clip_ppo:.2f} (PPO) on average, GRPO's largest "
+            f"{grpo_log.clipfrac.max():.2f} in round {int(grpo_log.clipfrac.reset_index(drop=True).idxmax()) + 1}: " +
             ("many tokens pass the clip every round, a step too big for it (notebook 04)."
-             if max(clip_grpo, clip_ppo) > 0.1 else "a few percent, a step the clip contains."))
+             if max(clip_grpo, clip_ppo) > 0.1 else "a few percent, not the sign of a step too big for the clip "
+             "(which, notebook 03 showed, does not bound how far a step goes)."))
     length = (f"GRPO trained on {last.response_length.mean():.1f} tokens a completion, cut like PPO's; its training "
               f"reward {last.reward_mean.mean():+.2f} is on its training prompts, {held_out_reward:+.2f} held out.")
     return table, [spike, clip, length]

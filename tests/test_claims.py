@@ -89,7 +89,22 @@ def test_the_kl_control_reading_names_the_closest_controller_and_ignores_the_unp
               _point("no KL penalty", 1.0, 5.0, target=None)]
     lines = read_kl_control(points)
     assert lines[0].startswith("The profile's own controller ended closest to the target: KL 5.8")
-    assert any(line.startswith("'horizon 64': β fell") for line in lines)
+    assert any(line.startswith("'horizon 64': β ended lower than it started") for line in lines)
     points[0] = _point("as shipped", 9.0, 2.2)
     closer = read_kl_control(points + [_point("slow", 6.5, 1.5)])
     assert closer[0].startswith("Closest to the target: 'slow'") and "cost reward" in closer[1]
+
+
+def test_the_kl_check_says_how_the_run_got_to_its_target(capsys):
+    from rlhf_helpers.claims import check_kl_near_target
+
+    climbing = [0.5 * i for i in range(1, 13)]  # 0.5 ... 6.0, below a target of 6 at every step but the last
+    assert check_kl_near_target(climbing[:-1], 5.8, 6.0, (0.3, 0.18), get_profile("smoke"))
+    out = capsys.readouterr().out
+    assert "stayed below the target all run, still rising at the end, and β only fell (0.300 -> 0.180)" in out
+    assert "does not show the controller holding it" in out
+    held = [2.0, 4.0, 7.0, 8.0, 7.0, 6.5, 6.0, 6.0, 5.9, 6.0, 6.0, 5.9]
+    assert check_kl_near_target(held, 6.1, 6.0, (0.3, 0.4), get_profile("smoke"))
+    assert "above the target at 33% of the steps, and β went 0.300 -> 0.400" in capsys.readouterr().out
+    with pytest.raises(ClaimNotShown, match="more than half the target away"):
+        check_kl_near_target(held, 12.0, 6.0, (0.3, 0.4), get_profile("smoke"))

@@ -352,3 +352,16 @@ def test_a_validation_curve_is_read_for_overtraining_by_hand():
     with pytest.raises(ValueError, match="No validation epochs"):
         read_validation([])
     assert pairs_beyond_chance(0.57, 256) and not pairs_beyond_chance(0.56, 256)  # 0.5 + 2 * 0.5 / 16 = 0.5625
+
+
+def test_the_best_gold_point_names_the_points_within_its_noise():
+    from rlhf_helpers.frontier import read_best_gold
+
+    def point(algo, beta, gold, std=0.1):
+        return {"algo": algo, "beta": beta, "gold": gold, "gold_std": std, "seeds": 4, "kl": 5.0}
+
+    # 2 SE of the difference of two means with sd 0.1 over 4 seeds: 2 * 0.141 / 2 = 0.141
+    text = read_best_gold([point("ppo", 0.1, 1.0), point("grpo", 0.1, 0.9), point("dpo", 0.1, 0.5)])
+    assert text.startswith("Highest mean gold: PPO-GT (true reward) at β = 0.1, +1.00 (sd 0.10 over 4 seeds)")
+    assert text.endswith("within twice the standard error of it: GRPO at β = 0.1 (+0.90).")
+    assert "no other point" in read_best_gold([point("ppo", 0.1, 1.0), point("dpo", 0.1, 0.5)])

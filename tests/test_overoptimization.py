@@ -306,3 +306,33 @@ def test_the_turnover_table_names_the_seeds_verdict_and_the_runs_apart():
     assert row["peak step"] == 18 and row["seeds: shown"] == shipped["reading"]["main RM, β=0"]["shown"]
     assert row["this run: gold fall"].startswith("+1.67") and bool(row["this run: shown"])
     assert not row["this run inside the seeds' band"]
+
+
+def test_best_of_n_is_read_for_a_turnover():
+    from rlhf_helpers.overoptimization import read_best_of_n
+
+    rising = [{"rm": rm, "n": n, "kl": kl, "proxy": 0.0, "gold": g}
+              for rm in ("main", "weak") for n, kl, g in [(1, 0.0, -0.1), (2, 0.19, 0.05), (4, 0.64, 0.2)]]
+    text = read_best_of_n(rising)
+    assert text.startswith("Best-of-n, up to 0.6 nats: main: gold -0.10 at n = 1 -> +0.20 at n = 4, highest at")
+    assert "Neither turns over" in text
+    turned = [dict(r, gold=0.0) if (r["rm"], r["n"]) == ("weak", 4) else r for r in rising]
+    text = read_best_of_n(turned)
+    assert "weak: gold -0.10 at n = 1 -> +0.00 at n = 4, highest at n = 2" in text and "turns down" in text
+
+
+def test_a_fall_difference_is_paired_by_seed_and_the_rater_variants_are_counted():
+    import statistics
+
+    from rlhf_helpers.overoptimization import paired_fall_difference, read_rater_sensitivity
+
+    reading = {"weak": {"per_seed": {"0": {"fall": 0.7}, "1": {"fall": 1.3}, "2": {"fall": 1.7}}},
+               "main": {"per_seed": {"0": {"fall": 0.2}, "1": {"fall": 0.6}, "2": {"fall": 0.0}}}}
+    diff = paired_fall_difference(reading, "weak", "main")
+    assert diff["per_seed"] == pytest.approx([0.5, 0.7, 1.7]) and diff["mean"] == pytest.approx(2.9 / 3)
+    assert diff["stderr"] == pytest.approx(statistics.stdev([0.5, 0.7, 1.7]) / 3 ** 0.5) and diff["beyond"]
+    rows = [{"variant": v, "run": "weak", "fall_mean": f, "fall_stderr": 0.1, "shown": s}
+            for v, f, s in [("as calibrated", 1.2, True), ("repetition penalty ×0.5", 0.5, True), ("x", 0.1, False)]]
+    assert read_rater_sensitivity(rows, ("weak",)) == (
+        "Re-scored with each of the rater's constants halved or doubled, the fall is shown beyond the noise for weak "
+        "in 2 of 3 (smallest fall +0.10 ± 0.20, x).")

@@ -114,3 +114,16 @@ def test_the_step0_evaluation_is_the_recorded_one():
         assert mine["reward"] == pytest.approx(theirs["reward"], abs=1e-4)
     for key, value in recorded["metrics"].items():
         assert here["metrics"][key] == pytest.approx(value, abs=1e-4), key
+
+
+def test_the_samples_source_is_a_paragraph_once_and_a_line_after():
+    import torch
+
+    from rlhf_helpers import get_profile
+    from rlhf_helpers.models import describe_samples_source
+
+    policy, tokenizer = torch.nn.Linear(10, 10), list(range(4096))  # 110 parameters, a 4,096-token vocabulary
+    full = describe_samples_source(get_profile("smoke"), policy, tokenizer, full=True)
+    line = describe_samples_source(get_profile("smoke"), policy, tokenizer)
+    assert "110 parameters and a 4,096-token vocabulary" in full and "never occur in IMDB's training reviews" in full
+    assert line.count(".") == 1 and "110 parameters" in line and "notebook 01" in line

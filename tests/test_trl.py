@@ -114,9 +114,23 @@ def test_the_grpo_round_logs_are_read_for_spikes_clip_and_length():
     assert table.loc["rounds above 5× the median", "value"] == "0"
     assert table.loc["largest round (round 2 of 4)", "value"] == "0.20"
     assert reading[0].startswith("No round's logged KL rose above 5× the median") and "18%" in reading[0]
-    assert reading[1] == "clipfrac 0.03 (GRPO) and 0.03 (PPO): a few percent, a step the clip contains."
+    assert reading[1].startswith("clipfrac 0.03 (GRPO) and 0.03 (PPO) on average, GRPO's largest 0.05 in round 3: a "
+                                 "few percent, not the sign of a step too big")
     assert "11.5 tokens" in reading[2] and "+1.25" in reading[2] and "+1.18 held out" in reading[2]
     spiky = grpo.assign(kl_per_token=[0.1, 0.1, 2.0, 0.1], clipfrac=[0.3, 0.3, 0.3, 0.3])
     _, reading = read_grpo_round_logs(spiky, ppo, tails, 1.18, (4, 16))
     assert reading[0].startswith("1 round(s) logged more than 5× the median KL, the largest 2.00 in round 3")
     assert reading[0].endswith("pulled back to 0.10 in the next round.") and "too big" in reading[1]
+
+
+def test_a_trl_run_gets_only_the_panels_that_apply():
+    from rlhf_helpers.plots import plot_training_curves
+
+    trl = [{"episodes": 64 * i, "reward_mean": 0.1 * i, "reward_std": 1.0, "kl_per_token": 0.1, "clipfrac": 0.02,
+            "response_length": 10.0, "entropy": 4.0} for i in range(1, 5)]
+    fig = plot_training_curves(trl)
+    assert len(fig.axes) == 4 and fig.axes[1].get_ylabel() == "nats per token"
+    assert not any(text.get_text() == "no value head" for ax in fig.axes for text in ax.texts)
+    ppo = [dict(row, kl=6.0, kl_coef=0.3, explained_variance=0.1) for row in trl]
+    fig = plot_training_curves(ppo, kl_target=6.0)
+    assert len(fig.axes) == 6 and fig.axes[1].get_ylabel() == "nats per response"
