@@ -77,8 +77,8 @@ def check_training_worked(name: str, before: dict, after: dict, profile: Profile
                  f"{after['ref_perplexity']:.0f}")
     holds = rate1 >= min_rate and rate1 - rate0 >= gain and kl > 0 and abs(before["kl"]) < 1e-6
     if holds:
-        return check_claim(True, f"{reading}. The classifier rates more of the text positive; the cost: {cost}. "
-                                 f"Whether the text is better, only the samples say.", "", profile)
+        return check_claim(True, f"{reading}. The classifier rates more of the text positive; the cost: {cost}.",
+                           "", profile)
     why = []
     if rate1 < min_rate:
         why.append(f"the positive rate stayed below {min_rate}")

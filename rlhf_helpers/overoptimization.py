@@ -429,8 +429,12 @@ RATER_VARIANTS = {
     "fluency free +0.5 nat": {"fluency_free": 0.5},
     "repetition penalty ×0.5": {"penalty": 0.5},
     "repetition penalty ×2": {"penalty": 2.0},
+    "no repetition penalty": {"penalty": 0.0},
+    "no fluency penalty": {"fluency_weight": 0.0},
+    "the judge alone": {"penalty": 0.0, "fluency_weight": 0.0},
 }
-"""The gold rater's constants varied one at a time: weights and the repetition penalty scaled, the free nll shifted."""
+"""The gold rater's constants varied one at a time (weights and the repetition penalty scaled, the free nll shifted),
+then each penalty removed, and both: how much of a fall is the judge's own, and how much each penalty's."""
 
 
 def _variant(rater, change: dict) -> dict:
@@ -822,13 +826,21 @@ def paired_fall_difference(reading: dict, run_a: str, run_b: str) -> dict:
 
 
 def read_rater_sensitivity(rows: list[dict], runs: tuple[str, ...]) -> str:
-    """One sentence on `rater_sensitivity` (the shipped seeds' samples re-scored with each rater constant halved or
-    doubled): for each of `runs`, in how many variants its fall is shown, and its smallest fall with that variant."""
-    parts = []
+    """`rater_sensitivity` read for `runs`: in how many variants each run's fall is shown, and its fall with the
+    judge alone (both penalties removed), the share of the fall that is the judge's own."""
+    parts, alone, mostly_penalties = [], [], True
     for run in runs:
         mine = [r for r in rows if r["run"] == run]
-        weakest = min(mine, key=lambda r: r["fall_mean"])
-        parts.append(f"{run} in {sum(r['shown'] for r in mine)} of {len(mine)} (smallest fall "
-                     f"{weakest['fall_mean']:+.2f} ± {2 * weakest['fall_stderr']:.2f}, {weakest['variant']})")
-    return ("Re-scored with each of the rater's constants halved or doubled, the fall is shown beyond the noise for "
-            + "; for ".join(parts) + ".")
+        parts.append(f"{run} in {sum(r['shown'] for r in mine)} of {len(mine)}")
+        judge = next((r for r in mine if r["variant"] == "the judge alone"), None)
+        calibrated = next((r for r in mine if r["variant"] == "as calibrated"), None)
+        if judge:
+            alone.append(f"{run} {judge['fall_mean']:+.2f} ± {2 * judge['fall_stderr']:.2f}")
+            mostly_penalties &= bool(calibrated) and judge["fall_mean"] < 0.3 * max(calibrated["fall_mean"], 1e-9)
+    text = ("Re-scored with the rater's constants varied one at a time and each penalty removed, the fall is shown "
+            "beyond the noise for " + "; for ".join(parts) + ".")
+    if alone:
+        text += (" With the judge alone, no penalty, the fall is " + ", ".join(alone) + (
+            ": most of each fall is what the penalties charge (repetition, unreadable text), not the judge's sentiment."
+            if mostly_penalties else "."))
+    return text

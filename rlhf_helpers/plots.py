@@ -111,7 +111,7 @@ def plot_comparison(evals: dict[str, list[dict]], title: str = ""):
         ax[1].plot(seconds, reward, marker="o", label=name)
         ax[2].plot(kl, reward, marker="o", label=name)
         ax[2].annotate(f"{rows[-1]['positive_rate']:.0%} positive", (kl[-1], reward[-1]), fontsize=8,
-                       textcoords="offset points", xytext=(-4, 6), ha="right")  # left of the point: never cut off
+                       textcoords="offset points", xytext=(0, 8), ha="center")  # above its run's last point
     ax[0].set(xlabel="episodes (completions sampled)", ylabel="held-out mean reward", title="Reward vs episodes")
     ax[1].set(xlabel="training seconds (evaluation excluded)", title="Reward vs wall-clock")
     ax[2].set(xlabel="KL to the reference (nats per response)", title="Reward against KL, along each run")
@@ -143,8 +143,9 @@ def plot_dpo_curves(history: list[dict], evals: list[dict], title: str = ""):
     ax[1].set(title="Implicit rewards (training batches)", xlabel="episodes")
     ax[1].legend(fontsize=7)
     ax[2].plot([e["kl"] for e in evals], [e["mean_reward"] for e in evals], marker="o")
-    for e in evals:
-        ax[2].annotate(f"{e['positive_rate']:.0%}", (e["kl"], e["mean_reward"]), fontsize=7, xytext=(3, -9),
+    for i, e in enumerate(evals):  # in time order: the last evaluation need not be the rightmost
+        label = f"{e['positive_rate']:.0%}" + (" (end)" if i == len(evals) - 1 and len(evals) > 1 else "")
+        ax[2].annotate(label, (e["kl"], e["mean_reward"]), fontsize=7, xytext=(3, -9),
                        textcoords="offset points")
     ax[2].set(title="Held-out reward vs KL (labels: positive rate)", xlabel="KL to the reference (nats/response)",
               ylabel="mean reward")

@@ -352,19 +352,17 @@ def read_grpo_round_logs(grpo_log, ppo_log, tails: dict, held_out_reward: float,
     clip_grpo, clip_ppo = grpo_log.clipfrac.mean(), ppo_log.clipfrac.mean()
     last = grpo_log.tail(5)
     table = pd.DataFrame({"value": {
-        "logged KL per token (TRL: k3 × π/π_old), median over rounds": f"{median:.2f}",
-        f"largest round (round {peak_round} of {len(logged)})": f"{peak:.2f}",
-        f"rounds above {SPIKE_FACTOR:g}× the median": f"{spikes}",
-        "held-out k3 per token: median, mean, max": f"{tails['k3_median']:.3f}, {tails['k3_mean']:.2f}, "
-                                                   f"{tails['k3_max']:.1f}",
-        "share of the held-out k3 sum in its largest 1 % of tokens": f"{tails['k3_top1pct_share']:.0%}",
-        "held-out KL per response (k1, summed)": f"{tails['kl_per_response']:.1f}",
-        "clipfrac, mean over rounds: GRPO, hand-built PPO": f"{clip_grpo:.2f}, {clip_ppo:.2f}",
-        f"GRPO's response length, last 5 rounds (cut at {gen_tokens[0]}-{gen_tokens[1]})":
-            f"{last.response_length.mean():.1f}",
-        "GRPO's training reward, last 5 rounds; held-out after": f"{last.reward_mean.mean():+.2f}; "
-                                                                f"{held_out_reward:+.2f}"}})
-    table.index.name = "GRPO run"
+        "logged KL/token, median": f"{median:.2f}",
+        f"logged KL/token, round {peak_round}": f"{peak:.2f}",
+        f"rounds > {SPIKE_FACTOR:g}× median": f"{spikes}",
+        "held-out k3/token: median, mean, max": f"{tails['k3_median']:.3f}, {tails['k3_mean']:.2f}, "
+                                               f"{tails['k3_max']:.1f}",
+        "held-out k3: top 1 % tokens' share": f"{tails['k3_top1pct_share']:.0%}",
+        "held-out KL/response (k1)": f"{tails['kl_per_response']:.1f}",
+        "clipfrac mean: GRPO, PPO": f"{clip_grpo:.2f}, {clip_ppo:.2f}",
+        "GRPO length, last 5 rounds": f"{last.response_length.mean():.1f} (cut at {gen_tokens[0]}-{gen_tokens[1]})",
+        "GRPO reward: train (last 5), held out": f"{last.reward_mean.mean():+.2f}, {held_out_reward:+.2f}"}})
+    table.index.name = "GRPO run (logged: TRL's k3 × π/π_old per round; held out: one new sample per prompt)"
     if not spikes:
         spike = (f"No round's logged KL rose above {SPIKE_FACTOR:g}× the median: no spike on this run, although the "
                  f"largest 1 % of held-out tokens carry {tails['k3_top1pct_share']:.0%} of k3's sum.")

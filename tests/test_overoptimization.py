@@ -332,7 +332,9 @@ def test_a_fall_difference_is_paired_by_seed_and_the_rater_variants_are_counted(
     assert diff["per_seed"] == pytest.approx([0.5, 0.7, 1.7]) and diff["mean"] == pytest.approx(2.9 / 3)
     assert diff["stderr"] == pytest.approx(statistics.stdev([0.5, 0.7, 1.7]) / 3 ** 0.5) and diff["beyond"]
     rows = [{"variant": v, "run": "weak", "fall_mean": f, "fall_stderr": 0.1, "shown": s}
-            for v, f, s in [("as calibrated", 1.2, True), ("repetition penalty ×0.5", 0.5, True), ("x", 0.1, False)]]
+            for v, f, s in [("as calibrated", 1.2, True), ("repetition penalty ×0.5", 0.5, True),
+                            ("the judge alone", -0.01, False)]]
     assert read_rater_sensitivity(rows, ("weak",)) == (
-        "Re-scored with each of the rater's constants halved or doubled, the fall is shown beyond the noise for weak "
-        "in 2 of 3 (smallest fall +0.10 ± 0.20, x).")
+        "Re-scored with the rater's constants varied one at a time and each penalty removed, the fall is shown beyond "
+        "the noise for weak in 2 of 3. With the judge alone, no penalty, the fall is weak -0.01 ± 0.20: most of each "
+        "fall is what the penalties charge (repetition, unreadable text), not the judge's sentiment.")

@@ -111,8 +111,8 @@ def test_the_grpo_round_logs_are_read_for_spikes_clip_and_length():
                          "response_length": [16, 10, 9, 11], "reward_mean": [0.5, 1.0, 1.5, 2.0]})
     ppo = pd.DataFrame({"clipfrac": [0.02, 0.04]})
     table, reading = read_grpo_round_logs(grpo, ppo, tails, 1.18, (4, 16))
-    assert table.loc["rounds above 5× the median", "value"] == "0"
-    assert table.loc["largest round (round 2 of 4)", "value"] == "0.20"
+    assert table.loc["rounds > 5× median", "value"] == "0"
+    assert table.loc["logged KL/token, round 2", "value"] == "0.20"
     assert reading[0].startswith("No round's logged KL rose above 5× the median") and "18%" in reading[0]
     assert reading[1].startswith("clipfrac 0.03 (GRPO) and 0.03 (PPO) on average, GRPO's largest 0.05 in round 3: a "
                                  "few percent, not the sign of a step too big")
