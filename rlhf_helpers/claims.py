@@ -19,7 +19,7 @@ shipped world the untrained policy scores 0.55; notebook 04's PPO reached 0.85, 
 three of an unchanged recipe."""
 SMOKE_GAIN = 0.15
 """...and at least this much above the untrained policy's share (on real IMDB, where the shipped world starts at 0.55:
-about four standard errors of a rate on 128 prompts)."""
+about 2.5 standard errors of the difference of two rates on 128 prompts each)."""
 SMOKE_DPO_POSITIVE_RATE = 0.7
 """Offline DPO's bar (notebook 07), its own constant so that a recipe where DPO reaches less than the online methods
 can lower it with its seeds' evidence. On the shipped world DPO at the profile's settings (β 0.1, lr 2.5e-4, one
@@ -29,7 +29,8 @@ pass) reached 0.80, 0.85 and 0.80 over seeds 0-2 (`results/frontier_smoke.json`)
 PENALTY_SHARE_BAR = 0.25
 """Notebook 06: the rater's penalties (repetition and fluency) may account for at most this share of the mean gold
 difference within a preference pair from the initial policy, so that the pairs teach mostly sentiment. On the shipped
-world seed 0's pairs measured 17.1 % (2026-12-06; on the earlier world, with a repetition penalty alone, 6.3 %): the
+world seed 0's pairs measured 17.1 % on 4,096 pairs and 16.6 % on the study's 2,048 (2026-12-06; on the earlier world,
+with a repetition penalty alone, 6.3 %): the
 initial policy's two completions of a prompt differ in fluency as well, so the reward model can learn some of it,
 but three quarters of what separates a pair is sentiment."""
 
@@ -55,8 +56,8 @@ def check_claim(holds: bool, claim: str, otherwise: str, profile: Profile | None
 def required_gain(before_rate: float) -> float:
     """The gain in positive rate the smoke bar asks of a run that started at `before_rate`.
 
-    +0.3 on real IMDB (`RLHF_IMDB_DIR`, as CI runs it). On the shipped template fixture the untrained policy already
-    scores about 0.7, so +0.3 would exceed 1: there, close at least half of the remaining headroom."""
+    SMOKE_GAIN on real IMDB (`RLHF_IMDB_DIR`, as CI runs it). On the shipped template fixture the untrained policy
+    already scores about 0.7, little headroom: there, close at least half of what remains."""
     if os.environ.get("RLHF_IMDB_DIR"):
         return SMOKE_GAIN
     return min(SMOKE_GAIN, 0.5 * (1.0 - before_rate))
@@ -118,15 +119,16 @@ def check_kl_near_target(train_kl: list[float], kl_end: float, target: float, be
     rising = sum(train_kl[-tail:]) / tail > sum(train_kl[-2 * tail:-tail]) / tail
     if above == 0:
         path = (f"the training KL stayed below the target all run{', still rising at the end' if rising else ''}, "
-                f"and β only {'fell' if beta[1] < beta[0] else 'moved'} ({beta[0]:.3f} -> {beta[1]:.3f}): the run "
-                f"ended near its target, which does not show the controller holding it there")
+                f"and β only {'fell' if beta[1] < beta[0] else 'moved'} ({beta[0]:.3f} -> {beta[1]:.3f}), so the "
+                f"controller never had to pull it back")
     else:
         still = " and still rising at the end" if rising else ""
         path = (f"the training KL was above the target at {above:.0%} of the steps{still}, and β went "
                 f"{beta[0]:.3f} -> {beta[1]:.3f}")
-    reading = f"The KL ended at {kl_end:.1f} against a target of {target}; {path}."
-    return check_claim(0.5 * target <= kl_end <= 1.5 * target, reading,
-                       f"{reading[0].lower()}{reading[1:-1]}: more than half the target away from it.", profile)
+    ended = f"The KL ended at {kl_end:.1f} against a target of {target}"
+    return check_claim(0.5 * target <= kl_end <= 1.5 * target, f"{ended}, within half of it either way. How it got "
+                       f"there: {path}.", f"{ended[0].lower()}{ended[1:]}, more than half the target away from it; "
+                       f"{path}.", profile)
 
 
 def read_kl_control(points: list[dict]) -> list[str]:
@@ -160,7 +162,8 @@ def read_kl_control(points: list[dict]) -> list[str]:
 
 def required_pair_accuracy() -> float:
     """The smoke bar for notebook 06's reward model on held-out pairs, against the gold rater's noiseless preference:
-    0.70 on real IMDB (76.2 % with seed 0, 72.7 % with seed 1, measured on 2 CPU cores, 2026-12-02: the rater's
+    0.70 on real IMDB (the shipped world's seeds 0-2: 0.777, 0.797, 0.762 on 2,048 pairs; on the earlier world, 76.2 %
+    with seed 0, 72.7 % with seed 1, measured on 2 CPU cores, 2026-12-02: the rater's
     repetition penalty, which pairs from the initial policy cannot teach, costs a few points against the 78.5 % the
     sentiment judge alone gave), 0.6 on the shipped template fixture, whose few templated reviews give the rater less
     to tell apart."""

@@ -379,9 +379,9 @@ def turnover_table(runs: list, shipped: dict) -> pd.DataFrame:
         own = own_run_turnover(run.rows, {step: frame["gold"].to_numpy() for step, frame in run.samples.items()},
                                by_run[run.name])
         table.append({"run": run.name, "peak step": own["peak_step"],
-                      "seeds: gold fall": f"{band['fall_mean']:+.2f} ± {2 * band['fall_stderr']:.2f}",
+                      "seeds: gold fall ± 2 SE": f"{band['fall_mean']:+.2f} ± {2 * band['fall_stderr']:.2f}",
                       "seeds: proxy rise": f"{band['proxy_rise_mean']:+.2f}", "seeds: shown": band["shown"],
-                      "this run: gold fall": f"{own['fall']:+.2f} ± {own['own_noise']:.2f}",
+                      "this run: gold fall ± 2 SE": f"{own['fall']:+.2f} ± {own['own_noise']:.2f}",
                       "this run: proxy rise": f"{own['proxy_rise']:+.2f}", "this run: shown": own["shown_on_its_own"],
                       "this run inside the seeds' band": own["inside_band"]})
     return pd.DataFrame(table).set_index("run")

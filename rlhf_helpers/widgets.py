@@ -80,7 +80,7 @@ def plot_clip_objective(clip_eps: float = 0.2, ax=None):
         objective = torch.minimum(r * a, r.clamp(1 - clip_eps, 1 + clip_eps) * a)
         axis.plot(r, r * a, ls=":", color="grey", label="unclipped r·A")
         axis.plot(r, objective, lw=2, label="L^CLIP")
-        axis.axvspan(1 - clip_eps, 1 + clip_eps, color="green", alpha=0.1, label="trust region 1 ± ε")
+        axis.axvspan(1 - clip_eps, 1 + clip_eps, color="green", alpha=0.1, label="clip range 1 ± ε")
         axis.axvline(1.0, color="k", lw=0.5)
         axis.set(title=f"A {'> 0' if a > 0 else '< 0'} (ε = {clip_eps:.2f})", xlabel="ratio r = π/π_old")
     ax[0].set_ylabel("objective (maximised)")

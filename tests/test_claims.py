@@ -101,8 +101,8 @@ def test_the_kl_check_says_how_the_run_got_to_its_target(capsys):
     climbing = [0.5 * i for i in range(1, 13)]  # 0.5 ... 6.0, below a target of 6 at every step but the last
     assert check_kl_near_target(climbing[:-1], 5.8, 6.0, (0.3, 0.18), get_profile("smoke"))
     out = capsys.readouterr().out
-    assert "stayed below the target all run, still rising at the end, and β only fell (0.300 -> 0.180)" in out
-    assert "does not show the controller holding it" in out
+    assert "within half of it either way. How it got there: the training KL stayed below the target all run, still " \
+           "rising at the end, and β only fell (0.300 -> 0.180), so the controller never had to pull it back." in out
     held = [2.0, 4.0, 7.0, 8.0, 7.0, 6.5, 6.0, 6.0, 5.9, 6.0, 6.0, 5.9]
     assert check_kl_near_target(held, 6.1, 6.0, (0.3, 0.4), get_profile("smoke"))
     assert "above the target at 33% of the steps, and β went 0.300 -> 0.400" in capsys.readouterr().out

@@ -304,7 +304,7 @@ def test_the_turnover_table_names_the_seeds_verdict_and_the_runs_apart():
     table = turnover_table([run], shipped)
     row = table.loc["main RM, β=0"]
     assert row["peak step"] == 18 and row["seeds: shown"] == shipped["reading"]["main RM, β=0"]["shown"]
-    assert row["this run: gold fall"].startswith("+1.67") and bool(row["this run: shown"])
+    assert row["this run: gold fall ± 2 SE"].startswith("+1.67") and bool(row["this run: shown"])
     assert not row["this run inside the seeds' band"]
 
 
