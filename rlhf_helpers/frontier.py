@@ -280,9 +280,9 @@ def plot_frontier(points: list[dict], title: str = "", extra: tuple[dict, ...] =
 def frontier_table(points: list[dict]) -> pd.DataFrame:
     """The frontier in one row per method: its β values in the order of their KL (the strongest pull first), and at
     each the mean reward, KL and gold over its seeds (as "a / b / c"), with the true-reward queries a run spends."""
-    rows = {}
+    rows, all_means = {}, frontier_points(points)
     for algo in MARKERS:
-        means = sorted((m for m in frontier_points(points) if m["algo"] == algo), key=lambda m: m["kl"])
+        means = sorted((m for m in all_means if m["algo"] == algo), key=lambda m: m["kl"])
         if not means:
             continue
         queries = sorted({p["labelled_completions"] for p in points if p["algo"] == algo})

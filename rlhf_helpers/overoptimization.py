@@ -798,14 +798,13 @@ if __name__ == "__main__":
 def read_best_of_n(bon: list[dict]) -> str:
     """One sentence on best-of-n's rows (rm, n, kl, proxy, gold): for each reward model, where its picks' gold reward
     peaks over n, and whether that is the largest n tried (no turnover within the KL best-of-n reached here)."""
-    parts, top = [], max(r["n"] for r in bon)
+    parts, top, turned = [], max(r["n"] for r in bon), False
     for rm in dict.fromkeys(r["rm"] for r in bon):
         rows = sorted((r for r in bon if r["rm"] == rm), key=lambda r: r["n"])
         best = max(rows, key=lambda r: r["gold"])
+        turned |= best["n"] < top
         parts.append(f"{rm}: gold {rows[0]['gold']:+.2f} at n = 1 -> {rows[-1]['gold']:+.2f} at n = {top}, " +
                      ("highest at the largest n" if best["n"] == top else f"highest at n = {best['n']}"))
-    turned = any(max((r for r in bon if r["rm"] == rm), key=lambda r: r["gold"])["n"] < top
-                 for rm in dict.fromkeys(r["rm"] for r in bon))
     kl = max(r["kl"] for r in bon)
     return (f"Best-of-n, up to {kl:.1f} nats: " + "; ".join(parts) + (
         ". The gold turns down within this range for at least one reward model." if turned else
