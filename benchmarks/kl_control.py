@@ -60,6 +60,11 @@ def _main(argv: list[str] | None) -> dict:
         samples = pd.read_csv(out / "samples.csv", keep_default_na=False)  # every held-out prompt, before and after
         points.append({"variant": name, **overrides, "kl_target": profile.ppo.kl_target,
                        "beta_start": steps[0]["kl_coef"], "beta_end": steps[-1]["kl_coef"],
+                       # the trajectory's extremes: a fast controller can swing β far from both ends
+                       "beta_min": min(s["kl_coef"] for s in steps),
+                       "beta_min_step": min(steps, key=lambda s: s["kl_coef"])["step"],
+                       "train_kl_max": max(s["kl"] for s in steps),
+                       "train_kl_max_step": max(steps, key=lambda s: s["kl"])["step"],
                        "train_kl_last5": sum(s["kl"] for s in steps[-5:]) / 5,
                        "before": summary["before"], "after": summary["after"],
                        "repetition": repetition_reading(samples.response_after, tokenizer),

@@ -7,7 +7,7 @@ Each seed is the whole study (`rlhf_helpers.overoptimization.run_study`): its ow
 best-of-n samples and PPO runs. A seed whose study already finished in --out is reused, so an interrupted sweep
 continues where it stopped. Writes overoptimization.json: the per-seed curves, their bands (`seed_bands`) and the
 reading of each PPO run on one yardstick (`paired_over_seeds`: per seed, the gold around the peak chosen on the other
-seeds against the last evaluations), and the same reading under seven variants of the gold rater's constants
+seeds against the last evaluations), and the same reading under ten variants of the gold rater's constants
 (`rater_sensitivity`, re-scoring the saved samples), with the machine and the date.
 """
 

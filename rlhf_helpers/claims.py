@@ -151,9 +151,13 @@ def read_kl_control(points: list[dict]) -> list[str]:
     for p in controlled:
         kl_end, ppl = p["after"]["kl"], (p["before"]["ref_perplexity"], p["after"]["ref_perplexity"])
         if kl_end > 2 * p["kl_target"] and p["beta_end"] < p["beta_start"]:
+            swing = ""
+            if "beta_min" in p and p["beta_min"] < 0.5 * p["beta_end"]:
+                swing = (f" β fell to {p['beta_min']:.3f} by step {p['beta_min_step']} while the training KL was "
+                         f"below its target, then climbed back too late to hold the KL that followed.")
             lines.append(f"'{p['variant']}': β ended lower than it started ({p['beta_start']:.3f} -> "
                          f"{p['beta_end']:.3f}) although the KL ended at {kl_end:.1f}, over twice its target: on this "
-                         f"run the faster controller held the KL less tightly, not more.")
+                         f"run the faster controller held the KL less tightly, not more.{swing}")
         elif ppl[1] > 2 * ppl[0] and kl_end <= 2 * p["kl_target"]:
             lines.append(f"'{p['variant']}': reference perplexity {ppl[0]:.0f} -> {ppl[1]:.0f} at a KL of only "
                          f"{kl_end:.1f}: a KL near target does not mean text near the reference's.")

@@ -31,6 +31,7 @@ from .ppo_loop import make_state, train
 from .profiles import get_profile
 from .reward_model import train_reward_model
 from .runs import RunInputs, write_results
+from .stats import seed_interval
 from .train import RunSpec, run
 
 SWEEP = {"ppo": [0.1, 0.3, 1.0], "ppo_rm": [0.01, 0.03, 0.1], "grpo": [0.03, 0.1, 0.3], "dpo": [0.05, 0.1, 0.3],
@@ -147,8 +148,9 @@ def at_kl(curve: list[dict], kl: float, key: str = "mean_reward") -> float:
 
 def contrast(means: list[dict], a: str, b: str, key: str = "mean_reward", points: int = CONTRAST_POINTS) -> dict:
     """Methods `a` and `b` compared across the whole KL range both reach, not at one end of it: at `points` KL values
-    from the larger of their smallest KLs to the smaller of their largest, the difference a − b of `key` and twice its
-    standard error over the seeds (each method's across-seed spread, interpolated, as two independent means).
+    from the larger of their smallest KLs to the smaller of their largest, the difference a − b of `key` and its 95 %
+    interval over the seeds (`stats.seed_interval`; each method's across-seed spread, interpolated, as two
+    independent means).
 
     `verdict`: "a" or "b" when that method is ahead by more than the noise at every compared KL, "tie" when no
     difference exceeds it, "mixed" otherwise; "apart" (and no rows) when the ranges do not overlap."""
@@ -162,7 +164,8 @@ def contrast(means: list[dict], a: str, b: str, key: str = "mean_reward", points
     rows = []
     for kl in np.linspace(low, high, points if high > low else 1):
         diff = at_kl(ca, kl, key) - at_kl(cb, kl, key)
-        noise = 2 * float(np.hypot(at_kl(ca, kl, f"{key}_std"), at_kl(cb, kl, f"{key}_std"))) / np.sqrt(seeds)
+        noise = seed_interval(float(np.hypot(at_kl(ca, kl, f"{key}_std"), at_kl(cb, kl, f"{key}_std")))
+                              / np.sqrt(seeds), seeds)
         rows.append({"kl": float(kl), "a": at_kl(ca, kl, key), "b": at_kl(cb, kl, key), "difference": diff,
                      "noise": noise})
     ahead = ["a" if r["difference"] > r["noise"] else "b" if -r["difference"] > r["noise"] else "tie" for r in rows]
@@ -195,7 +198,7 @@ def describe_contrast(reading: dict, what: str = "") -> str:
                    "tie": f"{a} and {b} are within the noise of each other in {label} at every KL"}[reading["verdict"]]
     if not head:
         verdict = verdict[0].upper() + verdict[1:]
-    return f"{head}{verdict} {span}; {a} − {b}: {differences} (± twice the standard error)."
+    return f"{head}{verdict} {span}; {a} − {b}: {differences} (± the 95 % interval over seeds)."
 
 
 def summarize_contrasts(readings: list[dict]) -> list[str]:
@@ -296,14 +299,15 @@ def frontier_table(points: list[dict]) -> pd.DataFrame:
 
 
 def read_best_gold(means: list[dict]) -> str:
-    """The frontier point with the highest mean gold, and every other point within twice the standard error of the
-    difference (each point's across-seed spread, as two independent means): a leader, not a winner, when some are."""
+    """The frontier point with the highest mean gold, and every other point within the 95 % interval of the
+    difference (`stats.seed_interval`) (each point's across-seed spread, as two independent means): a leader, not a winner, when some are."""
     top = max(means, key=lambda m: m["gold"])
-    tied = [m for m in means if m is not top and top["gold"] - m["gold"] <= 2 * float(
-        np.hypot(top["gold_std"], m["gold_std"])) / np.sqrt(min(top["seeds"], m["seeds"]))]
+    tied = [m for m in means if m is not top and top["gold"] - m["gold"] <= seed_interval(
+        float(np.hypot(top["gold_std"], m["gold_std"])) / np.sqrt(min(top["seeds"], m["seeds"])),
+        min(top["seeds"], m["seeds"]))]
     head = (f"Highest mean gold: {NAMES[top['algo']]} at β = {top['beta']:g}, {top['gold']:+.2f} (sd "
             f"{top['gold_std']:.2f} over {top['seeds']} seeds) at {top['kl']:.1f} nats")
     if not tied:
-        return head + "; no other point is within twice the standard error of it."
-    return head + "; within twice the standard error of it: " + ", ".join(
+        return head + "; no other point is within the 95 % interval of the difference."
+    return head + "; within the 95 % interval of the difference: " + ", ".join(
         f"{NAMES[m['algo']].split(' (')[0]} at β = {m['beta']:g} ({m['gold']:+.2f})" for m in tied) + "."

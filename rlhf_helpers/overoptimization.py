@@ -50,6 +50,7 @@ from .reward import repeated_word_share
 from .reward_model import make_preference_pairs, pair_accuracy, train_reward_model
 from .runs import RunInputs
 from .sampling import sample_with
+from .stats import seed_interval
 
 
 @dataclass(frozen=True)
@@ -312,8 +313,9 @@ def mean_curve_peak(runs: list[list[dict]]) -> int:
 def paired_turnover(rows_by_seed: dict, width: int = TURNOVER_WINDOW) -> dict:
     """Over-optimization over seeds, one yardstick: each seed's `turnover` with its peak step chosen on the *other*
     seeds' mean gold curve (leave one out, so a seed's own noise cannot pick its peak), then the seeds' falls and
-    proxy rises paired within each seed. `shown`: the mean fall exceeds twice its standard error across seeds and
-    the proxy rose on every seed (Gao et al.'s signature: the proxy still climbs while the gold turns over)."""
+    proxy rises paired within each seed. `fall_interval`: the 95 % interval's half-width (`seed_interval`). `shown`:
+    the mean fall is beyond that interval (the interval excludes zero) and the proxy rose on every seed (Gao et al.'s
+    signature: the proxy still climbs while the gold turns over)."""
     seeds = sorted(rows_by_seed)
     if len(seeds) < 2:
         raise ValueError(f"paired_turnover needs at least two seeds, got {len(seeds)}.")
@@ -322,9 +324,11 @@ def paired_turnover(rows_by_seed: dict, width: int = TURNOVER_WINDOW) -> dict:
     falls = np.array([per_seed[s]["fall"] for s in seeds])
     rises = np.array([per_seed[s]["proxy_rise"] for s in seeds])
     stderr = float(falls.std(ddof=1) / np.sqrt(len(seeds)))
+    interval = seed_interval(stderr, len(seeds))
     return {"seeds": len(seeds), "per_seed": per_seed, "fall_mean": float(falls.mean()), "fall_stderr": stderr,
-            "proxy_rise_mean": float(rises.mean()), "proxy_rose_on_every_seed": bool((rises > 0).all()),
-            "shown": bool(falls.mean() > 2 * stderr and (rises > 0).all())}
+            "fall_interval": interval, "proxy_rise_mean": float(rises.mean()),
+            "proxy_rose_on_every_seed": bool((rises > 0).all()),
+            "shown": bool(falls.mean() > interval and (rises > 0).all())}
 
 
 def runs_by_seed(rl_by_seed: dict) -> dict:
@@ -379,7 +383,7 @@ def turnover_table(runs: list, shipped: dict) -> pd.DataFrame:
         own = own_run_turnover(run.rows, {step: frame["gold"].to_numpy() for step, frame in run.samples.items()},
                                by_run[run.name])
         table.append({"run": run.name, "peak step": own["peak_step"],
-                      "seeds: gold fall ± 2 SE": f"{band['fall_mean']:+.2f} ± {2 * band['fall_stderr']:.2f}",
+                      "seeds: gold fall ± 95 %": f"{band['fall_mean']:+.2f} ± {band['fall_interval']:.2f}",
                       "seeds: proxy rise": f"{band['proxy_rise_mean']:+.2f}", "seeds: shown": band["shown"],
                       "this run: gold fall ± 2 SE": f"{own['fall']:+.2f} ± {own['own_noise']:.2f}",
                       "this run: proxy rise": f"{own['proxy_rise']:+.2f}", "this run: shown": own["shown_on_its_own"],
@@ -402,16 +406,52 @@ def seed_means(reading: dict) -> dict:
 def kl_penalty_reading(shipped: dict, free_run: str, penalized_run: str) -> dict:
     """Gao et al.'s question of a KL penalty, on the shipped seeds: does the penalized run end with more gold than the
     unpenalized one had *at the same KL* (read off the unpenalized run's mean curve on the way up)? `verdict`: "more",
-    "less" or "same" (a difference within twice its standard error: the penalized run's end gold and the unpenalized
-    curve's gold at that KL, each across seeds, as two independent means)."""
+    "less" or "same" (a difference within its 95 % interval: the penalized run's end gold and the unpenalized
+    curve's gold at that KL, each across seeds, as two independent means, with the 95 % t interval of the seeds)."""
     free, held = seed_means(shipped["reading"][free_run]), seed_means(shipped["reading"][penalized_run])
     band = sorted((b for b in shipped["bands"] if b["run"] == free_run), key=lambda b: b["kl_mean"])
     kls = [b["kl_mean"] for b in band]
     at_same_kl = float(np.interp(held["end_kl"], kls, [b["gold_mean"] for b in band]))
     free_stderr = float(np.interp(held["end_kl"], kls, [b["gold_std"] / np.sqrt(b["seeds"]) for b in band]))
-    gap, noise = held["end_gold"] - at_same_kl, 2 * float(np.hypot(held["end_gold_stderr"], free_stderr))
+    seeds = len(shipped["reading"][penalized_run]["per_seed"])
+    gap = held["end_gold"] - at_same_kl
+    noise = seed_interval(float(np.hypot(held["end_gold_stderr"], free_stderr)), seeds)
     return {"free": free, "penalized": held, "free_gold_at_same_kl": at_same_kl, "gap": gap, "noise": noise,
             "verdict": "more" if gap > noise else "less" if gap < -noise else "same"}
+
+
+def defences_table(shipped: dict) -> pd.DataFrame:
+    """Section 9's table: every PPO run of the shipped seeds on the one yardstick (`paired_turnover`), averaged over
+    the seeds (`seed_means`): where its gold peaked and ended, in KL and gold, and its fall with the 95 % interval."""
+    rows = {}
+    for run, reading in shipped["reading"].items():
+        m = seed_means(reading)
+        rows[run] = {"KL at the peak": round(m["peak_kl"], 1), "gold at the peak": round(m["peak_gold"], 2),
+                     "KL at the end": round(m["end_kl"], 1), "gold at the end": round(m["end_gold"], 2),
+                     "gold fall ± 95 %": f"{reading['fall_mean']:+.2f} ± {reading['fall_interval']:.2f}",
+                     "fall shown": reading["shown"]}
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis(f"run ({len(shipped['seeds'])} seeds)")
+
+
+def read_defences(shipped: dict, free_run: str, penalized_run: str, weak_run: str | None = None) -> list[str]:
+    """Section 9's reading, two sentences at most: what the KL penalty buys at the same KL (`kl_penalty_reading`),
+    and the weak reward model's fall against the main one's, paired by seed (`paired_fall_difference`)."""
+    penalty = kl_penalty_reading(shipped, free_run, penalized_run)
+    seeds = len(shipped["seeds"])
+    verdict = {"more": "more gold than the unpenalized runs had at the same KL (Gao et al. found a penalty does not "
+                       "move the gold–KL frontier)",
+               "less": "less gold than the unpenalized runs had at the same KL",
+               "same": f"gold that {seeds} seeds cannot tell apart from the unpenalized runs' at the same KL (Gao et "
+                       "al. found a penalty acts like stopping early)"}[penalty["verdict"]]
+    lines = [f"KL penalty: the penalized runs end at {penalty['penalized']['end_kl']:.1f} nats with "
+             f"{penalty['gap']:+.2f} ± {penalty['noise']:.2f} against the unpenalized curve at that KL: {verdict}."]
+    if weak_run:
+        diff = paired_fall_difference(shipped["reading"], weak_run, free_run)
+        lines.append(f"Less data, fit harder: the weak model's fall minus the main one's, paired by seed, is "
+                     f"{diff['mean']:+.2f} ± {diff['interval']:.2f}, " +
+                     ("beyond the noise" if diff["beyond"] else "within the noise") +
+                     "; suggestive at most, since data and fitting changed together.")
+    return lines
 
 
 def all_rl_samples(runs: list[RLRun]) -> pd.DataFrame:
@@ -464,7 +504,8 @@ def rater_sensitivity(samples_by_seed: dict, rater, variants: dict = RATER_VARIA
         for run, curves in by_run.items():
             reading = paired_turnover(curves)
             rows.append({"variant": name, "run": run, "fall_mean": reading["fall_mean"],
-                         "fall_stderr": reading["fall_stderr"], "shown": reading["shown"]})
+                         "fall_stderr": reading["fall_stderr"], "fall_interval": reading["fall_interval"],
+                         "shown": reading["shown"]})
     return rows
 
 
@@ -474,15 +515,48 @@ MIN_FIT_R2 = 0.7
 """Least r² on every seed for a fit to be drawn: a form that misses the curve's shape describes nothing."""
 
 
+def fitted_peak(fit: dict, form: str) -> float:
+    """Where a Gao et al. fit's gain peaks, in d = √KL: α / 2β for best-of-n's d(α − βd), exp(α/β − 1) for RL's
+    d(α − β log d); infinite when β <= 0 (no turnover)."""
+    alpha, beta = fit["alpha"], fit["beta"]
+    if not beta > 0:
+        return math.inf
+    return alpha / (2 * beta) if form == "bon" else math.exp(min(alpha / beta - 1, 50.0))
+
+
+def measured_peak_window(rows: list[dict]) -> tuple[float, float, float]:
+    """A gold curve's highest evaluation and its neighbours, in d = √KL: (d before, d at the peak, d after)."""
+    d = np.sqrt(np.maximum([r["kl"] for r in rows], 0))
+    i = int(np.argmax([r["gold"] for r in rows]))
+    return float(d[max(i - 1, 0)]), float(d[i]), float(d[min(i + 1, len(d) - 1)])
+
+
+def _curves(data: dict) -> dict:
+    """A seed's data => curve name (as `fit_all` names it) -> (its rows in order, its form)."""
+    curves = {}
+    for rm in dict.fromkeys(r.get("rm", "main") for r in data["bon"]):
+        curves[f"best-of-n, {rm} RM"] = ([r for r in data["bon"] if r.get("rm", "main") == rm], "bon")
+    for run in dict.fromkeys(r["run"] for r in data["rl"]):
+        curves[f"PPO, {run}"] = ([r for r in data["rl"] if r["run"] == run], "rl")
+    return curves
+
+
 def fit_intervals(by_seed: dict) -> dict:
     """seed -> {"bon": rows, "rl": rows} => per curve, Gao et al.'s fit on each seed and its spread: points, the
-    mean and range of α, β and r² over seeds, `meaningful` (at least `MIN_FIT_POINTS` points, and on every seed
-    β > 0 — a turnover inside the measured range, not a line extrapolated past it — and r² >= `MIN_FIT_R2`), and
-    `why_not` (the first reason it is not, or "")."""
-    per_curve = {}
+    mean and range of α, β and r² over seeds, the fitted and measured peaks (`fitted_peak`, `measured_peak_window`;
+    min and max over seeds), `meaningful` (at least `MIN_FIT_POINTS` points, and on every seed β > 0 — a turnover
+    inside the measured range, not a line extrapolated past it —, r² >= `MIN_FIT_R2`, and the fitted peak within the
+    measured peak's neighbouring evaluations: a form that puts the turn elsewhere does not describe it), and `why_not`
+    (the first reason it is not, or "")."""
+    per_curve, peaks = {}, {}
     for data in by_seed.values():
+        curves = _curves(data)
         for curve, fit in fit_all(data["bon"], data["rl"])["by_curve"].items():
             per_curve.setdefault(curve, []).append(fit)
+            rows, form = curves[curve]
+            before, at, after = measured_peak_window(rows)
+            fitted = fitted_peak(fit, form)
+            peaks.setdefault(curve, []).append((fitted, at, before <= fitted <= after))
     out = {}
     for curve, fits in per_curve.items():
         row = {"seeds": len(fits), "points": int(min(f["points"] for f in fits))}
@@ -490,11 +564,19 @@ def fit_intervals(by_seed: dict) -> dict:
             values = np.array([f[key] for f in fits], dtype=float)
             row.update({f"{key}_mean": float(np.nanmean(values)), f"{key}_min": float(np.nanmin(values)),
                         f"{key}_max": float(np.nanmax(values))})
+        fitted, measured, placed = zip(*peaks[curve])
+        row.update({"fitted_peak_min": min(fitted), "fitted_peak_max": max(fitted),
+                    "measured_peak_min": min(measured), "measured_peak_max": max(measured),
+                    "peak_placed": sum(placed)})
         why = (f"only {row['points']} points (a fit needs {MIN_FIT_POINTS})" if row["points"] < MIN_FIT_POINTS else
                "its fitted β is not positive on every seed: no turnover inside the measured range"
                if not row["beta_min"] > 0 else
                f"the form misses the curve's shape (r² down to {row['r2_min']:.2f} across seeds, below {MIN_FIT_R2})"
-               if not row["r2_min"] >= MIN_FIT_R2 else "")
+               if not row["r2_min"] >= MIN_FIT_R2 else
+               f"the form puts the peak at d = {row['fitted_peak_min']:.1f}–{row['fitted_peak_max']:.1f} where the "
+               f"gold peaks at d = {row['measured_peak_min']:.1f}–{row['measured_peak_max']:.1f} (next to the "
+               f"measured peak on {row['peak_placed']} of {row['seeds']} seeds): the fall comes later and faster than "
+               "the form allows" if row["peak_placed"] < row["seeds"] else "")
         row["meaningful"], row["why_not"] = not why, why
         out[curve] = row
     return out
@@ -814,14 +896,14 @@ def read_best_of_n(bon: list[dict]) -> str:
 
 def paired_fall_difference(reading: dict, run_a: str, run_b: str) -> dict:
     """The gold fall of `run_a` minus `run_b` on the shipped seeds' one yardstick (`paired_turnover` readings),
-    paired by seed (both runs of a seed share its preference pairs): per-seed differences, their mean and its standard
-    error, and `beyond`: whether the mean is beyond twice that standard error."""
+    paired by seed (both runs of a seed share its preference pairs): per-seed differences, their mean, its standard
+    error and 95 % interval (`seed_interval`), and `beyond`: whether the interval excludes zero."""
     a, b = reading[run_a]["per_seed"], reading[run_b]["per_seed"]
     differences = np.array([a[seed]["fall"] - b[seed]["fall"] for seed in a if seed in b], dtype=float)
     stderr = float(differences.std(ddof=1) / np.sqrt(len(differences)))
-    mean = float(differences.mean())
-    return {"per_seed": differences.tolist(), "mean": mean, "stderr": stderr, "seeds": len(differences),
-            "beyond": abs(mean) > 2 * stderr}
+    mean, interval = float(differences.mean()), seed_interval(stderr, len(differences))
+    return {"per_seed": differences.tolist(), "mean": mean, "stderr": stderr, "interval": interval,
+            "seeds": len(differences), "beyond": abs(mean) > interval}
 
 
 def read_rater_sensitivity(rows: list[dict], runs: tuple[str, ...]) -> str:
@@ -830,11 +912,12 @@ def read_rater_sensitivity(rows: list[dict], runs: tuple[str, ...]) -> str:
     parts, alone, mostly_penalties = [], [], True
     for run in runs:
         mine = [r for r in rows if r["run"] == run]
-        parts.append(f"{run} in {sum(r['shown'] for r in mine)} of {len(mine)}")
+        held = [r["variant"] for r in mine if r["shown"]]
+        parts.append(f"{run} in {len(held)} of {len(mine)}" + (f" ({', '.join(held)})" if 0 < len(held) < 6 else ""))
         judge = next((r for r in mine if r["variant"] == "the judge alone"), None)
         calibrated = next((r for r in mine if r["variant"] == "as calibrated"), None)
         if judge:
-            alone.append(f"{run} {judge['fall_mean']:+.2f} ± {2 * judge['fall_stderr']:.2f}")
+            alone.append(f"{run} {judge['fall_mean']:+.2f} ± {judge['fall_interval']:.2f}")
             mostly_penalties &= bool(calibrated) and judge["fall_mean"] < 0.3 * max(calibrated["fall_mean"], 1e-9)
     text = ("Re-scored with the rater's constants varied one at a time and each penalty removed, the fall is shown "
             "beyond the noise for " + "; for ".join(parts) + ".")

@@ -67,3 +67,6 @@ def test_the_shipped_kl_control_results_match_the_benchmark_and_name_their_machi
         assert 0 < point["repetition"]["distinct_token_share"] <= 1 and point["repetition"]["top_words"]
         assert len(point["samples"]) == kl_control.SHOWN
         assert {"prompt", "response", "reward"} <= set(point["samples"][0])
+        # the β trajectory's low point, which notebook 04 reads for the fast controller
+        assert point["beta_min"] <= min(point["beta_start"], point["beta_end"]) and point["beta_min_step"] >= 1
+        assert point["train_kl_max"] >= point["train_kl_last5"]

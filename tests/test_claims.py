@@ -90,6 +90,11 @@ def test_the_kl_control_reading_names_the_closest_controller_and_ignores_the_unp
     lines = read_kl_control(points)
     assert lines[0].startswith("The profile's own controller ended closest to the target: KL 5.8")
     assert any(line.startswith("'horizon 64': β ended lower than it started") for line in lines)
+    assert not any("fell to" in line for line in lines)  # no trajectory shipped: no swing is read
+    points[1].update(beta_min=0.003, beta_min_step=23)
+    assert "β fell to 0.003 by step 23" in next(line for line in read_kl_control(points) if "horizon 64" in line)
+    points[1].update(beta_min=0.09)  # β only drifted down to where it ended: nothing to tell
+    assert not any("fell to" in line for line in read_kl_control(points))
     points[0] = _point("as shipped", 9.0, 2.2)
     closer = read_kl_control(points + [_point("slow", 6.5, 1.5)])
     assert closer[0].startswith("Closest to the target: 'slow'") and "cost reward" in closer[1]

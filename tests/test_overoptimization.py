@@ -138,12 +138,14 @@ def test_the_shipped_seed_sweep_is_the_current_study_and_shows_the_turn_beyond_t
     """Notebook 06 draws its run against the shipped band: it must come from the study as configured now (every
     setting but the seed), over at least 3 seeds with a machine and a date, and its reading must follow from its own
     curves on the one yardstick (`paired_over_seeds`). The lesson itself: at least one PPO run's gold falls, paired per
-    seed, by more than twice its standard error while the proxy rises on every seed; and it does so under most of the
-    rater's constant variants, as calibrated included."""
+    seed, beyond its 95 % t interval while the proxy rises on every seed, with the rater as calibrated; and what
+    notebook 06 says of it: the fall is the penalties' (no run's fall is shown with the repetition penalty removed, or
+    with the judge alone)."""
     from dataclasses import asdict
 
     from rlhf_helpers.overoptimization import SMOKE, paired_over_seeds, seed_bands
     from rlhf_helpers.results import load_result
+    from rlhf_helpers.stats import seed_interval
 
     shipped = load_result("overoptimization", "smoke")
     assert shipped and shipped["machine"] and shipped["date"] and len(shipped["seeds"]) >= 3
@@ -157,8 +159,12 @@ def test_the_shipped_seed_sweep_is_the_current_study_and_shows_the_turn_beyond_t
     assert min(points) >= 10  # enough evaluations per run to see a peak
     assert any(r["shown"] for r in shipped["reading"].values())
     variants = shipped["rater_sensitivity"]
+    for row in variants:  # the verdicts follow the course's one rule for a mean over seeds
+        assert row["fall_interval"] == pytest.approx(seed_interval(row["fall_stderr"], len(shipped["seeds"])))
+        assert not row["shown"] or row["fall_mean"] > row["fall_interval"]
     shown = {row["variant"] for row in variants if row["shown"]}
-    assert "as calibrated" in shown and len(shown) > len({row["variant"] for row in variants}) / 2, variants
+    assert "as calibrated" in shown, variants
+    assert not shown & {"no repetition penalty", "the judge alone"}, variants
 
 
 def _rows(gold, proxy):
@@ -264,7 +270,8 @@ def test_the_kl_penalty_is_read_at_the_same_kl_by_hand():
     reading = kl_penalty_reading(shipped, "free", "held")
     # the held runs end at 4 nats with gold 2 (mean over seeds); the free runs had gold 2 at 4 nats on the way up
     assert reading["free_gold_at_same_kl"] == pytest.approx(2.0)
-    assert reading["gap"] == pytest.approx(0.0) and reading["noise"] == pytest.approx(2 * 0.1 / 3 ** 0.5)
+    # the held runs' end gold over seeds: 1.9, 2.0, 2.1 (sd 0.1); the free curve's spread at 4 nats: 0; t(2) = 4.303
+    assert reading["gap"] == pytest.approx(0.0) and reading["noise"] == pytest.approx(4.303 * 0.1 / 3 ** 0.5)
     assert reading["verdict"] == "same"
     assert reading["penalized"]["end_kl"] == pytest.approx(4.0)
 
@@ -330,11 +337,74 @@ def test_a_fall_difference_is_paired_by_seed_and_the_rater_variants_are_counted(
                "main": {"per_seed": {"0": {"fall": 0.2}, "1": {"fall": 0.6}, "2": {"fall": 0.0}}}}
     diff = paired_fall_difference(reading, "weak", "main")
     assert diff["per_seed"] == pytest.approx([0.5, 0.7, 1.7]) and diff["mean"] == pytest.approx(2.9 / 3)
-    assert diff["stderr"] == pytest.approx(statistics.stdev([0.5, 0.7, 1.7]) / 3 ** 0.5) and diff["beyond"]
-    rows = [{"variant": v, "run": "weak", "fall_mean": f, "fall_stderr": 0.1, "shown": s}
+    stderr = statistics.stdev([0.5, 0.7, 1.7]) / 3 ** 0.5
+    assert diff["stderr"] == pytest.approx(stderr) and diff["interval"] == pytest.approx(4.303 * stderr)
+    assert not diff["beyond"]  # +0.97 is 2.6 standard errors: beyond 2 SE, within t(2)'s 4.3
+    steady = {"weak": {"per_seed": {"0": {"fall": 0.9}, "1": {"fall": 1.4}, "2": {"fall": 0.85}}},
+              "main": reading["main"]}
+    assert paired_fall_difference(steady, "weak", "main")["beyond"]  # differences 0.7, 0.8, 0.85: 18 SE
+    rows = [{"variant": v, "run": "weak", "fall_mean": f, "fall_stderr": 0.1, "fall_interval": 0.43, "shown": s}
             for v, f, s in [("as calibrated", 1.2, True), ("repetition penalty ×0.5", 0.5, True),
                             ("the judge alone", -0.01, False)]]
     assert read_rater_sensitivity(rows, ("weak",)) == (
         "Re-scored with the rater's constants varied one at a time and each penalty removed, the fall is shown beyond "
-        "the noise for weak in 2 of 3. With the judge alone, no penalty, the fall is weak -0.01 ± 0.20: most of each "
-        "fall is what the penalties charge (repetition, unreadable text), not the judge's sentiment.")
+        "the noise for weak in 2 of 3 (as calibrated, repetition penalty ×0.5). With the judge alone, no penalty, the "
+        "fall is weak -0.01 ± 0.43: most of each fall is what the penalties charge (repetition, unreadable text), not "
+        "the judge's sentiment.")
+
+
+def test_seed_interval_is_students_t_over_the_seeds():
+    from rlhf_helpers.stats import seed_interval
+
+    assert seed_interval(1.0, 3) == pytest.approx(4.303)  # two degrees of freedom
+    assert seed_interval(0.5, 2) == pytest.approx(0.5 * 12.706)
+    assert seed_interval(1.0, 11) == pytest.approx(2.228) and seed_interval(1.0, 500) == pytest.approx(1.96)
+    with pytest.raises(ValueError, match="at least two seeds"):
+        seed_interval(1.0, 1)
+
+
+def test_a_fit_is_drawn_only_where_it_puts_the_peak_where_the_gold_peaks():
+    """An RL curve that follows Gao et al.'s form d(α − β log d) exactly is fitted with its peak next to the measured
+    one; a curve that rises slowly to d = 3 and then falls steadily (the shape of the weak run in notebook 06) fits
+    with a good r² (0.87) and its peak at d = 1.15, two evaluations early."""
+    import math
+
+    from rlhf_helpers.overoptimization import fit_intervals, fitted_peak, measured_peak_window
+
+    ds = [0.0] + [0.5 * i for i in range(1, 12)]
+    def rl(golds):
+        return [{"run": "r", "step": 6 * i, "kl": d * d, "proxy": float(i), "gold": g}
+                for i, (d, g) in enumerate(zip(ds, golds))]
+    gao = [0.0] + [d * (1.0 - 0.5 * math.log(d)) for d in ds[1:]]  # peaks at d* = exp(1/0.5 - 1) = e
+    bon = [{"rm": "main", "n": 2 ** i, "kl": 0.1 * i, "proxy": 0.0, "gold": 0.0} for i in range(4)]
+    fit = fit_intervals({s: {"bon": bon, "rl": rl(gao)} for s in (0, 1, 2)})["PPO, r"]
+    assert fit["fitted_peak_min"] == pytest.approx(math.e, rel=1e-3) and fit["meaningful"], fit
+    assert measured_peak_window(rl(gao)) == (2.0, 2.5, 3.0)  # sampled, the gold is highest at 2.5 (e lies in 2.5-3.0)
+    late = [0.1 * d if d <= 3.0 else 0.3 - 0.5 * (d - 3.0) for d in ds]
+    fit = fit_intervals({s: {"bon": bon, "rl": rl(late)} for s in (0, 1, 2)})["PPO, r"]
+    assert fit["r2_min"] > 0.8 and fit["fitted_peak_max"] < 2.5
+    assert not fit["meaningful"] and fit["peak_placed"] == 0 and "puts the peak" in fit["why_not"], fit
+    assert fitted_peak({"alpha": 1.0, "beta": -0.1}, "rl") == math.inf
+    assert fitted_peak({"alpha": 1.0, "beta": 0.25}, "bon") == pytest.approx(2.0)
+
+
+def test_the_defences_are_read_at_the_same_kl_and_paired_by_seed():
+    from rlhf_helpers.overoptimization import defences_table, paired_over_seeds, read_defences, seed_bands
+
+    def rows(run, golds, kls):
+        return [{"run": run, "rm": "main", "beta": 0.0, "step": 6 * i, "kl": k, "proxy": float(i), "gold": g,
+                 "repeated_words": 0.0} for i, (g, k) in enumerate(zip(golds, kls))]
+
+    rl = {seed: rows("free", [0, 1, 2, 3, 2, 1, 0], [0, 2, 4, 6, 8, 10, 12])
+          + rows("held", [0, 0.5, 1, 1.5, 2 + d, 2 + d, 2 + d], [0, 1, 2, 3, 4, 4, 4])
+          + rows("weak", [0, 1, 2, 3, 1 + d, 0, -1], [0, 2, 4, 6, 8, 10, 12]) for seed, d in
+          ((0, -0.1), (1, 0.0), (2, 0.1))}
+    shipped = {"seeds": [0, 1, 2], "reading": paired_over_seeds(rl), "bands": seed_bands(rl)}
+    table = defences_table(shipped)
+    assert table.loc["free", "gold at the end"] == pytest.approx(1.0)  # last three evaluations: 2, 1, 0 -> 1
+    assert table.loc["held", "KL at the end"] == pytest.approx(4.0) and not table.loc["held", "fall shown"]
+    lines = read_defences(shipped, "free", "held", "weak")
+    assert lines[0].startswith("KL penalty: the penalized runs end at 4.0 nats with +0.00 ± 0.25") and \
+        "cannot tell apart" in lines[0]
+    # weak falls 3 - (0 + -1 + 1 + d)/3 ... per seed; minus free's fall 2.0, paired: the same on every seed but d/3
+    assert "weak model's fall minus the main one's" in lines[1] and len(lines) == 2
