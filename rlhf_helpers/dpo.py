@@ -157,6 +157,28 @@ def read_validation(curve: list[dict]) -> dict:
             "last_loss": curve[-1]["loss"], "rise": rise, "overtrained": rise > 0.01}
 
 
+NEAR_TIE = 0.005
+"""Validation losses closer than this (nats) are called a near-tie: on one seed and 256 pairs the sweep cannot rank
+them (the per-pair DPO loss varies by tenths of a nat, so its mean over 256 pairs moves by about a hundredth)."""
+
+
+def read_lr_sweep(sweep: dict, learning_rate: float, epochs: int) -> str:
+    """`benchmarks/dpo_learning_rate.py`'s sweep read in one or two sentences: its lowest validation loss, whether the
+    profile trains at that choice, and the settings within `NEAR_TIE` of it (a near-tie on one seed, not a ranking)."""
+    points = sorted(sweep["points"], key=lambda p: p["validation_loss"])
+    best = points[0]
+    chosen = (best["learning_rate"], best["epochs"]) == (learning_rate, epochs)
+    text = (f"The sweep's lowest validation loss: {best['validation_loss']:.3f} at learning rate "
+            f"{best['learning_rate']:g} after {best['epochs']} epoch(s), seed {sweep['seed']}; this profile trains at "
+            f"{learning_rate:g} for {epochs}" + (", that choice." if chosen else ": not the sweep's choice."))
+    near = [p for p in points[1:] if p["validation_loss"] - best["validation_loss"] < NEAR_TIE]
+    if near:
+        text += (" Within " + f"{NEAR_TIE:g} nats of it: " + ", ".join(
+            f"{p['learning_rate']:g} after {p['epochs']} ({p['validation_loss']:.3f})" for p in near) +
+            ": on one seed a near-tie, not a ranking; the choice buys the fewest passes.")
+    return text
+
+
 def pairs_beyond_chance(accuracy: float, n_pairs: int) -> bool:
     """True when a pair accuracy on `n_pairs` pairs exceeds a coin's 0.5 by more than twice a coin's standard error."""
     return accuracy > 0.5 + 2 * (0.25 / n_pairs) ** 0.5

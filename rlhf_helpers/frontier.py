@@ -300,7 +300,8 @@ def frontier_table(points: list[dict]) -> pd.DataFrame:
 
 def read_best_gold(means: list[dict]) -> str:
     """The frontier point with the highest mean gold, and every other point within the 95 % interval of the
-    difference (`stats.seed_interval`) (each point's across-seed spread, as two independent means): a leader, not a winner, when some are."""
+    difference (`stats.seed_interval`; each point's across-seed spread, as two independent means): a leader, not a
+    winner, when some are."""
     top = max(means, key=lambda m: m["gold"])
     tied = [m for m in means if m is not top and top["gold"] - m["gold"] <= seed_interval(
         float(np.hypot(top["gold_std"], m["gold_std"])) / np.sqrt(min(top["seeds"], m["seeds"])),

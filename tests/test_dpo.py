@@ -294,7 +294,8 @@ def test_contrast_reads_two_methods_across_the_kl_range_they_share():
     assert [r["kl"] for r in reading["rows"]] == [5.0, 12.5, 20.0]
     # x at 12.5 nats: 2.25 (between 2 at 10 and 3 at 20); y: 0.15 (between 0 at 5 and 0.5 at 30)
     assert reading["rows"][1]["difference"] == pytest.approx(2.25 - 0.15)
-    assert reading["rows"][1]["noise"] == pytest.approx(2 * (0.1 ** 2 + 0.1 ** 2) ** 0.5 / 2)
+    # the 95 % interval: t with 3 degrees of freedom (4 seeds) times the standard error of two independent means
+    assert reading["rows"][1]["noise"] == pytest.approx(3.182 * (0.1 ** 2 + 0.1 ** 2) ** 0.5 / 2)
     assert reading["verdict"] == "a"
     # At 5 nats x is at 1.0 against y's 0.0: a noisier y makes that end a tie, so the reading is mixed.
     noisy = [dict(m, mean_reward_std=3.0) if m["algo"] == "y" and m["kl"] == 5.0 else m for m in means]
@@ -313,7 +314,7 @@ def test_a_contrast_is_described_as_it_reads():
     # a tie at KL 0, PPO ahead at 10: where each is ahead, by name and KL
     assert text.startswith("Fresh samples: PPO-GT has more reward than DPO at 1 of the 2 KL values (10.0 nats), and "
                            "they are within the noise at the rest")
-    assert "from 0.0 to 10.0 nats (2 KL values, 3 seeds)" in text and "+1.00 ± 0.16" in text
+    assert "from 0.0 to 10.0 nats (2 KL values, 3 seeds)" in text and "+1.00 ± 0.35" in text  # 4.303 × 0.0816
     ahead = [point("ppo", 1.0, 1.0), point("ppo", 10.0, 2.0), point("dpo", 1.0, 0.0), point("dpo", 10.0, 1.0)]
     assert "PPO-GT has more reward than DPO at every KL" in describe_contrast(contrast(ahead, "ppo", "dpo"))
     apart = [point("ppo", 0.0, 0.0), point("ppo", 1.0, 1.0), point("dpo", 2.0, 0.0)]
@@ -354,14 +355,29 @@ def test_a_validation_curve_is_read_for_overtraining_by_hand():
     assert pairs_beyond_chance(0.57, 256) and not pairs_beyond_chance(0.56, 256)  # 0.5 + 2 * 0.5 / 16 = 0.5625
 
 
+def test_the_learning_rate_sweep_names_its_near_ties():
+    from rlhf_helpers.dpo import read_lr_sweep
+
+    sweep = {"seed": 0, "points": [{"learning_rate": lr, "epochs": e, "validation_loss": loss} for lr, e, loss in
+                                   [(1e-4, 1, 0.660), (1e-4, 2, 0.652), (2.5e-4, 1, 0.649), (5e-4, 1, 0.700)]]}
+    text = read_lr_sweep(sweep, 2.5e-4, 1)
+    assert text.startswith("The sweep's lowest validation loss: 0.649 at learning rate 0.00025 after 1 epoch(s)")
+    assert "that choice" in text and "Within 0.005 nats of it: 0.0001 after 2 (0.652)" in text
+    assert "0.660" not in text  # 0.011 above the best: not a tie
+    assert "not the sweep's choice" in read_lr_sweep(sweep, 1e-4, 2)
+    clear = {"seed": 0, "points": sweep["points"][2:]}
+    assert "near-tie" not in read_lr_sweep(clear, 2.5e-4, 1)
+
+
 def test_the_best_gold_point_names_the_points_within_its_noise():
     from rlhf_helpers.frontier import read_best_gold
 
     def point(algo, beta, gold, std=0.1):
         return {"algo": algo, "beta": beta, "gold": gold, "gold_std": std, "seeds": 4, "kl": 5.0}
 
-    # 2 SE of the difference of two means with sd 0.1 over 4 seeds: 2 * 0.141 / 2 = 0.141
+    # the 95 % interval of the difference of two means with sd 0.1 over 4 seeds: 3.182 * 0.141 / 2 = 0.225
     text = read_best_gold([point("ppo", 0.1, 1.0), point("grpo", 0.1, 0.9), point("dpo", 0.1, 0.5)])
     assert text.startswith("Highest mean gold: PPO-GT (true reward) at β = 0.1, +1.00 (sd 0.10 over 4 seeds)")
-    assert text.endswith("within twice the standard error of it: GRPO at β = 0.1 (+0.90).")
+    assert text.endswith("within the 95 % interval of the difference: GRPO at β = 0.1 (+0.90).")
+    assert "GRPO" not in read_best_gold([point("ppo", 0.1, 1.0), point("grpo", 0.1, 0.77)])  # 0.23 apart
     assert "no other point" in read_best_gold([point("ppo", 0.1, 1.0), point("dpo", 0.1, 0.5)])

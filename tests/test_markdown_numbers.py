@@ -54,6 +54,8 @@ ALLOWED = {
         ("(est.", "an estimate, labelled"), ("estimate", "an estimate, labelled"),
         ("2 CPU cores", "the smoke profile's machine"), ("H100", "a GPU's name"), ("H200", "a GPU's name"),
         ("V100", "a GPU's name"), ("T4", "a GPU's name"),
+        ("95 % interval", "the course's confidence level, a setting"),
+        ("4.3 standard errors", "Student's t at two degrees of freedom, a constant of the rule"),
     ],
     "05": [("version 1.13", "the TRL release that removed PPOTrainer (a citation)")],
     "06": [('with probability 0.8", does a win 80 % of the time', "an illustration of what calibration means")],
