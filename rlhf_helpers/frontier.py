@@ -238,8 +238,9 @@ def verdict_label(reading: dict) -> str:
 
 
 def plot_frontier(points: list[dict], title: str = "", extra: tuple[dict, ...] = ()):
-    """Reward (left) and gold reward (right) against KL to the reference: one line per method, each point the mean
-    over its seeds with the across-seed standard deviation as error bars in both directions, its β beside it.
+    """Reward (left) and gold reward (right) against KL to the reference (a log axis when every KL is positive): one
+    line per method, each point the mean over its seeds with the across-seed standard deviation as error bars in both
+    directions, its β beside it.
     `extra`: single runs drawn in black over the lines, each a dict with `label`, `marker`, `kl` and the `mean_reward`
     and/or `gold` it has. One legend for both panels, below them, so that it covers no line."""
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
@@ -265,8 +266,15 @@ def plot_frontier(points: list[dict], title: str = "", extra: tuple[dict, ...] =
                 ax.plot(single["kl"], single[key], single["marker"], ms=12, color="k", label=single["label"])
     axes[0].set(title="Reward the runs were trained for (the classifier)", ylabel="held-out mean reward")
     axes[1].set(title="Gold rater (never trained on)", ylabel="held-out mean gold reward")
+    kls = [p["kl"] for p in frontier_points(points)] + [single["kl"] for single in extra]
+    log_x = bool(kls) and min(kls) > 0  # on a log axis the points at low KL, where most methods' lowest β sit, part
     for ax in axes:
-        ax.set_xlabel("KL to the reference (nats per response)")
+        if log_x:
+            ax.set_xscale("log")
+            ticks = [t for t in (0.5, 1, 2, 5, 10, 20, 50, 100) if min(kls) / 1.5 <= t <= max(kls) * 1.5]
+            ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+            ax.minorticks_off()
+        ax.set_xlabel("KL to the reference (nats per response" + (", log scale)" if log_x else ")"))
     handles, labels = {}, []
     for ax in axes:  # each label once, in the order drawn
         for handle, label in zip(*ax.get_legend_handles_labels()):
