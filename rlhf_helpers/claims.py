@@ -74,8 +74,10 @@ def check_training_worked(name: str, before: dict, after: dict, profile: Profile
                f"{before['mean_reward']:+.2f} -> {after['mean_reward']:+.2f}")
     cost = f"KL to the reference {kl:.2f} nats per response"
     if "ref_perplexity" in before and "ref_perplexity" in after:
-        cost += (f", the reference's perplexity of the text {before['ref_perplexity']:.0f} -> "
-                 f"{after['ref_perplexity']:.0f}")
+        ppl0, ppl1 = before["ref_perplexity"], after["ref_perplexity"]
+        cost += (f", the reference's perplexity of the text {ppl0:.0f} -> {ppl1:.0f}" + (
+            " (the text reads stranger to the reference)" if ppl1 > ppl0 else
+            " (lower: the text grew more predictable to the reference, sharper, not stranger)"))
     holds = rate1 >= min_rate and rate1 - rate0 >= gain and kl > 0 and abs(before["kl"]) < 1e-6
     if holds:
         return check_claim(True, f"{reading}. The classifier rates more of the text positive; the cost: {cost}.",
@@ -126,9 +128,10 @@ def check_kl_near_target(train_kl: list[float], kl_end: float, target: float, be
         path = (f"the training KL was above the target at {above:.0%} of the steps{still}, and β went "
                 f"{beta[0]:.3f} -> {beta[1]:.3f}")
     ended = f"The KL ended at {kl_end:.1f} against a target of {target}"
-    return check_claim(0.5 * target <= kl_end <= 1.5 * target, f"{ended}, within half of it either way. How it got "
-                       f"there: {path}.", f"{ended[0].lower()}{ended[1:]}, more than half the target away from it; "
-                       f"{path}.", profile)
+    how = ("Not the controller's doing: the run ended while the KL was still climbing toward the target. How it got "
+           "there: " if above == 0 and rising else "How it got there: ")
+    return check_claim(0.5 * target <= kl_end <= 1.5 * target, f"{ended}, within half of it either way. {how}{path}.",
+                       f"{ended[0].lower()}{ended[1:]}, more than half the target away from it; {path}.", profile)
 
 
 def read_kl_control(points: list[dict]) -> list[str]:
@@ -140,7 +143,7 @@ def read_kl_control(points: list[dict]) -> list[str]:
     if closest is shipped:
         lines = [f"The profile's own controller ended closest to the target: KL {shipped['after']['kl']:.1f} for a "
                  f"reward of {shipped['after']['mean_reward']:+.2f} (positive rate "
-                 f"{shipped['after']['positive_rate']:.2f})."]
+                 f"{shipped['after']['positive_rate']:.2f}); one seed per variant, so an ordering, not a ranking."]
     else:
         best = closest["after"]
         lines = [f"Closest to the target: '{closest['variant']}', KL {best['kl']:.1f} for a reward of "

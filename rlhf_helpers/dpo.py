@@ -157,6 +157,24 @@ def read_validation(curve: list[dict]) -> dict:
             "last_loss": curve[-1]["loss"], "rise": rise, "overtrained": rise > 0.01}
 
 
+def read_training_loss(history: list[dict]) -> str:
+    """DPO's logged training loss read as a learner should: the mean over the first and the last quarter of the
+    logged rounds, against how much one round's loss swings (its standard deviation over the run), so that a noisy
+    curve of small batches is not mistaken for no learning, nor a lucky batch for progress."""
+    losses = [h["loss"] for h in history]
+    if len(losses) < 4:
+        raise ValueError(f"{len(losses)} logged rounds: read_training_loss needs at least 4.")
+    quarter = len(losses) // 4
+    first, last = sum(losses[:quarter]) / quarter, sum(losses[-quarter:]) / quarter
+    mean = sum(losses) / len(losses)
+    spread = (sum((x - mean) ** 2 for x in losses) / (len(losses) - 1)) ** 0.5
+    moved = ("fell" if last < first else "rose") if abs(last - first) > spread / quarter ** 0.5 else "stayed level"
+    return (f"Training loss: {first:.3f} over the first quarter of the {len(losses)} logged rounds, {last:.3f} over "
+            f"the last (log 2 = 0.693 is a coin); one round's loss swings by {spread:.3f} (sd), so read the quarters, "
+            f"not single rounds: it {moved}. Each round is a batch of pairs the policy has not trained on yet, so "
+            "this is how well it generalises to the next batch, not how well it fits the pairs it has seen.")
+
+
 NEAR_TIE = 0.005
 """Validation losses closer than this (nats) are called a near-tie: on one seed and 256 pairs the sweep cannot rank
 them (the per-pair DPO loss varies by tenths of a nat, so its mean over 256 pairs moves by about a hundredth)."""

@@ -201,6 +201,34 @@ def describe_contrast(reading: dict, what: str = "") -> str:
     return f"{head}{verdict} {span}; {a} − {b}: {differences} (± the 95 % interval over seeds)."
 
 
+NARROW = 1.2
+"""An "ahead" whose smallest difference is under this many times its interval is called narrow where it is read."""
+
+
+def read_paper_ordering(readings: list[dict]) -> str:
+    """The DPO paper's ordering (DPO above both PPO baselines) held against each `contrast` of DPO with PPO-GT or
+    PPO-RM in reward: the direction of the difference at every shared KL (the paper's, the opposite, or mixed) and
+    whether it is beyond its interval there."""
+    parts = []
+    for r in readings:
+        if r["key"] != "mean_reward" or "dpo" not in (r["a"], r["b"]) or not r["rows"]:
+            continue
+        other = r["b"] if r["a"] == "dpo" else r["a"]
+        if other not in ("ppo", "ppo_rm"):
+            continue
+        sign = 1 if r["a"] == "dpo" else -1  # DPO − other at each KL
+        dpo_ahead = [sign * x["difference"] > 0 for x in r["rows"]]
+        direction = ("the paper's direction (DPO ahead)" if all(dpo_ahead) else
+                     "the opposite direction (DPO behind)" if not any(dpo_ahead) else "mixed directions")
+        beyond = sum(abs(x["difference"]) > x["noise"] for x in r["rows"])
+        name = NAMES[other].split(" (")[0]
+        where = "" if direction == "mixed directions" else " at every shared KL"
+        parts.append(f"DPO against {name}: {direction}{where}, beyond its interval at {beyond} of {len(r['rows'])}")
+    if not parts:
+        return ""
+    return "Against the DPO paper's ordering, in reward: " + "; ".join(parts) + "."
+
+
 def summarize_contrasts(readings: list[dict]) -> list[str]:
     """`contrast` readings grouped by verdict, one line per verdict: who is ahead at every shared KL, who only at some
     (and tied at the rest), who is within the noise throughout, which reach no common KL. Each pair of methods is
@@ -214,7 +242,10 @@ def summarize_contrasts(readings: list[dict]) -> list[str]:
         a, b, measure = short[r["a"]], short[r["b"]], label.get(r["key"], r["key"])
         if r["verdict"] in ("a", "b"):
             winner, loser = (a, b) if r["verdict"] == "a" else (b, a)
-            groups["ahead"].setdefault(f"{winner} over {loser}", []).append(measure)
+            tight = min(r["rows"], key=lambda x: abs(x["difference"]) / max(x["noise"], 1e-12), default=None)
+            narrowly = (f", narrowly at {tight['kl']:.1f} nats: {tight['difference']:+.2f} ± {tight['noise']:.2f}"
+                        if tight and abs(tight["difference"]) < NARROW * tight["noise"] else "")
+            groups["ahead"].setdefault(f"{winner} over {loser}", []).append(measure + narrowly)
         elif r["verdict"] == "mixed":
             signs = {1 if x["difference"] > 0 else -1 for x in r["rows"] if abs(x["difference"]) > x["noise"]}
             if len(signs) == 1:

@@ -426,9 +426,13 @@ def defences_table(shipped: dict) -> pd.DataFrame:
     rows = {}
     for run, reading in shipped["reading"].items():
         m = seed_means(reading)
+        last = max(r["step"] for r in shipped["by_seed"][next(iter(shipped["by_seed"]))]["rl"] if r["run"] == run) \
+            if "by_seed" in shipped else None
+        at_end = last is not None and all(r["peak_step"] == last for r in reading["per_seed"].values())
         rows[run] = {"KL at the peak": round(m["peak_kl"], 1), "gold at the peak": round(m["peak_gold"], 2),
                      "KL at the end": round(m["end_kl"], 1), "gold at the end": round(m["end_gold"], 2),
-                     "gold fall ± 95 %": f"{reading['fall_mean']:+.2f} ± {reading['fall_interval']:.2f}",
+                     "gold fall ± 95 %": "none: highest at the end" if at_end else
+                     f"{reading['fall_mean']:+.2f} ± {reading['fall_interval']:.2f}",
                      "fall shown": reading["shown"]}
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis(f"run ({len(shipped['seeds'])} seeds)")
 
@@ -913,7 +917,9 @@ def read_rater_sensitivity(rows: list[dict], runs: tuple[str, ...]) -> str:
     for run in runs:
         mine = [r for r in rows if r["run"] == run]
         held = [r["variant"] for r in mine if r["shown"]]
-        parts.append(f"{run} in {len(held)} of {len(mine)}" + (f" ({', '.join(held)})" if 0 < len(held) < 6 else ""))
+        failed = [r["variant"] for r in mine if not r["shown"]]
+        parts.append(f"{run} in {len(held)} of {len(mine)}" + (
+            f" (held: {', '.join(held)}; not: {', '.join(failed)})" if 0 < len(held) < len(mine) else ""))
         judge = next((r for r in mine if r["variant"] == "the judge alone"), None)
         calibrated = next((r for r in mine if r["variant"] == "as calibrated"), None)
         if judge:

@@ -74,9 +74,15 @@ def plot_training_curves(history: list[dict], title: str = "", before: dict | No
 
     if "entropy" in history[0]:
         ax_entropy.plot(episodes, [h["entropy"] for h in history], label="entropy (nats/token)")
-    ax_entropy.plot(episodes, [h["response_length"] for h in history], label="response length (tokens)")
-    ax_entropy.set(title="Entropy and length (two units, one axis)", xlabel="episodes")
-    ax_entropy.legend(fontsize=7)
+    ax_entropy.set(title="Entropy (left axis) and response length (right axis)", xlabel="episodes",
+                   ylabel="entropy (nats/token)")
+    ax_length = ax_entropy.twinx()  # two units: each on its own axis, so the entropy's fall is visible
+    ax_length.plot(episodes, [h["response_length"] for h in history], color="tab:orange",
+                   label="response length (tokens)")
+    ax_length.set_ylabel("response length (tokens)")
+    handles = ax_entropy.get_legend_handles_labels()
+    more = ax_length.get_legend_handles_labels()
+    ax_entropy.legend(handles[0] + more[0], handles[1] + more[1], fontsize=7)
 
     if ax_value is not None and has_value:
         ev = np.array([h["explained_variance"] for h in history])

@@ -358,11 +358,12 @@ def read_grpo_round_logs(grpo_log, ppo_log, tails: dict, held_out_reward: float,
         "held-out k3/token: median, mean, max": f"{tails['k3_median']:.3f}, {tails['k3_mean']:.2f}, "
                                                f"{tails['k3_max']:.1f}",
         "held-out k3: top 1 % tokens' share": f"{tails['k3_top1pct_share']:.0%}",
-        "held-out KL/response (k1)": f"{tails['kl_per_response']:.1f}",
+        "held-out KL/response (k1), this sample": f"{tails['kl_per_response']:.1f}",
         "clipfrac mean: GRPO, PPO": f"{clip_grpo:.2f}, {clip_ppo:.2f}",
         "GRPO length, last 5 rounds": f"{last.response_length.mean():.1f} (cut at {gen_tokens[0]}-{gen_tokens[1]})",
         "GRPO reward: train (last 5), held out": f"{last.reward_mean.mean():+.2f}, {held_out_reward:+.2f}"}})
-    table.index.name = "GRPO run (logged: TRL's k3 × π/π_old per round; held out: one new sample per prompt)"
+    table.index.name = ("GRPO run (logged: TRL's k3 × π/π_old per round; held out: one new sample per prompt, so its "
+                        "KL differs from the evaluation's by sampling noise)")
     if not spikes:
         spike = (f"No round's logged KL rose above {SPIKE_FACTOR:g}× the median: no spike on this run, although the "
                  f"largest 1 % of held-out tokens carry {tails['k3_top1pct_share']:.0%} of k3's sum.")

@@ -355,6 +355,40 @@ def test_a_validation_curve_is_read_for_overtraining_by_hand():
     assert pairs_beyond_chance(0.57, 256) and not pairs_beyond_chance(0.56, 256)  # 0.5 + 2 * 0.5 / 16 = 0.5625
 
 
+def test_the_training_loss_is_read_by_quarters_against_its_swing():
+    from rlhf_helpers.dpo import read_training_loss
+
+    falling = [{"loss": x} for x in [0.70, 0.68, 0.72, 0.69, 0.66, 0.64, 0.67, 0.65, 0.60, 0.62, 0.61, 0.59]]
+    text = read_training_loss(falling)
+    assert text.startswith("Training loss: 0.700 over the first quarter of the 12 logged rounds, 0.607 over the last")
+    assert "it fell" in text
+    noisy = [{"loss": x} for x in [0.70, 0.60, 0.75, 0.65, 0.72, 0.58, 0.74, 0.62, 0.69, 0.71, 0.61, 0.70]]
+    assert "it stayed level" in read_training_loss(noisy)  # 0.683 -> 0.673 against a swing of 0.06
+    with pytest.raises(ValueError, match="at least 4"):
+        read_training_loss(falling[:3])
+
+
+def test_the_paper_ordering_is_read_per_baseline_and_a_narrow_lead_is_named():
+    from rlhf_helpers.frontier import read_paper_ordering, summarize_contrasts
+
+    def reading(a, b, diffs, noise=0.3, key="mean_reward"):
+        rows = [{"kl": float(k), "difference": d, "noise": noise} for k, d in zip((2, 4, 6), diffs)]
+        ahead = ["a" if d > noise else "b" if -d > noise else "tie" for d in diffs]
+        return {"a": a, "b": b, "key": key, "rows": rows, "low": 2.0, "high": 6.0, "seeds": 3,
+                "verdict": ahead[0] if len(set(ahead)) == 1 else "mixed"}
+
+    text = read_paper_ordering([reading("ppo_rm", "dpo", [-0.1, -0.2, -0.2]), reading("ppo", "dpo", [0.1, 0.5, 0.9]),
+                                reading("ppo", "dpo", [0.1, 0.5, 0.9], key="gold"),
+                                reading("online_dpo", "dpo", [0.4, 0.5, 0.6])])
+    assert text == ("Against the DPO paper's ordering, in reward: DPO against PPO-RM: the paper's direction (DPO "
+                    "ahead) at every shared KL, beyond its interval at 0 of 3; DPO against PPO-GT: the opposite "
+                    "direction (DPO behind) at every shared KL, beyond its interval at 2 of 3.")
+    assert read_paper_ordering([reading("online_dpo", "dpo", [0.4, 0.5, 0.6])]) == ""
+    lines = summarize_contrasts([reading("ppo", "ppo_rm", [0.32, 0.8, 1.0], key="gold")])
+    assert lines == ["Ahead beyond the noise at every shared KL: PPO-GT over PPO-RM (gold, narrowly at 2.0 nats: "
+                     "+0.32 ± 0.30)."]
+
+
 def test_the_learning_rate_sweep_names_its_near_ties():
     from rlhf_helpers.dpo import read_lr_sweep
 

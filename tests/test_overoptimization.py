@@ -348,7 +348,8 @@ def test_a_fall_difference_is_paired_by_seed_and_the_rater_variants_are_counted(
                             ("the judge alone", -0.01, False)]]
     assert read_rater_sensitivity(rows, ("weak",)) == (
         "Re-scored with the rater's constants varied one at a time and each penalty removed, the fall is shown beyond "
-        "the noise for weak in 2 of 3 (as calibrated, repetition penalty ×0.5). With the judge alone, no penalty, the "
+        "the noise for weak in 2 of 3 (held: as calibrated, repetition penalty ×0.5; not: the judge alone). With the "
+        "judge alone, no penalty, the "
         "fall is weak -0.01 ± 0.43: most of each fall is what the penalties charge (repetition, unreadable text), not "
         "the judge's sentiment.")
 
@@ -397,12 +398,16 @@ def test_the_defences_are_read_at_the_same_kl_and_paired_by_seed():
 
     rl = {seed: rows("free", [0, 1, 2, 3, 2, 1, 0], [0, 2, 4, 6, 8, 10, 12])
           + rows("held", [0, 0.5, 1, 1.5, 2 + d, 2 + d, 2 + d], [0, 1, 2, 3, 4, 4, 4])
-          + rows("weak", [0, 1, 2, 3, 1 + d, 0, -1], [0, 2, 4, 6, 8, 10, 12]) for seed, d in
+          + rows("weak", [0, 1, 2, 3, 1 + d, 0, -1], [0, 2, 4, 6, 8, 10, 12])
+          + rows("rising", [0, 1, 2, 3, 4, 5, 6 + d], [0, 1, 2, 3, 4, 5, 6]) for seed, d in
           ((0, -0.1), (1, 0.0), (2, 0.1))}
-    shipped = {"seeds": [0, 1, 2], "reading": paired_over_seeds(rl), "bands": seed_bands(rl)}
+    shipped = {"seeds": [0, 1, 2], "reading": paired_over_seeds(rl), "bands": seed_bands(rl),
+               "by_seed": {str(seed): {"rl": rows_} for seed, rows_ in rl.items()}}
     table = defences_table(shipped)
     assert table.loc["free", "gold at the end"] == pytest.approx(1.0)  # last three evaluations: 2, 1, 0 -> 1
     assert table.loc["held", "KL at the end"] == pytest.approx(4.0) and not table.loc["held", "fall shown"]
+    assert table.loc["rising", "gold fall ± 95 %"] == "none: highest at the end"  # not a measured zero
+    assert table.loc["weak", "gold fall ± 95 %"].startswith("+")
     lines = read_defences(shipped, "free", "held", "weak")
     assert lines[0].startswith("KL penalty: the penalized runs end at 4.0 nats with +0.00 ± 0.25") and \
         "cannot tell apart" in lines[0]

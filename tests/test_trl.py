@@ -129,8 +129,10 @@ def test_a_trl_run_gets_only_the_panels_that_apply():
     trl = [{"episodes": 64 * i, "reward_mean": 0.1 * i, "reward_std": 1.0, "kl_per_token": 0.1, "clipfrac": 0.02,
             "response_length": 10.0, "entropy": 4.0} for i in range(1, 5)]
     fig = plot_training_curves(trl)
-    assert len(fig.axes) == 4 and fig.axes[1].get_ylabel() == "nats per token"
+    # four panels, the entropy one with a twin axis for the response length (two units, two axes)
+    assert len(fig.axes) == 5 and fig.axes[1].get_ylabel() == "nats per token"
+    assert fig.axes[-1].get_ylabel() == "response length (tokens)"
     assert not any(text.get_text() == "no value head" for ax in fig.axes for text in ax.texts)
     ppo = [dict(row, kl=6.0, kl_coef=0.3, explained_variance=0.1) for row in trl]
     fig = plot_training_curves(ppo, kl_target=6.0)
-    assert len(fig.axes) == 6 and fig.axes[1].get_ylabel() == "nats per response"
+    assert len(fig.axes) == 7 and fig.axes[1].get_ylabel() == "nats per response"
