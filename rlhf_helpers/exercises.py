@@ -175,6 +175,64 @@ def check_bradley_terry_loss(fn: Callable) -> Callable:
     return fn
 
 
+# --------------------------------------------------------------------------------------- supervised fine-tuning
+
+
+def _sft_inputs():
+    """Three right-padded rows of prompt + response (lengths differ) with random logits over a vocabulary of 11."""
+    g = torch.Generator().manual_seed(12)
+    input_ids = torch.randint(0, 11, (3, 7), generator=g)
+    response_mask = torch.tensor([[0, 0, 1, 1, 1, 1, 0],    # prompt 2, response 4, one pad
+                                  [0, 0, 0, 0, 1, 1, 1],    # prompt 4, response 3
+                                  [0, 1, 1, 0, 0, 0, 0]])   # prompt 1, response 2, four pads
+    attention_mask = torch.tensor([[1, 1, 1, 1, 1, 1, 0], [1] * 7, [1, 1, 1, 0, 0, 0, 0]])
+    return torch.randn(3, 7, 11, generator=g), input_ids, response_mask, attention_mask
+
+
+def check_sft_loss(fn: Callable) -> Callable:
+    """fn(logits (B, T, V), input_ids (B, T), response_mask (B, T)) -> scalar: next-token cross-entropy averaged over
+    every response token of the batch."""
+    # sft.py imports the IMDB loader (datasets): imported on first use, so that the other notebooks do not pay for it
+    from .sft import sft_loss
+
+    logits, ids, response, attention = _sft_inputs()
+    out, attempted = _attempt("sft_loss", fn, logits, ids, response, module="rlhf_helpers.sft")
+    if not attempted:
+        return sft_loss
+    want = sft_loss(logits, ids, response)
+    assert torch.is_tensor(out) and out.dim() == 0, \
+        f"Return a scalar tensor (got {type(out).__name__} {getattr(out, 'shape', '')}): average over the tokens."
+    if not _close(out, want):
+        def token_mean(nll, mask):
+            return (nll * mask).sum() / mask.sum()
+
+        def nll_at(shift: int):
+            if shift:
+                return torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), ids[:, 1:], reduction="none")
+            return torch.nn.functional.cross_entropy(logits.transpose(1, 2), ids, reduction="none")
+
+        shifted, same = nll_at(1), nll_at(0)
+        per_row = (shifted * response[:, 1:]).sum(1) / response[:, 1:].sum(1)
+        wrong = {
+            "no shift: the logits at position t predict the token at t + 1, so compare logits[:, :-1] with "
+            "input_ids[:, 1:]": token_mean(same, response.float()),
+            "the mask is not shifted with the targets: the target at t + 1 is a response token when "
+            "response_mask[:, 1:] is 1": token_mean(shifted, response[:, :-1].float()),
+            "the prompt is counted: the model is not asked to write the prompt, so only response tokens enter (use "
+            "response_mask, not attention_mask)": token_mean(shifted, attention[:, 1:].float()),
+            "padding is averaged in: divide by the number of response tokens, not by every position":
+                (shifted * response[:, 1:]).sum() / shifted.numel(),
+            "a mean per row, then over rows: TRL (and the course) average over every response token of the batch, so "
+            "a longer response weighs more": per_row.mean(),
+            "a sum instead of the mean (the loss would grow with the batch)": (shifted * response[:, 1:]).sum(),
+        }
+        _name_the_mistake(out, wrong)
+        raise AssertionError(f"Loss {out.item():.5f} != reference {want.item():.5f}. loss = sum over response "
+                             "tokens of −log p(token | everything before it) / number of response tokens.")
+    print("✅ sft_loss matches the reference: shifted by one, response tokens only, averaged over them.")
+    return fn
+
+
 # ---------------------------------------------------------------------------------------------- notebook 01
 
 

@@ -1,0 +1,208 @@
+"""Supervised fine-tuning (SFT): where the policy comes from. Next-token cross-entropy on demonstrations, the response
+tokens only, by hand and with TRL's `SFTTrainer`, on the same tokenized demonstrations.
+
+A demonstration is a prompt and a response cut from a real IMDB review: the prompt as long as the course's prompts
+(2-8 tokens), the response the review's next `response_tokens` tokens. The loss is the mean over every response
+token of the batch (a token mean, as TRL computes it: a long response weighs more than a short one), never over the
+prompt or the padding.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from datasets import Dataset
+
+from .data import filter_and_clean, load_imdb, prompt_lengths
+from .models import quiet_transformers
+from .profiles import Profile
+
+
+@dataclass(frozen=True)
+class SFTSettings:
+    """One SFT run's settings (notebook and `python -m rlhf_helpers.train --algo sft` share them)."""
+
+    steps: int
+    """Optimizer steps."""
+    batch_size: int
+    """Demonstrations per step."""
+    learning_rate: float
+    """Peak AdamW learning rate (TRL's default, 2e-5, is for fine-tuning large models for a few hundred steps; a
+    1.7M-parameter model on a CPU budget needs a larger one, as the world's own fine-tuning used 1e-3)."""
+    warmup_steps: int
+    """Linear warm-up steps before the constant rate: Adam's first updates are full-size (notebook 04)."""
+    response_tokens: int = 48
+    """Tokens of review after each prompt: a demonstration's response (the RL responses are 4-16 tokens; a longer
+    response gives each step more text to learn from)."""
+    n_train: int = 8192
+    """Demonstrations drawn from the train split."""
+    n_heldout: int = 256
+    """Demonstrations drawn from the test split, for the held-out loss."""
+    eval_every: int = 20
+    """Steps between held-out evaluations."""
+    seed: int = 0
+    """Seeds the demonstrations' prompt lengths, the batch order and the weights of any fresh head."""
+
+
+SMOKE = SFTSettings(steps=120, batch_size=32, learning_rate=1e-3, warmup_steps=10)
+"""The smoke profile: about a minute on one CPU core for the 1.7M-parameter base."""
+HUB = SFTSettings(steps=2000, batch_size=16, learning_rate=5e-5, warmup_steps=100)
+"""`gpu`/`cpu`: `openai-community/gpt2` toward the equivalent of `lvwerra/gpt2-imdb` (GPT-2 fine-tuned on IMDB)."""
+
+
+def settings_for(profile: Profile) -> SFTSettings:
+    return SMOKE if profile.offline else HUB
+
+
+@dataclass
+class Demonstrations:
+    """Tokenized prompt/response pairs: `prompts[i]` and `responses[i]` are lists of token ids."""
+
+    prompts: list[list[int]]
+    responses: list[list[int]]
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+    def subset(self, rows) -> Demonstrations:
+        return Demonstrations([self.prompts[i] for i in rows], [self.responses[i] for i in rows])
+
+
+def demonstrations(profile: Profile, tokenizer, split: str, n: int, response_tokens: int,
+                   seed: int = 0) -> Demonstrations:
+    """`n` demonstrations from the IMDB `split`: each review's first k tokens (k drawn in the profile's prompt range,
+    seeded) as the prompt, its next `response_tokens` tokens as the response. Reviews too short for both are skipped."""
+    texts = filter_and_clean(load_imdb(split, profile))["text"]
+    order = torch.randperm(len(texts), generator=torch.Generator().manual_seed(seed)).tolist()
+    lengths = prompt_lengths(len(order), profile.prompt_min_tokens, profile.prompt_max_tokens, seed)
+    prompts, responses = [], []
+    for i, k in zip(order, lengths):
+        ids = tokenizer(texts[i][: 8 * (int(k) + response_tokens)], add_special_tokens=False)["input_ids"]
+        if len(ids) < int(k) + response_tokens:
+            continue
+        prompts.append(ids[: int(k)])
+        responses.append(ids[int(k): int(k) + response_tokens])
+        if len(prompts) == n:
+            break
+    if len(prompts) < n:
+        raise ValueError(f"Only {len(prompts)} reviews of the {split} split are long enough for {n} demonstrations.")
+    return Demonstrations(prompts, responses)
+
+
+def sft_batch(demos: Demonstrations, pad_id: int, device=None) -> dict:
+    """Prompt + response per row, **right**-padded (nothing is generated, so the tokens may start at position 0):
+    `input_ids`, `attention_mask` and `response_mask` (1 on response tokens, 0 on prompt and padding), each (B, T)."""
+    width = max(len(p) + len(r) for p, r in zip(demos.prompts, demos.responses))
+    ids = torch.full((len(demos), width), pad_id, dtype=torch.long)
+    attention, response = torch.zeros_like(ids), torch.zeros_like(ids)
+    for row, (prompt, reply) in enumerate(zip(demos.prompts, demos.responses)):
+        ids[row, : len(prompt) + len(reply)] = torch.tensor(prompt + reply)
+        attention[row, : len(prompt) + len(reply)] = 1
+        response[row, len(prompt): len(prompt) + len(reply)] = 1
+    return {key: value.to(device) if device is not None else value
+            for key, value in {"input_ids": ids, "attention_mask": attention, "response_mask": response}.items()}
+
+
+def sft_loss(logits: torch.Tensor, input_ids: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
+    """Next-token cross-entropy on the response tokens: the logits at position t predict the token at t + 1, so shift
+    by one; average over every response token of the batch (prompt and padding excluded). logits (B, T, V),
+    input_ids and response_mask (B, T) -> scalar."""
+    targets = input_ids[:, 1:]
+    mask = response_mask[:, 1:].to(logits.dtype)
+    nll = F.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)).float(), targets.reshape(-1),
+                          reduction="none").view_as(mask)
+    return (nll * mask).sum() / mask.sum().clamp(min=1)
+
+
+def heldout_loss(model, demos: Demonstrations, pad_id: int, loss_fn=sft_loss, batch_size: int = 64) -> float:
+    """The mean response-token loss over `demos` (token-weighted across batches), in eval mode, without gradients."""
+    was_training = model.training
+    model.eval()
+    total, tokens = 0.0, 0
+    with torch.no_grad():
+        for start in range(0, len(demos), batch_size):
+            batch = sft_batch(demos.subset(range(start, min(start + batch_size, len(demos)))), pad_id, model.device)
+            count = int(batch["response_mask"][:, 1:].sum())
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            total += float(loss_fn(logits, batch["input_ids"], batch["response_mask"])) * count
+            tokens += count
+    model.train(was_training)
+    return total / max(1, tokens)
+
+
+def batch_order(n: int, steps: int, batch_size: int, seed: int) -> list[list[int]]:
+    """Each step's rows: passes over the `n` demonstrations in seeded shuffled orders, `batch_size` rows a step."""
+    generator = torch.Generator().manual_seed(seed)
+    flat: list[int] = []
+    while len(flat) < steps * batch_size:
+        flat += torch.randperm(n, generator=generator).tolist()
+    return [flat[i * batch_size:(i + 1) * batch_size] for i in range(steps)]
+
+
+def train_by_hand(model, train: Demonstrations, heldout: Demonstrations, pad_id: int, settings: SFTSettings,
+                  loss_fn=sft_loss, steps: int | None = None) -> list[dict]:
+    """The SFT loop, plainly: AdamW at `settings.learning_rate` after a linear warm-up, `loss_fn` on each batch of
+    demonstrations, the held-out loss every `settings.eval_every` steps (and at the start and the end). Trains `model`
+    in place; returns the log, one row per step (`loss`, and `heldout_loss` where it was measured)."""
+    steps = settings.steps if steps is None else steps
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / settings.warmup_steps))
+    log = [{"step": 0, "heldout_loss": heldout_loss(model, heldout, pad_id, loss_fn)}]
+    model.train()
+    start = time.perf_counter()
+    for step, rows in enumerate(batch_order(len(train), steps, settings.batch_size, settings.seed), start=1):
+        batch = sft_batch(train.subset(rows), pad_id, model.device)
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        loss = loss_fn(logits, batch["input_ids"], batch["response_mask"])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        row = {"step": step, "loss": loss.item(), "seconds": time.perf_counter() - start}
+        if step % settings.eval_every == 0 or step == steps:
+            row["heldout_loss"] = heldout_loss(model, heldout, pad_id, loss_fn)
+        log.append(row)
+    model.eval()
+    return log
+
+
+def to_dataset(demos: Demonstrations):
+    """The demonstrations as TRL's SFTTrainer takes them already tokenized: `input_ids` (prompt + response) and
+    `completion_mask` (1 on the response). Tokenized, so TRL neither re-tokenizes the text nor appends an EOS (these
+    responses are cut from the middle of reviews: an EOS would teach the model to stop there)."""
+    return Dataset.from_dict({"input_ids": [p + r for p, r in zip(demos.prompts, demos.responses)],
+                              "completion_mask": [[0] * len(p) + [1] * len(r)
+                                                  for p, r in zip(demos.prompts, demos.responses)]})
+
+
+def sft_config(settings: SFTSettings, output_dir: str, **overrides):
+    """TRL's `SFTConfig` for the course's SFT: the loss on the response only (`completion_only_loss`, TRL's default
+    for prompt/completion data, said here), no packing (each demonstration is its own row: packing would let a
+    response attend to another review), the course's learning rate, warm-up and batch, constant after the warm-up
+    as `train_by_hand` is, no gradient clipping (the loop by hand has none), and nothing reported outside the run."""
+    # TRL takes seconds to import: on first use, so that importing the course's SFT loss does not pay for it
+    from trl import SFTConfig
+
+    args = {"output_dir": output_dir, "max_steps": settings.steps, "per_device_train_batch_size": settings.batch_size,
+            "learning_rate": settings.learning_rate, "warmup_steps": settings.warmup_steps,
+            "lr_scheduler_type": "constant_with_warmup", "max_grad_norm": None, "completion_only_loss": True,
+            "packing": False, "max_length": None, "seed": settings.seed, "report_to": [], "save_strategy": "no",
+            "logging_steps": settings.eval_every, "use_cpu": not torch.cuda.is_available(),
+            "dataloader_drop_last": True, "disable_tqdm": True}
+    with quiet_transformers():  # TRL 1.16 touches transformers' deprecated gradient_checkpointing field
+        return SFTConfig(**{**args, **overrides})
+
+
+def make_sft_trainer(model, tokenizer, train: Demonstrations, args, heldout: Demonstrations | None = None):
+    """TRL's `SFTTrainer` on the course's tokenized demonstrations (`to_dataset`)."""
+    # TRL takes seconds to import: on first use
+    from trl import SFTTrainer
+
+    with quiet_transformers():
+        return SFTTrainer(model=model, args=args, train_dataset=to_dataset(train),
+                          eval_dataset=to_dataset(heldout) if heldout is not None else None,
+                          processing_class=tokenizer)

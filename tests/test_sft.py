@@ -1,0 +1,123 @@
+"""Supervised fine-tuning: the loss against a naive loop, the exercise checker's hints, TRL's SFTTrainer computing
+the same loss on its own batch of the course's demonstrations, and a short run that lowers the held-out loss."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from rlhf_helpers.exercises import _sft_inputs, check_sft_loss
+from rlhf_helpers.sft import Demonstrations, SFTSettings, heldout_loss, sft_batch, sft_loss, train_by_hand
+
+
+def test_the_sft_loss_is_the_token_mean_of_a_naive_loop():
+    logits, ids, response, _ = _sft_inputs()
+    total, count = 0.0, 0
+    for row in range(ids.shape[0]):
+        for t in range(1, ids.shape[1]):
+            if response[row, t]:  # a response token, predicted from position t - 1
+                total += -torch.log_softmax(logits[row, t - 1], -1)[ids[row, t]].item()
+                count += 1
+    assert count == 4 + 3 + 2
+    assert sft_loss(logits, ids, response).item() == pytest.approx(total / count, rel=1e-6)
+
+
+def test_the_checker_names_each_common_mistake(capsys):
+    def no_shift(logits, ids, mask):
+        nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), ids, reduction="none")
+        return (nll * mask).sum() / mask.sum()
+
+    def per_row(logits, ids, mask):
+        nll = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), ids[:, 1:], reduction="none")
+        return ((nll * mask[:, 1:]).sum(1) / mask[:, 1:].sum(1)).mean()
+
+    def with_padding(logits, ids, mask):
+        nll = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), ids[:, 1:], reduction="none")
+        return (nll * mask[:, 1:]).sum() / nll.numel()
+
+    for wrong, hint in [(no_shift, "no shift"), (per_row, "a mean per row"), (with_padding, "padding is averaged")]:
+        with pytest.raises(AssertionError, match=hint):
+            check_sft_loss(wrong)
+    assert check_sft_loss(sft_loss) is sft_loss
+    assert "✅" in capsys.readouterr().out
+
+    def stub(logits, ids, mask):
+        raise NotImplementedError
+
+    assert check_sft_loss(stub) is sft_loss  # left empty: the notebook continues with the course's loss
+
+
+def test_a_batch_masks_the_prompt_and_the_padding():
+    demos = Demonstrations([[5, 6], [7]], [[1, 2, 3], [4, 4]])
+    batch = sft_batch(demos, pad_id=0)
+    assert batch["input_ids"].tolist() == [[5, 6, 1, 2, 3], [7, 4, 4, 0, 0]]
+    assert batch["response_mask"].tolist() == [[0, 0, 1, 1, 1], [0, 1, 1, 0, 0]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]]
+
+
+@pytest.fixture(scope="module")
+def base_model():
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from rlhf_helpers.offline import smoke_world
+
+    world = smoke_world()
+    tokenizer = AutoTokenizer.from_pretrained(world.base)
+    tokenizer.pad_token = tokenizer.eos_token
+    return AutoModelForCausalLM.from_pretrained(world.base, dtype=torch.float32), tokenizer
+
+
+def _demos(tokenizer, n, seed):
+    texts = ["This movie was one of the best I have seen in years, the acting was superb and the story moving.",
+             "I hated every minute of this film. The plot made no sense and the dialogue was wooden and dull.",
+             "A quiet, beautiful film about a family, with a score that stays with you long after it ends.",
+             "The worst sequel ever made: loud, long, and without one idea of its own. Avoid it at all costs."]
+    g = torch.Generator().manual_seed(seed)
+    prompts, responses = [], []
+    for i in range(n):
+        ids = tokenizer(texts[i % len(texts)])["input_ids"]
+        k = int(torch.randint(2, 6, (1,), generator=g))
+        prompts.append(ids[:k])
+        responses.append(ids[k: k + 8 + i % 5])  # responses of different lengths
+    return Demonstrations(prompts, responses)
+
+
+def test_trl_sft_trainer_computes_the_course_loss_on_its_own_batch(base_model, tmp_path):
+    """TRL's SFTTrainer, given the course's tokenized demonstrations, builds the same rows (right-padded, the response
+    as the completion) and computes the same loss as `sft_loss` on them, to 1e-6."""
+    from rlhf_helpers.sft import make_sft_trainer, sft_config
+
+    model, tokenizer = base_model
+    demos = _demos(tokenizer, 8, seed=0)
+    settings = SFTSettings(steps=1, batch_size=8, learning_rate=1e-3, warmup_steps=1)
+    trainer = make_sft_trainer(model, tokenizer, demos, sft_config(settings, str(tmp_path)))
+    batch = next(iter(trainer.get_train_dataloader()))
+    ours = sft_batch(demos.subset(range(8)), tokenizer.pad_token_id)
+    rows = {tuple(r) for r in batch["input_ids"].tolist()}
+    assert rows == {tuple(r) for r in ours["input_ids"].tolist()}  # the same rows, in TRL's shuffled order
+    response = (batch["labels"] != -100).long()
+    assert int(response.sum()) == int(ours["response_mask"].sum())  # prompt and padding masked as the course masks
+    model.eval()
+    with torch.no_grad():
+        theirs = trainer.compute_loss(model, dict(batch)).item()
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        mine = sft_loss(logits, batch["input_ids"], response).item()
+    assert mine == pytest.approx(theirs, abs=1e-6)
+
+
+def test_a_short_run_by_hand_lowers_the_heldout_loss(base_model):
+    from transformers import AutoModelForCausalLM
+
+    from rlhf_helpers.offline import smoke_world
+
+    _, tokenizer = base_model
+    model = AutoModelForCausalLM.from_pretrained(smoke_world().base, dtype=torch.float32)
+    train, heldout = _demos(tokenizer, 32, seed=1), _demos(tokenizer, 8, seed=2)
+    settings = SFTSettings(steps=6, batch_size=8, learning_rate=3e-3, warmup_steps=2, eval_every=3)
+    log = train_by_hand(model, train, heldout, tokenizer.pad_token_id, settings)
+    measured = [row["heldout_loss"] for row in log if "heldout_loss" in row]
+    assert len(measured) == 3 and measured[-1] < measured[0]
+    assert all(math.isfinite(row.get("loss", 0.0)) for row in log)
+    assert heldout_loss(model, heldout, tokenizer.pad_token_id) == pytest.approx(measured[-1])
