@@ -76,6 +76,7 @@ def check_training_worked(name: str, before: dict, after: dict, profile: Profile
     if "ref_perplexity" in before and "ref_perplexity" in after:
         ppl0, ppl1 = before["ref_perplexity"], after["ref_perplexity"]
         cost += (f", the reference's perplexity of the text {ppl0:.0f} -> {ppl1:.0f}" + (
+            " (about unchanged)" if abs(ppl1 - ppl0) < 0.05 * ppl0 else
             " (the text reads stranger to the reference)" if ppl1 > ppl0 else
             " (lower: the text grew more predictable to the reference, sharper, not stranger)"))
     holds = rate1 >= min_rate and rate1 - rate0 >= gain and kl > 0 and abs(before["kl"]) < 1e-6
@@ -128,8 +129,9 @@ def check_kl_near_target(train_kl: list[float], kl_end: float, target: float, be
         path = (f"the training KL was above the target at {above:.0%} of the steps{still}, and β went "
                 f"{beta[0]:.3f} -> {beta[1]:.3f}")
     ended = f"The KL ended at {kl_end:.1f} against a target of {target}"
-    how = ("Not the controller's doing: the run ended while the KL was still climbing toward the target. How it got "
-           "there: " if above == 0 and rising else "How it got there: ")
+    how = ("The controller did not hold it there: it lowered β at every step and never had to regulate around the "
+           "target; the KL got there because the run ended while it was still climbing. How: "
+           if above == 0 and rising and beta[1] < beta[0] else "How it got there: ")
     return check_claim(0.5 * target <= kl_end <= 1.5 * target, f"{ended}, within half of it either way. {how}{path}.",
                        f"{ended[0].lower()}{ended[1:]}, more than half the target away from it; {path}.", profile)
 

@@ -255,8 +255,9 @@ def summarize_contrasts(readings: list[dict]) -> list[str]:
                 groups["cross"].setdefault(f"{a} and {b}", []).append(measure)
         else:
             groups[r["verdict"]].setdefault(f"{a} and {b}", []).append(measure)
-    heads = {"ahead": "Ahead beyond the noise at every shared KL", "some": "Ahead at some KL values, within the noise "
-             "at the rest", "cross": "Each ahead somewhere (they cross)", "tie": "Within the noise at every shared KL",
+    heads = {"ahead": "Ahead at every shared KL, each difference outside its interval",
+             "some": "Ahead at some KL values, within the noise at the rest",
+             "cross": "Each ahead somewhere (they cross)", "tie": "Within the noise at every shared KL",
              "apart": "No common KL to compare at"}
     return [f"{heads[g]}: " + "; ".join(f"{pair} ({', '.join(measures)})" for pair, measures in pairs.items()) + "."
             for g, pairs in groups.items() if pairs]

@@ -63,12 +63,13 @@ POLICY_ENV = "RLHF_POLICY_MODEL"
 REWARD_ENV = "RLHF_REWARD_MODEL"
 GOLD_ENV = "RLHF_GOLD_MODEL"
 READER_ENV = "RLHF_READER_MODEL"
-__all__ = ["GOLD_ENV", "POLICY_ENV", "READER_ENV", "REWARD_ENV", "default_device", "gold_model_id", "load_classifier",
-           "load_gold", "load_policy", "load_reward", "load_tokenizer", "model_ids", "prepare_tokenizer",
-           "reader_model_id"]
+BASE_ENV = "RLHF_BASE_MODEL"
+__all__ = ["BASE_ENV", "GOLD_ENV", "POLICY_ENV", "READER_ENV", "REWARD_ENV", "base_model_id", "default_device",
+           "gold_model_id", "load_classifier", "load_gold", "load_policy", "load_reward", "load_tokenizer", "model_ids",
+           "prepare_tokenizer", "reader_model_id"]
 
 
-ROLES = {POLICY_ENV: "policy", REWARD_ENV: "reward", GOLD_ENV: "gold", READER_ENV: "reader"}
+ROLES = {POLICY_ENV: "policy", REWARD_ENV: "reward", GOLD_ENV: "gold", READER_ENV: "reader", BASE_ENV: "base"}
 _TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "vocab.txt", "tokenizer.model", "spiece.model")
 _PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
 
@@ -122,7 +123,7 @@ def check_model_folder(folder: str | os.PathLike, role: str, env: str | None = N
     kind = _architecture_kind(config.get("architectures") or [])
     arch = ", ".join(config.get("architectures") or []) or config.get("model_type", "?")
     swap = (f" Did you swap {POLICY_ENV} and {REWARD_ENV}?" if env in (POLICY_ENV, REWARD_ENV) else "")
-    if role in ("policy", "reader") and kind == "classifier":
+    if role in ("policy", "reader", "base") and kind == "classifier":
         raise ModelFolderError(f"{where} is a {arch}, a sequence classifier; the {role} must be a causal language "
                                f"model (...ForCausalLM or ...LMHeadModel, e.g. GPT2LMHeadModel).{swap}")
     if role in ("reward", "gold") and kind == "causal-lm":
@@ -179,6 +180,12 @@ def _world_part_id(profile: Profile, env: str, part: str, hub_id: str) -> str:
     chosen = chosen or hub_id
     ensure_available(chosen)
     return chosen
+
+
+def base_model_id(profile: Profile) -> str:
+    """The pretrained LM notebook 02 fine-tunes into the policy: RLHF_BASE_MODEL, else the shipped world's base in
+    `smoke` (a small GPT-2 pretrained on Python's documentation, not on reviews), else the hub id (`gpt2`)."""
+    return _world_part_id(profile, BASE_ENV, "base", profile.base_model)
 
 
 def gold_model_id(profile: Profile) -> str:

@@ -428,7 +428,8 @@ def defences_table(shipped: dict) -> pd.DataFrame:
         m = seed_means(reading)
         last = max(r["step"] for r in shipped["by_seed"][next(iter(shipped["by_seed"]))]["rl"] if r["run"] == run) \
             if "by_seed" in shipped else None
-        at_end = last is not None and all(r["peak_step"] == last for r in reading["per_seed"].values())
+        at_end = (last is not None and all(r["peak_step"] == last for r in reading["per_seed"].values())) or all(
+            r["fall"] == 0 for r in reading["per_seed"].values())  # the peak window is the last one: no turn
         rows[run] = {"KL at the peak": round(m["peak_kl"], 1), "gold at the peak": round(m["peak_gold"], 2),
                      "KL at the end": round(m["end_kl"], 1), "gold at the end": round(m["end_gold"], 2),
                      "gold fall ± 95 %": "none: highest at the end" if at_end else
@@ -604,7 +605,8 @@ def plot_seed_bands(bands: list[dict], rl_rows: list[dict] | None = None):
             mine = [r for r in (rl_rows or []) if r["run"] == run]
             if mine:
                 ax.plot([r["step"] for r in mine], [r[key] for r in mine], "o", color="k", ms=4, label="this run")
-            ax.set(title=run if row_i == 0 else None, ylabel=f"{key} reward" if col == 0 else None)
+            label = "gold reward (judge − penalties)" if key == "gold" else "proxy reward"
+            ax.set(title=run if row_i == 0 else None, ylabel=label if col == 0 else None)
             ax.legend(fontsize=7)
         axes[1, col].set_xlabel("PPO step")
     fig.tight_layout()
@@ -660,7 +662,7 @@ def plot_overoptimization(bon: list[dict], rl_rows: list[dict], fits: dict, draw
                               color=color, label=f"fit: α={fit['alpha']:.2f}, β={fit['beta']:.2f}, r²={fit['r2']:.2f}")
     axes[0, 0].set(title="Best-of-n (n = 1, 2, 4, …, 64) against each reward model", ylabel="proxy reward (the RM)")
     axes[0, 1].set(title="PPO against each reward model (fixed β)")
-    axes[1, 0].set(ylabel="gold reward (the judge)")
+    axes[1, 0].set(ylabel="gold reward (judge − penalties)")
     for ax in axes.flat:
         ax.legend(fontsize=7)
     for ax in axes[1]:

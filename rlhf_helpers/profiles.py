@@ -156,6 +156,9 @@ class Profile:
     """The gold judge of notebook 06, standing in for human raters (the DPO paper's IMDB judge)."""
     reader_model: str = "openai-community/gpt2-medium"
     """The gold rater's reader: an LM larger than the policy whose per-token loss says how well a text reads."""
+    base_model: str = "openai-community/gpt2"
+    """The pretrained LM the policy is fine-tuned from (notebook 02's SFT; `lvwerra/gpt2-imdb` is this model
+    fine-tuned on IMDB)."""
     offline: bool = False
     """True when the models come from the offline world the project builds itself."""
     min_review_chars: int = 200
@@ -211,6 +214,7 @@ PROFILES: dict[str, Profile] = {
         name="smoke", offline=True,
         policy_model="offline-world/policy", reward_model="offline-world/classifier",
         dataset="offline-world/imdb", gold_model="offline-world/gold", reader_model="offline-world/reader",
+        base_model="offline-world/base",
         n_eval_prompts=128, eval_batch_size=128,
         # A tiny model tolerates a far larger learning rate than GPT-2's 1.41e-5. Chosen by benchmarks/ppo_recipe.py
         # (benchmarks/README.md): ends at its KL target with a clip fraction of a few percent, at 1.04 s a step. The

@@ -9,17 +9,20 @@ prompt or the padding.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-
 from datasets import Dataset
+from transformers import TrainerCallback
 
 from .data import filter_and_clean, load_imdb, prompt_lengths
+from .evaluation import continuation_words, unseen_word_rate, word_list
 from .models import quiet_transformers
 from .profiles import Profile
+from .sampling import sample_with
 
 
 @dataclass(frozen=True)
@@ -81,7 +84,8 @@ def demonstrations(profile: Profile, tokenizer, split: str, n: int, response_tok
     lengths = prompt_lengths(len(order), profile.prompt_min_tokens, profile.prompt_max_tokens, seed)
     prompts, responses = [], []
     for i, k in zip(order, lengths):
-        ids = tokenizer(texts[i][: 8 * (int(k) + response_tokens)], add_special_tokens=False)["input_ids"]
+        ids = tokenizer(texts[i][: 8 * (int(k) + response_tokens)], add_special_tokens=False, truncation=True,
+                        max_length=int(k) + response_tokens)["input_ids"]
         if len(ids) < int(k) + response_tokens:
             continue
         prompts.append(ids[: int(k)])
@@ -206,3 +210,56 @@ def make_sft_trainer(model, tokenizer, train: Demonstrations, args, heldout: Dem
         return SFTTrainer(model=model, args=args, train_dataset=to_dataset(train),
                           eval_dataset=to_dataset(heldout) if heldout is not None else None,
                           processing_class=tokenizer)
+
+
+class HeldoutLoss(TrainerCallback):
+    """Records `heldout_loss` on `demos` every `every` optimizer steps (and at the last) while TRL trains: the same
+    curve `train_by_hand` logs, so the two runs are drawn on one axis."""
+
+    def __init__(self, demos: Demonstrations, pad_id: int, every: int):
+        self.demos, self.pad_id, self.every, self.log = demos, pad_id, every, []
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self.log.append({"step": 0, "heldout_loss": heldout_loss(model, self.demos, self.pad_id)})
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if state.global_step % self.every == 0 or state.global_step == state.max_steps:
+            self.log.append({"step": state.global_step, "heldout_loss": heldout_loss(model, self.demos, self.pad_id)})
+
+
+def review_vocabulary(profile: Profile) -> frozenset:
+    """Every word (`evaluation.word_list`) of IMDB's train reviews: what `evaluation.unseen_word_rate` checks a
+    writer's words against (real reviews score about 1 %)."""
+    return frozenset(w for text in filter_and_clean(load_imdb("train", profile))["text"] for w in word_list(text))
+
+
+def writer_row(model, tokenizer, prompts, vocabulary: frozenset, reward, sampling, demos: Demonstrations,
+               seed: int) -> tuple[dict, list[str]]:
+    """How well `model` writes reviews, on the held-out prompts (`prompts`: token-id lists) and demonstrations: its
+    held-out loss and perplexity on real continuations, and of its own samples (one per prompt, `sampling`, `seed`)
+    the unseen-word rate, the reward classifier's mean and positive rate. Returns (row, the responses)."""
+    loss = heldout_loss(model, demos, tokenizer.pad_token_id)
+    samples = sample_with(model, tokenizer, prompts, sampling, seed=seed)
+    words = [continuation_words(q, r) for q, r in zip(samples.queries, samples.responses)]
+    scores = reward([q + r for q, r in zip(samples.queries, samples.responses)]).float().cpu()
+    return ({"held-out loss (nats/token)": loss, "perplexity": math.exp(loss),
+             "unseen-word rate": unseen_word_rate(words, vocabulary), "mean reward": scores.mean().item(),
+             "positive rate": (scores > 0).float().mean().item()}, samples.responses)
+
+
+def read_sft(rows: dict, base: str, tuned: str, shipped: str | None = None) -> str:
+    """Two sentences on `writer_row` rows (name -> row): what fine-tuning did to the held-out loss and the unseen-word
+    rate (against the shipped policy, the same recipe run longer, when given), and how far SFT alone moved the
+    reward."""
+    b, t = rows[base], rows[tuned]
+    text = (f"Fine-tuning took the held-out loss from {b['held-out loss (nats/token)']:.2f} to "
+            f"{t['held-out loss (nats/token)']:.2f} nats per token (perplexity {b['perplexity']:.0f} -> "
+            f"{t['perplexity']:.0f}) and the unseen-word rate from {b['unseen-word rate']:.1%} to "
+            f"{t['unseen-word rate']:.1%}")
+    if shipped:
+        s = rows[shipped]
+        text += (f"; the shipped policy, the same recipe run far longer, is at {s['held-out loss (nats/token)']:.2f} "
+                 f"and {s['unseen-word rate']:.1%}")
+    return text + (f". SFT alone moved the classifier's mean reward from {b['mean reward']:+.2f} to "
+                   f"{t['mean reward']:+.2f} (positive rate {b['positive rate']:.0%} -> {t['positive rate']:.0%}): "
+                   "it learned to write like the reviews, positive and negative alike, not to please the reward.")

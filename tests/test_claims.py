@@ -67,6 +67,8 @@ def test_the_training_check_names_its_cost(capsys):
             "(the text reads stranger to the reference)" in out)
     assert check_training_worked("GRPO", {**BEFORE, "ref_perplexity": 50.5}, {**after, "ref_perplexity": 39.0})
     assert "50 -> 39 (lower: the text grew more predictable to the reference" in capsys.readouterr().out
+    assert check_training_worked("RLOO", {**BEFORE, "ref_perplexity": 50.5}, {**after, "ref_perplexity": 51.2})
+    assert "50 -> 51 (about unchanged)" in capsys.readouterr().out
 
 
 def test_the_penalty_check_compares_kl_and_repetition_with_the_unpenalized_run(capsys):
@@ -108,8 +110,9 @@ def test_the_kl_check_says_how_the_run_got_to_its_target(capsys):
     climbing = [0.5 * i for i in range(1, 13)]  # 0.5 ... 6.0, below a target of 6 at every step but the last
     assert check_kl_near_target(climbing[:-1], 5.8, 6.0, (0.3, 0.18), get_profile("smoke"))
     out = capsys.readouterr().out
-    assert "within half of it either way. Not the controller's doing: the run ended while the KL was still climbing " \
-           "toward the target. How it got there: the training KL stayed below the target all run, still " \
+    assert "within half of it either way. The controller did not hold it there: it lowered β at every step and never " \
+           "had to regulate around the target; the KL got there because the run ended while it was still climbing. " \
+           "How: the training KL stayed below the target all run, still " \
            "rising at the end, and β only fell (0.300 -> 0.180), so the controller never had to pull it back." in out
     held = [2.0, 4.0, 7.0, 8.0, 7.0, 6.5, 6.0, 6.0, 5.9, 6.0, 6.0, 5.9]
     assert check_kl_near_target(held, 6.1, 6.0, (0.3, 0.4), get_profile("smoke"))

@@ -335,7 +335,8 @@ def test_contrasts_are_summarized_one_line_per_verdict():
                                  reading("online_dpo", "ppo", "gold", "b"),
                                  reading("grpo", "dpo", "gold", "mixed", signs=(1, -1))])
     assert lines == [
-        "Ahead beyond the noise at every shared KL: PPO-GT over PPO-RM (reward, gold); PPO-GT over online DPO (gold).",
+        "Ahead at every shared KL, each difference outside its interval: PPO-GT over PPO-RM (reward, gold); PPO-GT "
+        "over online DPO (gold).",
         "Ahead at some KL values, within the noise at the rest: online DPO over DPO (gold); DPO over PPO-RM (gold).",
         "Each ahead somewhere (they cross): GRPO and DPO (gold).",
         "Within the noise at every shared KL: PPO-RM and DPO (reward)."]
@@ -385,8 +386,8 @@ def test_the_paper_ordering_is_read_per_baseline_and_a_narrow_lead_is_named():
                     "direction (DPO behind) at every shared KL, beyond its interval at 2 of 3.")
     assert read_paper_ordering([reading("online_dpo", "dpo", [0.4, 0.5, 0.6])]) == ""
     lines = summarize_contrasts([reading("ppo", "ppo_rm", [0.32, 0.8, 1.0], key="gold")])
-    assert lines == ["Ahead beyond the noise at every shared KL: PPO-GT over PPO-RM (gold, narrowly at 2.0 nats: "
-                     "+0.32 ± 0.30)."]
+    assert lines == ["Ahead at every shared KL, each difference outside its interval: PPO-GT over PPO-RM (gold, "
+                     "narrowly at 2.0 nats: +0.32 ± 0.30)."]
 
 
 def test_the_learning_rate_sweep_names_its_near_ties():

@@ -61,11 +61,11 @@ def test_a_batch_masks_the_prompt_and_the_padding():
 def base_model():
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from rlhf_helpers.models import prepare_tokenizer
     from rlhf_helpers.offline import smoke_world
 
     world = smoke_world()
-    tokenizer = AutoTokenizer.from_pretrained(world.base)
-    tokenizer.pad_token = tokenizer.eos_token
+    tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(world.base))  # left padding, as the course samples
     return AutoModelForCausalLM.from_pretrained(world.base, dtype=torch.float32), tokenizer
 
 
