@@ -146,14 +146,14 @@ def _run_shared_notebook(item) -> None:
 # pytest-xdist's `load` scheduler first hands each worker a quarter of its share of the items in collection order
 # (38 items each at 311 tests), so one worker got every long item in this list while the other ran the short ones
 # (cold-cache `.ci/run` at 5844c9e: the tests' times add up to 1,921 s, yet they took 1,335 s on two workers). With it,
-# each worker starts with two items and takes the next as one finishes: 05 and 04 on one worker, 06 and 07 on the other.
-LONGEST_FIRST = ("notebooks/05_", "notebooks/04_", "notebooks/06_", "notebooks/07_", "tests/test_gpu_check.py",
-                 "tests/test_exercises_drive.py", "tests/test_device.py::test_two_processes",
-                 "tests/test_train.py::test_killed_run", "notebooks/03_", "tests/test_browser.py")
+# each worker starts with two items and takes the next as one finishes: 06 and 05 on one worker, 07 and 08 on the other.
+LONGEST_FIRST = ("notebooks/06_", "notebooks/05_", "notebooks/07_", "notebooks/08_", "notebooks/02_",
+                 "tests/test_gpu_check.py", "tests/test_exercises_drive.py", "tests/test_device.py::test_two_processes",
+                 "tests/test_train.py::test_killed_run", "notebooks/04_", "tests/test_browser.py")
 
 
 NOTEBOOKS_WITHOUT_THE_WORLD = ()
-"""Notebooks that neither load the smoke world nor train: none today (each of 01-07 loads the smoke models, through
+"""Notebooks that neither load the smoke world nor train: none today (each of 01-08 loads the smoke models, through
 `model_ids` / `load_policy` / `load_tokenizer`, whose first call loads the shipped world), so every notebook is
 `slow`."""
 

@@ -1,7 +1,7 @@
 """Run the reward–KL frontier sweep (see `rlhf_helpers.frontier`) and write frontier.json and frontier.png.
 
     python benchmarks/frontier.py --profile smoke --out runs/frontier
-    cp runs/frontier/frontier.json rlhf_helpers/results/frontier_smoke.json     # what notebook 07 draws
+    cp runs/frontier/frontier.json rlhf_helpers/results/frontier_smoke.json     # what notebook 08 draws
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ left-padded prompts are scored at shifted positions) against the course's (`trl_
 Writes grpo_positions.json with the machine and the date.
 
     python benchmarks/grpo_positions.py --profile smoke --seeds 0,1,2 --out runs/grpo_positions
-    cp runs/grpo_positions/grpo_positions.json rlhf_helpers/results/grpo_positions_smoke.json  (notebook 05 reads it)
+    cp runs/grpo_positions/grpo_positions.json rlhf_helpers/results/grpo_positions_smoke.json  (notebook 06 reads it)
 """
 
 from __future__ import annotations

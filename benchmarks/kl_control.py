@@ -1,5 +1,5 @@
-"""Does the adaptive KL controller hold its target within a smoke-sized budget? The same PPO run (notebook 04's)
-with the controller as shipped and with it scaled to the budget; writes kl_control.json (what notebook 04 draws).
+"""Does the adaptive KL controller hold its target within a smoke-sized budget? The same PPO run (notebook 05's)
+with the controller as shipped and with it scaled to the budget; writes kl_control.json (what notebook 05 draws).
 
     python benchmarks/kl_control.py --profile smoke --out runs/kl_control
     cp runs/kl_control/kl_control.json rlhf_helpers/results/kl_control_smoke.json
@@ -34,7 +34,7 @@ VARIANTS = {
     "no KL penalty": {"init_kl_coef": 0.0, "kl_target": None},
 }
 """name -> PPOConfig overrides of the profile's PPO (the smoke profile's horizon is 1,000 episodes). "no KL penalty" is
-notebook 04's hacked run, whose samples it shows beside the learner's."""
+notebook 05's hacked run, whose samples it shows beside the learner's."""
 
 SHOWN = 8
 """Held-out samples kept per variant (the first prompts of the held-out set, the same for every run)."""

@@ -1,4 +1,4 @@
-"""Notebook 06's over-optimization study over several seeds: the band the notebook draws its own run against.
+"""Notebook 07's over-optimization study over several seeds: the band the notebook draws its own run against.
 
     python benchmarks/overoptimization_seeds.py --profile smoke --seeds 0,1,2 --out runs/overopt_seeds
     cp runs/overopt_seeds/overoptimization.json rlhf_helpers/results/overoptimization_smoke.json

@@ -4,7 +4,7 @@
     python benchmarks/rehearsal.py --profile gpu --steps 3          # on a CUDA machine
 
 The profile's own settings (batch, mini-batch, epochs, response lengths, held-out evaluation) run through the same
-`rlhf_helpers.train.run` that notebooks 04/05 and `python -m rlhf_helpers.train` use. Only the weights differ: the
+`rlhf_helpers.train.run` that notebooks 05/06 and `python -m rlhf_helpers.train` use. Only the weights differ: the
 hub ids are replaced (through RLHF_POLICY_MODEL / RLHF_REWARD_MODEL) by stand-ins with the real architectures and
 sizes, built by `python -m rlhf_helpers.offline --stand-ins`: GPT-2 124M with the real GPT-2 tokenizer
 ($RLHF_GPT2_TOKENIZER_DIR) and a DistilBERT-base-sized classifier. Random weights generate random text, so the
@@ -13,7 +13,7 @@ rewards mean nothing; shapes, memory and time are the real ones. Data: $RLHF_IMD
 The last line printed is one JSON object: profile, device, policy_params, seconds_per_step (and per algorithm),
 phase_seconds (generate, score, forward, update of a PPO step), peak_memory_mb (CUDA max allocated on a GPU, peak
 RSS on a CPU), eval_seconds (one held-out evaluation), and projected_minutes for the profile's full `ppo.steps`
-in notebook 04 (PPO, evaluated before and after) and notebook 05 (PPO, GRPO and RLOO, five evaluations each).
+in notebook 05 (PPO, evaluated before and after) and notebook 06 (PPO, GRPO and RLOO, five evaluations each).
 """
 
 from __future__ import annotations
@@ -134,8 +134,8 @@ def _rehearse(args, device, stand_ins, profile, timer, out: Path) -> dict:
         "peak_memory_mb": round(_peak_memory_mb(device), 1),
         "eval_seconds": eval_seconds,
         "projected_minutes": {
-            "04_ppo_from_scratch": (total * step["ppo"] + 2 * eval_seconds) / 60,
-            "05_trl_grpo_rloo": sum(total * step[a] + evals_05 * eval_seconds for a in ALGOS) / 60,
+            "05_ppo_from_scratch": (total * step["ppo"] + 2 * eval_seconds) / 60,
+            "06_trl_grpo_rloo": sum(total * step[a] + evals_05 * eval_seconds for a in ALGOS) / 60,
         },
     }
     print(json.dumps(result), flush=True)

@@ -14,14 +14,14 @@ from .profiles import Profile, get_profile
 
 SMOKE_POSITIVE_RATE = 0.7
 """The smoke profile's bar for a trained policy: at least this share of held-out samples scored positive. On the
-shipped world the untrained policy scores 0.55; notebook 04's PPO reached 0.85, TRL's GRPO 0.77-0.81 over seeds 0-2
+shipped world the untrained policy scores 0.55; notebook 05's PPO reached 0.85, TRL's GRPO 0.77-0.81 over seeds 0-2
 (`results/grpo_positions_smoke.json`) at the smoke recipe's KL of about 3 nats: 0.8 would fail two GRPO seeds in
 three of an unchanged recipe."""
 SMOKE_GAIN = 0.15
 """...and at least this much above the untrained policy's share (on real IMDB, where the shipped world starts at 0.55:
 about 2.5 standard errors of the difference of two rates on 128 prompts each)."""
 SMOKE_DPO_POSITIVE_RATE = 0.7
-"""Offline DPO's bar (notebook 07), its own constant so that a recipe where DPO reaches less than the online methods
+"""Offline DPO's bar (notebook 08), its own constant so that a recipe where DPO reaches less than the online methods
 can lower it with its seeds' evidence. On the shipped world DPO at the profile's settings (β 0.1, lr 2.5e-4, one
 pass) reached 0.80, 0.85 and 0.80 over seeds 0-2 (`results/frontier_smoke.json`): the online methods' bar holds."""
 
@@ -96,7 +96,7 @@ def check_training_worked(name: str, before: dict, after: dict, profile: Profile
 
 
 def check_penalty_keeps_text(after: dict, repetition: dict, unpenalized: dict, profile: Profile | None = None) -> bool:
-    """Notebook 04's aligned-beside-hacked check: the same PPO without its KL penalty (`unpenalized`, a point of
+    """Notebook 05's aligned-beside-hacked check: the same PPO without its KL penalty (`unpenalized`, a point of
     `benchmarks/kl_control.py`, with its `after` metrics and `repetition`) went further from the reference and wrote
     less varied text than this run (`after` metrics, `repetition` from `evaluation.repetition_reading`)."""
     free, free_rep = unpenalized["after"], unpenalized["repetition"]
@@ -114,7 +114,7 @@ def check_penalty_keeps_text(after: dict, repetition: dict, unpenalized: dict, p
 
 def check_kl_near_target(train_kl: list[float], kl_end: float, target: float, beta: tuple[float, float],
                          profile: Profile | None = None) -> bool:
-    """Notebook 04's KL check: the held-out KL ended within half the target either way, and how it got there, read
+    """Notebook 05's KL check: the held-out KL ended within half the target either way, and how it got there, read
     from the training batches' KL per step (`train_kl`) and β at the first and the last step: whether the KL ever
     passed the target (so that the controller had to pull it back) and whether it was still rising at the end."""
     above = sum(k > target for k in train_kl) / len(train_kl)
@@ -137,7 +137,7 @@ def check_kl_near_target(train_kl: list[float], kl_end: float, target: float, be
 
 
 def read_kl_control(points: list[dict]) -> list[str]:
-    """Notebook 04's reading of `benchmarks/kl_control.py`'s controller variants (the points with a KL target): which
+    """Notebook 05's reading of `benchmarks/kl_control.py`'s controller variants (the points with a KL target): which
     ended closest to its target and at what reward, and any whose β or perplexity tells a story of its own."""
     controlled = [p for p in points if p["kl_target"] is not None]
     shipped = controlled[0]
@@ -170,7 +170,7 @@ def read_kl_control(points: list[dict]) -> list[str]:
 
 
 def required_pair_accuracy() -> float:
-    """The smoke bar for notebook 06's reward model on held-out pairs, against the gold rater's noiseless preference:
+    """The smoke bar for notebook 07's reward model on held-out pairs, against the gold rater's noiseless preference:
     0.70 on real IMDB (the shipped world's seeds 0-2: 0.777, 0.797, 0.762 on 2,048 pairs; on the earlier world, 76.2 %
     with seed 0, 72.7 % with seed 1, measured on 2 CPU cores, 2026-12-02: the rater's
     repetition penalty, which pairs from the initial policy cannot teach, costs a few points against the 78.5 % the

@@ -6,7 +6,7 @@
 A policy is any folder saved with `save_pretrained` (every run writes one to `OUT/policy/`) or a hub id. Each is
 scored on the same held-out prompts with the same sampling seed as the runs' own "before"/"after" evaluations:
 reward (the profile's classifier), positive rate, KL to the reference (default: the profile's initial policy),
-reference perplexity, the gold judge's reward (notebook 06), the distinct-token share and length of the responses,
+reference perplexity, the gold judge's reward (notebook 07), the distinct-token share and length of the responses,
 and a few samples. So a saved run's numbers reproduce exactly, and two runs are compared on the same prompts in one
 command. Prints a table; `--out` writes the JSON (refused if the file exists).
 """

@@ -1,6 +1,6 @@
 """DPO: alignment without a reward model in the loop (Rafailov et al. 2023, "Direct Preference Optimization").
 
-The KL-regularized objective of notebooks 03–06, max_π E[r(x, y)] − β·KL(π ‖ π_ref), has a closed-form optimum
+The KL-regularized objective of notebooks 04–07, max_π E[r(x, y)] − β·KL(π ‖ π_ref), has a closed-form optimum
 
     π*(y|x) = π_ref(y|x) · exp(r(x, y) / β) / Z(x)    ⇔    r(x, y) = β · log π*(y|x)/π_ref(y|x) + β · log Z(x).
 
@@ -108,7 +108,7 @@ HELDOUT_PAIRS = 512
 256 pairs twice a coin's standard error is 6.3 points, as wide as the accuracies the shipped world's DPO runs reach
 (0.56-0.64 over the frontier's nine runs, 2026-12-06); 512 narrows it to 4.4."""
 HELDOUT_PAIRS_SEED = 99
-"""The held-out pairs' prompt draw (notebook 06's held-out pairs use the same)."""
+"""The held-out pairs' prompt draw (notebook 07's held-out pairs use the same)."""
 
 
 def _pairs_on(inputs: RunInputs, prompt_ids: list[list[int]], seed: int):

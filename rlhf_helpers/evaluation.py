@@ -143,7 +143,7 @@ def per_token_kl_tails(policy, reference, tokenizer, prompts, sampling: Sampling
                        seed: int = EVAL_SEED) -> dict:
     """Why a logged per-token k3 KL can spike while the per-response KL stays moderate: on the policy's samples of
     the held-out prompts, each response token's log r = log π_ref − log π, its k1 = −log r and its
-    k3 = r − 1 − log r (notebook 02). k3 is unbiased but heavy-tailed: where the reference finds a sampled token far
+    k3 = r − 1 − log r (notebook 03). k3 is unbiased but heavy-tailed: where the reference finds a sampled token far
     likelier than the policy does (r ≫ 1), k3 ≈ r, so a few tokens can carry most of a batch mean.
 
     Returns tokens, k1_mean and k3_mean (per token), k3_median, k3_max, k3_top1pct_share (the share of the k3 sum

@@ -140,7 +140,7 @@ def check_kl_estimate(fn: Callable) -> Callable:
 
 def check_bradley_terry_loss(fn: Callable) -> Callable:
     """fn(chosen_rewards (B,), rejected_rewards (B,)) -> scalar loss, mean of −log σ(r_chosen − r_rejected)."""
-    # TRL-backed: imported on first use, so that notebooks 01-05 do not pay TRL's import (seconds)
+    # TRL-backed: imported on first use, so that notebooks 01-06 do not pay TRL's import (seconds)
     from .reward_model import bradley_terry_loss
 
     g = torch.Generator().manual_seed(6)
@@ -274,7 +274,7 @@ def check_positive_label_index(fn: Callable) -> Callable:
     return fn
 
 
-# ---------------------------------------------------------------------------------------------- notebook 02
+# ---------------------------------------------------------------------------------------------- notebook 03
 
 
 def check_position_ids(fn: Callable) -> Callable:
@@ -332,7 +332,7 @@ def check_response_logits(fn: Callable, model, batch) -> Callable:
     return fn
 
 
-# ---------------------------------------------------------------------------------------------- notebook 03
+# ---------------------------------------------------------------------------------------------- notebook 04
 
 
 def check_per_token_rewards(fn: Callable) -> Callable:
@@ -462,7 +462,7 @@ def check_adaptive_kl_update(fn: Callable) -> Callable:
     return fn
 
 
-# ---------------------------------------------------------------------------------------------- notebook 04
+# ---------------------------------------------------------------------------------------------- notebook 05
 
 
 def check_rewards_and_advantages(fn: Callable) -> Callable:
@@ -577,7 +577,7 @@ def check_ppo_update(fn: Callable, state, rollout) -> Callable:
     return fn
 
 
-# ---------------------------------------------------------------------------------------------- notebook 05
+# ---------------------------------------------------------------------------------------------- notebook 06
 
 
 def _group_rewards():
@@ -585,7 +585,7 @@ def _group_rewards():
 
 
 def _check_advantages(fn: Callable, reference: Callable, tolerance: float, mistakes: Callable, done: str) -> Callable:
-    """The notebook 05 checkers' common part: `fn` against `reference` on two groups of four rewards; on a mismatch,
+    """The notebook 06 checkers' common part: `fn` against `reference` on two groups of four rewards; on a mismatch,
     name the mistake from `mistakes(rewards, grouped)` (hint -> what that mistake computes)."""
     rewards = _group_rewards()
     out, attempted = _attempt(reference.__name__, fn, rewards, 4, module="rlhf_helpers.trl_runs")
@@ -626,7 +626,7 @@ def _rloo_mistakes(rewards: torch.Tensor, grouped: torch.Tensor) -> dict:
 
 def check_group_relative_advantages(fn: Callable) -> Callable:
     """fn(rewards (N,), group_size) -> (N,) GRPO advantages: (r − group mean) / (group std + 1e-4)."""
-    # TRL-backed: imported on first use, so that notebooks 01-05 do not pay TRL's import (seconds)
+    # TRL-backed: imported on first use, so that notebooks 01-06 do not pay TRL's import (seconds)
     from .trl_runs import group_relative_advantages
 
     return _check_advantages(fn, group_relative_advantages, 1e-4, _grpo_mistakes,
@@ -635,14 +635,14 @@ def check_group_relative_advantages(fn: Callable) -> Callable:
 
 def check_leave_one_out_advantages(fn: Callable) -> Callable:
     """fn(rewards (N,), group_size) -> (N,) RLOO advantages: r − mean of the other completions of the prompt."""
-    # TRL-backed: imported on first use, so that notebooks 01-05 do not pay TRL's import (seconds)
+    # TRL-backed: imported on first use, so that notebooks 01-06 do not pay TRL's import (seconds)
     from .trl_runs import leave_one_out_advantages
 
     return _check_advantages(fn, leave_one_out_advantages, 1e-5, _rloo_mistakes,
                              "✅ leave-one-out advantages match RLOO's.")
 
 
-# ---------------------------------------------------------------------------------------------- notebook 07
+# ---------------------------------------------------------------------------------------------- notebook 08
 
 
 def _dpo_inputs():
@@ -660,7 +660,7 @@ def check_dpo_loss(fn: Callable) -> Callable:
     computes them from the sequence sums."""
     import torch.nn.functional as F
 
-    # TRL-backed: imported on first use, so that notebooks 01-05 do not pay TRL's import (seconds)
+    # TRL-backed: imported on first use, so that notebooks 01-06 do not pay TRL's import (seconds)
     from .dpo import dpo_loss
 
     def reference(pc, pr, rc, rr, mc, mr, beta):

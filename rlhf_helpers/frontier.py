@@ -6,7 +6,7 @@ against a reward model trained on DPO's pairs: the DPO paper's "PPO"), GRPO (TRL
 the loss), DPO (the β inside its loss, pairs sampled once from the initial policy) and online DPO (the same pairs
 budget, re-sampled from the current policy in rounds). Every β is fixed: no adaptive controller. The same number is
 not the same pressure across methods, so the methods are compared on the frontier, not at one shared β. Every run
-is scored by the same `evaluate()` on the same held-out prompts and sampling seed; the gold rater of notebook 06
+is scored by the same `evaluate()` on the same held-out prompts and sampling seed; the gold rater of notebook 07
 also scores each run's held-out samples. `benchmarks/frontier.py` runs the sweep; the smoke profile's measured
 runs ship with the package (`results.load_result("frontier", "smoke")`), for notebook 07.
 """
@@ -73,7 +73,7 @@ def _custom_run(algo: str, profile, folder: Path, seed: int) -> dict:
     """The two runs `train.run` has no algorithm for, evaluated exactly like its runs (same held-out prompts,
     sampling seed and classifier):
 
-    ppo_rm      the DPO paper's "PPO" baseline: a reward model trained (TRL's RewardTrainer, notebook 06's main
+    ppo_rm      the DPO paper's "PPO" baseline: a reward model trained (TRL's RewardTrainer, notebook 07's main
                 recipe) on **the pairs DPO trains on** (`dpo.pairs_for_run`, same seed), then the course's PPO with
                 that reward model as its reward at a fixed β. The true reward only ever labelled those pairs. The
                 reward model starts from the **policy's** backbone, as the DPO paper's and InstructGPT's do: DPO too

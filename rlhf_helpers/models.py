@@ -189,7 +189,7 @@ def base_model_id(profile: Profile) -> str:
 
 
 def gold_model_id(profile: Profile) -> str:
-    """The gold judge (notebooks 06-07): RLHF_GOLD_MODEL, else the shipped world's in `smoke`, else the hub id."""
+    """The gold judge (notebooks 07-08): RLHF_GOLD_MODEL, else the shipped world's in `smoke`, else the hub id."""
     return _world_part_id(profile, GOLD_ENV, "gold", profile.gold_model)
 
 
@@ -199,7 +199,7 @@ def reader_model_id(profile: Profile) -> str:
 
 
 def load_gold(profile: Profile, device: torch.device | str | None = None):
-    """The gold rater of notebooks 06-07 (`reward.GoldRater`): the gold judge's POSITIVE logit (by label name), minus
+    """The gold rater of notebooks 07-08 (`reward.GoldRater`): the gold judge's POSITIVE logit (by label name), minus
     a penalty for repetitive text and one for text the reader LM finds harder to read than real reviews. Its
     `.sentiment` is the judge alone. The fluency constants are the shipped world's calibration in `smoke` (with its
     own judge and reader), else calibrated on first use and cached (`gold.calibrated_rater_constants`)."""

@@ -98,7 +98,7 @@ class OfflineWorldConfig:
     logit, the reward, spans about ±3 like lvwerra/distilbert-imdb's instead of ±1 (a tiny model trained briefly
     stays unconfident: "Not bad at all." and a long rant both scored −1.05)."""
     gold_arch: str = "bert"
-    """The gold judge of notebook 06 (the "human" who labels preferences): another architecture than the reward
+    """The gold judge of notebook 07 (the "human" who labels preferences): another architecture than the reward
     classifier, another seed, trained on the *end* of reviews, where the verdict usually is."""
     gold_layers: int = 1
     """Transformer blocks of the gold judge."""
@@ -117,7 +117,7 @@ class OfflineWorldConfig:
     gold_lr: float = 1e-3
     """Peak AdamW learning rate of the gold judge."""
     gold_short_frac: float = 0.25
-    """Share of short-window batches (the judge scores 10-24-token texts in notebook 06)."""
+    """Share of short-window batches (the judge scores 10-24-token texts in notebook 07)."""
     gold_seed_offset: int = 11
     """Added to `seed` for the gold judge's init and batch order (independent of the classifier's)."""
     gold_truncation_side: str = "left"
@@ -141,7 +141,7 @@ class OfflineWorld:
     classifier: Path
     info: dict
     gold: Path | None = None
-    """The gold judge of notebook 06 (a second, independent classifier); None for the stand-ins."""
+    """The gold judge of notebook 07 (a second, independent classifier); None for the stand-ins."""
 
 
 def _data_fingerprint(source: str) -> str:

@@ -18,7 +18,7 @@ keeps rising while the true ("gold") reward rises, peaks and falls, and that wit
                 evaluating proxy, gold and KL on the held-out prompts every few steps;
 5. fits         Gao et al.'s two forms, least squares, one per curve.
 Writes summary.json, curves.png, samples.csv and the two reward models (reward_models/main, reward_models/weak,
-`save_pretrained` folders) to --out. Notebook 06 calls the same functions step by step.
+`save_pretrained` folders) to --out. Notebook 07 calls the same functions step by step.
 """
 
 from __future__ import annotations

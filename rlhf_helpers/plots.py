@@ -102,7 +102,7 @@ def plot_training_curves(history: list[dict], title: str = "", before: dict | No
 
 def plot_comparison(evals: dict[str, list[dict]], title: str = ""):
     """Side by side: held-out reward vs episodes and vs training seconds, and reward against KL along each run (a
-    trajectory; notebook 07 draws the frontier, one point per finished run).
+    trajectory; notebook 08 draws the frontier, one point per finished run).
 
     `evals` maps an algorithm's name to its held-out evaluations (eval.jsonl rows: episodes, train_seconds,
     mean_reward, positive_rate, kl, ...), all on the same prompts and sampling seed.

@@ -8,7 +8,7 @@ One PPO step (`ppo_step`):
 5. update    `ppo_epochs` passes over shuffled minibatches: clipped policy + vf_coef · clipped value loss,
              gradient clipping;
 6. KL        the adaptive controller moves β toward the target KL.
-Notebook 04 calls these same functions one by one; `train` runs them in a loop. References: Ziegler et al.
+Notebook 05 calls these same functions one by one; `train` runs them in a loop. References: Ziegler et al.
 2019; Huang et al. 2023, "The N Implementation Details of RLHF with PPO" (cited below as "details #n").
 """
 
@@ -122,7 +122,7 @@ def next_prompts(state: TrainState) -> list[list[int]]:
 
 @contextmanager
 def timed(timings: dict, phase: str):
-    """Add the seconds the block takes to timings[phase] (the 'seconds per PPO step' plot of notebook 04)."""
+    """Add the seconds the block takes to timings[phase] (the 'seconds per PPO step' plot of notebook 05)."""
     start = time.perf_counter()
     yield
     timings[phase] = timings.get(phase, 0.0) + time.perf_counter() - start
@@ -205,7 +205,7 @@ def ppo_update(state: TrainState, rollout: Rollout) -> dict:
 
 
 def ppo_step(state: TrainState) -> dict:
-    """One full PPO step (1-6). Returns the step's log record. Notebook 04 writes this same step out as a cell,
+    """One full PPO step (1-6). Returns the step's log record. Notebook 05 writes this same step out as a cell,
     with the learner's functions in it; tests/test_ppo_loop_cell.py checks that the two train identically."""
     start, cfg = time.perf_counter(), state.config
     rollout = collect_rollout(state, next_prompts(state))
@@ -244,7 +244,7 @@ def log_step(state: TrainState, rollout: Rollout, update: dict, kl: float, kl_co
 
 def train(state: TrainState, steps: int | None = None, on_step: Callable[[dict], None] | None = None,
           progress: bool = True, step: Callable[[TrainState], dict] | None = None) -> list[dict]:
-    """Run `step` (PPO's, or notebook 04's own) until `steps` (default: the config's) are done, with a tqdm
+    """Run `step` (PPO's, or notebook 05's own) until `steps` (default: the config's) are done, with a tqdm
     progress bar."""
     from tqdm.auto import tqdm
 

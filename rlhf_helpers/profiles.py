@@ -64,7 +64,7 @@ class PPOConfig:
     gen_max_tokens: int = 16
     """Most new tokens per response."""
     temperature: float = 1.0
-    """Sampling temperature (plain sampling: top_k=0, top_p=1); log-probs divide by it too (notebook 02)."""
+    """Sampling temperature (plain sampling: top_k=0, top_p=1); log-probs divide by it too (notebook 03)."""
     learning_rate: float = 1.41e-5
     """Adam learning rate for policy and value head."""
     batch_size: int = 128
@@ -153,7 +153,7 @@ class Profile:
     dataset: str
     """Hub id of the IMDB dataset (a local copy in `RLHF_IMDB_DIR` wins when set)."""
     gold_model: str = "siebert/sentiment-roberta-large-english"
-    """The gold judge of notebook 06, standing in for human raters (the DPO paper's IMDB judge)."""
+    """The gold judge of notebook 07, standing in for human raters (the DPO paper's IMDB judge)."""
     reader_model: str = "openai-community/gpt2-medium"
     """The gold rater's reader: an LM larger than the policy whose per-token loss says how well a text reads."""
     base_model: str = "openai-community/gpt2"

@@ -3,11 +3,11 @@
 `benchmarks/*.py` run the multi-seed studies headless and write `rlhf_helpers/results/KIND_PROFILE.json` (with the
 machine and the date inside); the notebooks draw their own run against them:
 
-    load_result("frontier", "smoke")            # benchmarks/frontier.py: the reward–KL frontier (notebook 07)
-    load_result("overoptimization", "smoke")    # benchmarks/overoptimization_seeds.py (notebook 06)
-    load_result("kl_control", "smoke")          # benchmarks/kl_control.py (notebook 04)
-    load_result("dpo_learning_rate", "smoke")   # benchmarks/dpo_learning_rate.py (notebook 07)
-    load_result("grpo_positions", "smoke")      # benchmarks/grpo_positions.py (notebook 05)
+    load_result("frontier", "smoke")            # benchmarks/frontier.py: the reward–KL frontier (notebook 08)
+    load_result("overoptimization", "smoke")    # benchmarks/overoptimization_seeds.py (notebook 07)
+    load_result("kl_control", "smoke")          # benchmarks/kl_control.py (notebook 05)
+    load_result("dpo_learning_rate", "smoke")   # benchmarks/dpo_learning_rate.py (notebook 08)
+    load_result("grpo_positions", "smoke")      # benchmarks/grpo_positions.py (notebook 06)
 """
 
 from __future__ import annotations

@@ -149,7 +149,7 @@ class ReaderFluency:
 
 
 class GoldRater:
-    """Notebooks 06-07's simulated human: the gold sentiment judge's POSITIVE logit, minus a penalty for repetitive
+    """Notebooks 07-08's simulated human: the gold sentiment judge's POSITIVE logit, minus a penalty for repetitive
     text and, with a reader, a penalty for text that does not read as language.
 
     A person rating movie-review continuations values two things the course's reward does not separate: how

@@ -62,7 +62,7 @@ def bradley_terry_labels(gold_a: torch.Tensor, gold_b: torch.Tensor, noise: floa
 @dataclass
 class PreferencePairs:
     """Labelled pairs: prompt, chosen and rejected completion, and the judge's scores behind the label (the gold
-    judge's in notebook 06, the reward classifier's for DPO's pairs in notebook 07)."""
+    judge's in notebook 07, the reward classifier's for DPO's pairs in notebook 08)."""
 
     prompt: list[str]
     chosen: list[str]
@@ -109,7 +109,7 @@ def make_preference_pairs(policy, tokenizer, gold, query_ids: list[list[int]], n
                           samples_per_prompt: int = 2) -> PreferencePairs:
     """One pair per prompt: completions from `policy`, scored by `gold`, labelled by a Bradley–Terry rater of noise τ.
 
-    With 2 completions per prompt the pair is those two (also DPO's pairs in notebook 07, where `gold` is the reward
+    With 2 completions per prompt the pair is those two (also DPO's pairs in notebook 08, where `gold` is the reward
     classifier and noise is 0); with more, it is `gold`'s best against its worst."""
     if samples_per_prompt < 2:
         raise ValueError(f"samples_per_prompt must be >= 2 (a pair needs two completions), got {samples_per_prompt}.")
@@ -179,7 +179,7 @@ class RewardModelScorer:
 
 def fresh_reward_model(init_dir: str, seed: int = 0):
     """(model, tokenizer): `init_dir`'s network with a fresh one-number head (a classifier's 2-way head is replaced,
-    not reused), right-padded, as `train_reward_model` trains it and notebook 06's by-hand loop does."""
+    not reused), right-padded, as `train_reward_model` trains it and notebook 07's by-hand loop does."""
     tokenizer = AutoTokenizer.from_pretrained(init_dir)
     tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
     tokenizer.padding_side = "right"

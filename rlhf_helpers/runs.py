@@ -67,7 +67,7 @@ class RunInputs:
 
     @cached_property
     def gold(self):
-        """The gold rater (notebook 06): never trained on, it scores what a run's samples are really worth."""
+        """The gold rater (notebook 07): never trained on, it scores what a run's samples are really worth."""
         return load_gold(self.profile)
 
     @cached_property

@@ -119,7 +119,7 @@ def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
 
     (B, L) -> (B, L). Padding columns get 0 (any valid index works: the attention mask hides them). Without
     this, a prompt left-padded by 5 would start at position 5, and the forward pass would disagree with the
-    log-probs `generate()` sampled from (notebook 02, section 3).
+    log-probs `generate()` sampled from (notebook 03, section 3).
     """
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 

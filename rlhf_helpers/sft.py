@@ -9,6 +9,7 @@ prompt or the padding.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from datasets import Dataset
 from transformers import TrainerCallback
+from transformers.trainer_callback import PrinterCallback
 
 from .data import filter_and_clean, load_imdb, prompt_lengths
 from .evaluation import continuation_words, unseen_word_rate, word_list
@@ -37,7 +39,7 @@ class SFTSettings:
     """Peak AdamW learning rate (TRL's default, 2e-5, is for fine-tuning large models for a few hundred steps; a
     1.7M-parameter model on a CPU budget needs a larger one, as the world's own fine-tuning used 1e-3)."""
     warmup_steps: int
-    """Linear warm-up steps before the constant rate: Adam's first updates are full-size (notebook 04)."""
+    """Linear warm-up steps before the constant rate: Adam's first updates are full-size (notebook 05)."""
     response_tokens: int = 48
     """Tokens of review after each prompt: a demonstration's response (the RL responses are 4-16 tokens; a longer
     response gives each step more text to learn from)."""
@@ -75,11 +77,13 @@ class Demonstrations:
         return Demonstrations([self.prompts[i] for i in rows], [self.responses[i] for i in rows])
 
 
-def demonstrations(profile: Profile, tokenizer, split: str, n: int, response_tokens: int,
-                   seed: int = 0) -> Demonstrations:
+def demonstrations(profile: Profile, tokenizer, split: str, n: int, response_tokens: int, seed: int = 0,
+                   label: int | None = None) -> Demonstrations:
     """`n` demonstrations from the IMDB `split`: each review's first k tokens (k drawn in the profile's prompt range,
-    seeded) as the prompt, its next `response_tokens` tokens as the response. Reviews too short for both are skipped."""
-    texts = filter_and_clean(load_imdb(split, profile))["text"]
+    seeded) as the prompt, its next `response_tokens` tokens as the response. Reviews too short for both are skipped;
+    `label` (1 positive, 0 negative) keeps only the reviews with that label."""
+    data = filter_and_clean(load_imdb(split, profile))
+    texts = data["text"] if label is None else [t for t, y in zip(data["text"], data["label"]) if y == label]
     order = torch.randperm(len(texts), generator=torch.Generator().manual_seed(seed)).tolist()
     lengths = prompt_lengths(len(order), profile.prompt_min_tokens, profile.prompt_max_tokens, seed)
     prompts, responses = [], []
@@ -193,7 +197,7 @@ def sft_config(settings: SFTSettings, output_dir: str, **overrides):
 
     args = {"output_dir": output_dir, "max_steps": settings.steps, "per_device_train_batch_size": settings.batch_size,
             "learning_rate": settings.learning_rate, "warmup_steps": settings.warmup_steps,
-            "lr_scheduler_type": "constant_with_warmup", "max_grad_norm": None, "completion_only_loss": True,
+            "lr_scheduler_type": "constant_with_warmup", "max_grad_norm": 0.0, "completion_only_loss": True,
             "packing": False, "max_length": None, "seed": settings.seed, "report_to": [], "save_strategy": "no",
             "logging_steps": settings.eval_every, "use_cpu": not torch.cuda.is_available(),
             "dataloader_drop_last": True, "disable_tqdm": True}
@@ -207,9 +211,11 @@ def make_sft_trainer(model, tokenizer, train: Demonstrations, args, heldout: Dem
     from trl import SFTTrainer
 
     with quiet_transformers():
-        return SFTTrainer(model=model, args=args, train_dataset=to_dataset(train),
-                          eval_dataset=to_dataset(heldout) if heldout is not None else None,
-                          processing_class=tokenizer)
+        trainer = SFTTrainer(model=model, args=args, train_dataset=to_dataset(train),
+                             eval_dataset=to_dataset(heldout) if heldout is not None else None,
+                             processing_class=tokenizer)
+    trainer.remove_callback(PrinterCallback)  # the course draws the curve; no dict printed every few steps
+    return trainer
 
 
 class HeldoutLoss(TrainerCallback):
@@ -256,6 +262,9 @@ def read_sft(rows: dict, base: str, tuned: str, shipped: str | None = None) -> s
             f"{t['held-out loss (nats/token)']:.2f} nats per token (perplexity {b['perplexity']:.0f} -> "
             f"{t['perplexity']:.0f}) and the unseen-word rate from {b['unseen-word rate']:.1%} to "
             f"{t['unseen-word rate']:.1%}")
+    if t["unseen-word rate"] > b["unseen-word rate"]:
+        text += (" (it rose: the model now reaches for review words it cannot spell yet, where the base wrote "
+                 "the words of its own corpus)")
     if shipped:
         s = rows[shipped]
         text += (f"; the shipped policy, the same recipe run far longer, is at {s['held-out loss (nats/token)']:.2f} "
@@ -263,3 +272,35 @@ def read_sft(rows: dict, base: str, tuned: str, shipped: str | None = None) -> s
     return text + (f". SFT alone moved the classifier's mean reward from {b['mean reward']:+.2f} to "
                    f"{t['mean reward']:+.2f} (positive rate {b['positive rate']:.0%} -> {t['positive rate']:.0%}): "
                    "it learned to write like the reviews, positive and negative alike, not to please the reward.")
+
+
+def read_positive_sft(before: dict, after: dict, ppo: dict | None) -> str:
+    """Section 6's reading: fine-tuning on positive reviews only (`after`, evaluated against the policy it started
+    from, `before`) beside a PPO run's end (`ppo`, the same metrics), both as reward bought and KL spent."""
+    gain = after["mean_reward"] - before["mean_reward"]
+    text = (f"Fine-tuning on positive reviews moved the mean reward {before['mean_reward']:+.2f} -> "
+            f"{after['mean_reward']:+.2f} (positive rate {before['positive_rate']:.0%} -> "
+            f"{after['positive_rate']:.0%}) for a KL of {after['kl']:.1f} nats to the policy it started from")
+    if not ppo:
+        return text + "."
+    ppo_gain = ppo["mean_reward"] - before["mean_reward"]
+    per_nat, ppo_per_nat = gain / max(after["kl"], 1e-9), ppo_gain / max(ppo["kl"], 1e-9)
+    return text + (f"; PPO reached {ppo['mean_reward']:+.2f} for {ppo['kl']:.1f} nats. Reward gained per nat of KL: "
+                   f"SFT on positive reviews {per_nat:+.2f}, PPO {ppo_per_nat:+.2f} (one run each). SFT imitates "
+                   "what positive reviews say; RL optimizes what the reward scores, which is why it needs the KL to "
+                   "hold it to fluent text.")
+
+
+def train_with_trl(trainer) -> None:
+    """`trainer.train()`, without transformers' deprecation chatter (TRL 1.16 reads a deprecated field)."""
+    with quiet_transformers():
+        trainer.train()
+
+
+def trl_defaults() -> dict:
+    """TRL's own `SFTConfig` defaults, read from the installed class's fields (what notebook 02 sets the course's
+    beside); nothing is constructed, so no device check runs."""
+    # TRL takes seconds to import: on first use
+    from trl import SFTConfig
+
+    return {f.name: f.default for f in dataclasses.fields(SFTConfig)}

@@ -9,7 +9,7 @@
 Writes to --out: metrics.jsonl (one JSON object per step), summary.json (before/after evaluation on the fixed
 held-out prompts, episodes, wall_seconds), samples.csv (prompt, response and reward before and after),
 curves.png, eval.jsonl (held-out evaluations every --eval-every steps), and checkpoints/ when --save-every is set
-(PPO). `run()` is the same code as a function; notebooks 04 and 05 call it.
+(PPO). `run()` is the same code as a function; notebooks 05 and 06 call it.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Settings are derived from the course profile so that a TRL run and the hand-built PPO run spend the same budget:
 
-| course (PPO, notebook 04)          | GRPO / RLOO                                                       |
+| course (PPO, notebook 05)          | GRPO / RLOO                                                       |
 | ---------------------------------- | ----------------------------------------------------------------- |
 | batch_size episodes per step       | one generation round: batch_size completions (prompts × G)        |
 | mini_batch_size                    | per_device_train_batch_size; steps_per_generation = batch / mini |
@@ -205,7 +205,7 @@ def positions_from_mask(model) -> torch.utils.hooks.RemovableHandle:
     GPT-2 numbers positions 0, 1, 2, ... from the left edge of the batch unless it is given `position_ids`. TRL's
     log-prob pass (`_get_per_token_logps_and_entropies`) passes only `input_ids` and `attention_mask`, so a
     left-padded prompt's first real token sits at position (padding), not 0, while `generate` sampled it at 0: the
-    ratio and the KL are then computed on log-probs the sampler never used (notebook 02 measures the error). The
+    ratio and the KL are then computed on log-probs the sampler never used (notebook 03 measures the error). The
     hook fills in `sampling.position_ids_from_mask` for the rows' last `input_ids.shape[1]` positions (so cached
     generation steps get theirs too). Returns the handle; `.remove()` undoes it."""
     def hook(module, args, kwargs):
@@ -316,7 +316,7 @@ def compare_losses(trainer, tokenizer, prompts: list[str], seed: int = 0) -> dic
 
 def compare_advantages(trainer, advantages_fn) -> dict:
     """One real generation round of a GRPO or RLOO trainer, then TRL's logged rewards through `advantages_fn(rewards,
-    group_size)` (notebook 05 passes the learner's) next to the advantages TRL computed and trained on.
+    group_size)` (notebook 06 passes the learner's) next to the advantages TRL computed and trained on.
 
     The trainer must run exactly one round (`rounds=1` in `trl_config`): in the first round π = π_ref, so RLOO's KL
     term is 0 and its advantages are a function of the logged rewards alone."""
@@ -337,11 +337,11 @@ def compare_advantages(trainer, advantages_fn) -> dict:
 
 
 SPIKE_FACTOR = 5.0
-"""A round whose logged KL is above this many times the run's median counts as a spike (notebook 05)."""
+"""A round whose logged KL is above this many times the run's median counts as a spike (notebook 06)."""
 
 
 def read_grpo_round_logs(grpo_log, ppo_log, tails: dict, held_out_reward: float, gen_tokens: tuple[int, int]):
-    """Notebook 05's three checks on a GRPO run: its logged KL per round (a spike?), its clipfrac beside the hand-built
+    """Notebook 06's three checks on a GRPO run: its logged KL per round (a spike?), its clipfrac beside the hand-built
     PPO's, and the length it trained on. `grpo_log`/`ppo_log`: the runs' `metrics.jsonl` as DataFrames; `tails`:
     `evaluation.per_token_kl_tails` of the trained policy on held-out prompts; `held_out_reward`: its evaluation's mean
     reward; `gen_tokens`: the profile's (min, max) response length. Returns (table, reading): a one-column table of
@@ -376,9 +376,9 @@ def read_grpo_round_logs(grpo_log, ppo_log, tails: dict, held_out_reward: float,
                   "not pulled back within a round."))
     clip = (f"clipfrac {clip_grpo:.2f} (GRPO) and {clip_ppo:.2f} (PPO) on average, GRPO's largest "
             f"{grpo_log.clipfrac.max():.2f} in round {int(grpo_log.clipfrac.reset_index(drop=True).idxmax()) + 1}: " +
-            ("many tokens pass the clip every round, a step too big for it (notebook 04)."
+            ("many tokens pass the clip every round, a step too big for it (notebook 05)."
              if max(clip_grpo, clip_ppo) > 0.1 else "a few percent, not the sign of a step too big for the clip "
-             "(which, notebook 03 showed, does not bound how far a step goes)."))
+             "(which, notebook 04 showed, does not bound how far a step goes)."))
     length = (f"GRPO trained on {last.response_length.mean():.1f} tokens a completion, cut like PPO's; its training "
               f"reward {last.reward_mean.mean():+.2f} is on its training prompts, {held_out_reward:+.2f} held out.")
     return table, [spike, clip, length]

@@ -48,7 +48,7 @@ def test_hero_figure_is_drawn_from_a_runs_own_files(tmp_path):
 
 
 def test_the_shipped_kl_control_results_match_the_benchmark_and_name_their_machine():
-    """What notebook 04 draws is what benchmarks/kl_control.py measures now: every variant, its settings, a machine."""
+    """What notebook 05 draws is what benchmarks/kl_control.py measures now: every variant, its settings, a machine."""
     sys.path.insert(0, str(SCRIPT.parent))
     try:
         import kl_control
@@ -63,10 +63,10 @@ def test_the_shipped_kl_control_results_match_the_benchmark_and_name_their_machi
         for name, value in kl_control.VARIANTS[point["variant"]].items():
             assert point[name] == value
         assert {"kl", "mean_reward", "positive_rate", "ref_perplexity"} <= set(point["after"])
-        # notebook 04 shows each run's repetition and its first held-out samples beside the learner's run
+        # notebook 05 shows each run's repetition and its first held-out samples beside the learner's run
         assert 0 < point["repetition"]["distinct_token_share"] <= 1 and point["repetition"]["top_words"]
         assert len(point["samples"]) == kl_control.SHOWN
         assert {"prompt", "response", "reward"} <= set(point["samples"][0])
-        # the β trajectory's low point, which notebook 04 reads for the fast controller
+        # the β trajectory's low point, which notebook 05 reads for the fast controller
         assert point["beta_min"] <= min(point["beta_start"], point["beta_end"]) and point["beta_min_step"] >= 1
         assert point["train_kl_max"] >= point["train_kl_last5"]

@@ -1,4 +1,4 @@
-"""The learner's path in a real browser: JupyterLab on localhost, notebooks 01 and 03 run in headless Chromium.
+"""The learner's path in a real browser: JupyterLab on localhost, notebooks 01 and 04 run in headless Chromium.
 
 nbmake proves the notebooks execute; this proves what a learner *sees*: no error or warning boxes, a reward
 explorer that is a live widget (its logit changes sign between a positive and a negative review typed into
@@ -24,13 +24,13 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow  # JupyterLab runs notebooks 01 and 03, which load the smoke world
+pytestmark = pytest.mark.slow  # JupyterLab runs notebooks 01 and 04, which load the smoke world
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("RLHF_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                   "--disable-background-networking", "--disable-component-update", "--no-first-run"]
-RUN_TIMEOUT_S = 420  # per notebook; the smoke profile runs 01 and 03 in about 15 s each once the world is cached
+RUN_TIMEOUT_S = 420  # per notebook; the smoke profile runs 01 and 04 in about 15 s each once the world is cached
 
 
 @pytest.fixture(scope="module")
@@ -151,8 +151,8 @@ def test_notebook_01_in_a_browser(browser, lab):
 
 
 def test_notebook_03_in_a_browser(browser, lab):
-    page, seconds = _open_and_run_all(browser, lab, "03_clipped_ppo_objective.ipynb")
-    print(f"notebook 03 ran in the browser in {seconds:.0f} s")
+    page, seconds = _open_and_run_all(browser, lab, "04_clipped_ppo_objective.ipynb")
+    print(f"notebook 04 ran in the browser in {seconds:.0f} s")
     assert _stderr_outputs(page) == []
 
     interact = page.locator(".widget-interact").first

@@ -146,7 +146,7 @@ def test_dpo_checker_accepts_the_reference_and_names_mistakes(capsys):
 
 
 def test_the_shipped_frontier_has_every_method_at_every_beta_over_seeds_from_one_evaluation():
-    """Notebook 07 draws the measured sweep: every method of SWEEP at each of its β, over the same ≥ 3 seeds, each
+    """Notebook 08 draws the measured sweep: every method of SWEEP at each of its β, over the same ≥ 3 seeds, each
     run with reward, KL and gold reward from the same held-out evaluation (same starting point), with its machine."""
     from rlhf_helpers.frontier import SWEEP, frontier_points
     from rlhf_helpers.results import load_result

@@ -1,4 +1,4 @@
-"""The notebook checkers (03; the Bradley–Terry one for 06) accept the reference, name common mistakes, fall back."""
+"""The notebook checkers (04; the Bradley–Terry one for 07) accept the reference, name common mistakes, fall back."""
 
 import pytest
 import torch

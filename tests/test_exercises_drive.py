@@ -8,7 +8,7 @@ handing back a wrong function (`WRONG` below) instead of the reference, until a 
 the run with the right function; a second copy runs the exercise's shown solution through the first cell that uses
 it, which must not fail. Cells that train come after these uses, so nothing here trains a policy.
 
-What is tested is the wiring, not the results, so notebooks 06 and 07 run here on fewer preference pairs than the
+What is tested is the wiring, not the results, so notebooks 07 and 08 run here on fewer preference pairs than the
 lesson needs (`FEWER_PAIRS`): their pairs and reward models are most of the time these tests take.
 """
 
@@ -42,6 +42,7 @@ def _minus_loss(ref):
 # name the checker's result is bound to -> (what the reference does) -> a plausible mistake with the same signature
 WRONG = {
     "positive_label_index": lambda ref: lambda config, positive_label="POSITIVE": 1 - ref(config, positive_label),
+    "sft_loss": lambda ref: lambda logits, ids, mask: ref(logits, ids, torch.ones_like(mask)),  # counts the prompt
     "response_logits": lambda ref: lambda model, batch: ref(model, batch).roll(1, dims=1),  # off by one column
     "position_ids_from_mask": lambda ref: lambda mask: torch.arange(mask.shape[1]).expand(mask.shape),  # from col 0
     "kl_estimate": lambda ref: lambda logprobs, ref_logprobs, kind: ref(ref_logprobs, logprobs, kind),  # swapped
@@ -79,8 +80,8 @@ def _fewer_pairs_07(monkeypatch):
     monkeypatch.setattr(dpo, "dpo_pair_count", lambda config: 640)  # 40 by-hand steps: the first and last 20 apart
 
 
-FEWER_PAIRS = {"06": _fewer_pairs_06, "07": _fewer_pairs_07}
-"""notebook number -> what shrinks its preference pairs for these tests (4,096 -> 512 in 06, 1,280 -> 640 in 07)."""
+FEWER_PAIRS = {"07": _fewer_pairs_06, "08": _fewer_pairs_07}
+"""notebook number -> what shrinks its preference pairs for these tests (4,096 -> 512 in 07, 1,280 -> 640 in 08)."""
 
 _BINDING = re.compile(r"^(\w+) = (check_\w+)\((my_\w+)", re.M)
 

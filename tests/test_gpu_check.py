@@ -40,8 +40,8 @@ def test_the_gpu_check_dry_run_runs_every_step_and_writes_one_json(tmp_path):
             assert all(v > 0 for v in report["phase_seconds"].values())
             assert report["seconds_per_step"] > 0 and report["eval_seconds"] > 0 and report["peak_memory_mb"] > 500
         projected = steps["rehearsal_cpu"]["result"]["projected_minutes"]  # PPO and GRPO measured there
-        assert set(projected) == {"04_ppo_from_scratch", "05_trl_grpo_rloo"}
-        assert projected["05_trl_grpo_rloo"] > projected["04_ppo_from_scratch"]
+        assert set(projected) == {"05_ppo_from_scratch", "06_trl_grpo_rloo"}
+        assert projected["06_trl_grpo_rloo"] > projected["05_ppo_from_scratch"]
     else:
         assert done.returncode == 1 and "RLHF_GPT2_TOKENIZER_DIR" in steps["rehearsal_gpu"]["tail"]
     again = subprocess.run([sys.executable, str(SCRIPT), "--dry-run", "--out", str(out)], capture_output=True,

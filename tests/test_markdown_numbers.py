@@ -57,8 +57,8 @@ ALLOWED = {
         ("95 % interval", "the course's confidence level, a setting"),
         ("4.3 standard errors", "Student's t at two degrees of freedom, a constant of the rule"),
     ],
-    "05": [("version 1.13", "the TRL release that removed PPOTrainer (a citation)")],
-    "06": [('with probability 0.8", does a win 80 % of the time', "an illustration of what calibration means")],
+    "06": [("version 1.13", "the TRL release that removed PPOTrainer (a citation)")],
+    "07": [('with probability 0.8", does a win 80 % of the time', "an illustration of what calibration means")],
 }
 """notebook prefix ("01") or "*" -> [(phrase, reason)]: numbers inside the phrase are not measurements."""
 
@@ -111,15 +111,15 @@ def measured_numbers(text: str, notebook: str) -> list[str]:
 
 
 def test_the_lint_finds_a_typed_reading_and_passes_settings_and_citations():
-    found = measured_numbers("PPO lifts the positive rate from 0.34 to 0.98 at 28.5 nats in 52 % of 40 s.", "04")
+    found = measured_numbers("PPO lifts the positive rate from 0.34 to 0.98 at 28.5 nats in 52 % of 40 s.", "05")
     assert [hit.split(" in ")[0] for hit in found] == ["0.34", "0.98", "28.5", "52 %", "40"]
     labelled = "| `smoke` | ≈ 21 s (measured in a cold-cache `.ci/run` on 2 CPU cores, AMD EPYC (AVX2), 2026-12-03) |"
     assert measured_numbers(labelled, "01") == []  # a runtime row with its machine and date
     assert measured_numbers("| `smoke` | ≈ 21 s once the models are cached |", "01") != []  # a bare timing
     learner = "| `smoke` | ≈ 21 s on a 2-core laptop CPU (a timing, not a result: yours will differ) |"
     assert measured_numbers(learner, "01") == []  # a runtime row as a learner needs it
-    assert measured_numbers("With ε = 0.2 (Schulman et al. 2017, Figure 2) as in notebook 03; `lr=1e-5`; $\\beta_0"
-                            " = 0.1$.\n## 3. The loss", "04") == []
+    assert measured_numbers("With ε = 0.2 (Schulman et al. 2017, Figure 2) as in notebook 04; `lr=1e-5`; $\\beta_0"
+                            " = 0.1$.\n## 3. The loss", "05") == []
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name[:2])
@@ -143,4 +143,4 @@ def test_notebooks_speak_to_learners_not_to_ci(path):
 
 def test_the_bookkeeping_check_finds_ci_words():
     assert BOOKKEEPING.search("measured in a cold-cache `.ci/run` on AMD EPYC (AVX2), 2026-12-03")
-    assert not BOOKKEEPING.search("≈ 21 s on a 2-core laptop CPU; notebook 06 with 4 epochs")
+    assert not BOOKKEEPING.search("≈ 21 s on a 2-core laptop CPU; notebook 07 with 4 epochs")

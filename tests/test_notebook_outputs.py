@@ -1,7 +1,7 @@
 """What a learner sees in the saved outputs of an executed notebook (nbconvert, GitHub's viewer, Colab's first run):
 no progress bars, no warnings on stderr, no raw widget reprs (`VBox(children=...`). Notebook 01 loads IMDB into an
-empty datasets cache, where datasets draws its bars, and shows the reward explorer; the other explorers (03's clip
-explorer, 04's sample browser) go through the same `show_widget`, checked below without a kernel."""
+empty datasets cache, where datasets draws its bars, and shows the reward explorer; the other explorers (04's clip
+explorer, 05's sample browser) go through the same `show_widget`, checked below without a kernel."""
 
 import re
 

@@ -135,11 +135,11 @@ def test_seed_bands_match_a_hand_computed_case():
 
 
 def test_the_shipped_seed_sweep_is_the_current_study_and_shows_the_turn_beyond_the_noise():
-    """Notebook 06 draws its run against the shipped band: it must come from the study as configured now (every
+    """Notebook 07 draws its run against the shipped band: it must come from the study as configured now (every
     setting but the seed), over at least 3 seeds with a machine and a date, and its reading must follow from its own
     curves on the one yardstick (`paired_over_seeds`). The lesson itself: at least one PPO run's gold falls, paired per
     seed, beyond its 95 % t interval while the proxy rises on every seed, with the rater as calibrated; and what
-    notebook 06 says of it: the fall is the penalties' (no run's fall is shown with the repetition penalty removed, or
+    notebook 07 says of it: the fall is the penalties' (no run's fall is shown with the repetition penalty removed, or
     with the judge alone)."""
     from dataclasses import asdict
 
@@ -366,7 +366,7 @@ def test_seed_interval_is_students_t_over_the_seeds():
 
 def test_a_fit_is_drawn_only_where_it_puts_the_peak_where_the_gold_peaks():
     """An RL curve that follows Gao et al.'s form d(α − β log d) exactly is fitted with its peak next to the measured
-    one; a curve that rises slowly to d = 3 and then falls steadily (the shape of the weak run in notebook 06) fits
+    one; a curve that rises slowly to d = 3 and then falls steadily (the shape of the weak run in notebook 07) fits
     with a good r² (0.87) and its peak at d = 1.15, two evaluations early."""
     import math
 

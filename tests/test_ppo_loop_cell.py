@@ -1,4 +1,4 @@
-"""Notebook 04's PPO step (the cell tagged `ppo-loop`, which trains the notebook's policy with the learner's
+"""Notebook 05's PPO step (the cell tagged `ppo-loop`, which trains the notebook's policy with the learner's
 functions) and `ppo_loop.ppo_step` (which the headless runner trains with) are the same algorithm: from one starting
 point, a few steps of each end with identical weights, identical optimizer state and identical logs."""
 
@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 
-NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "04_ppo_from_scratch.ipynb"
+NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "05_ppo_from_scratch.ipynb"
 
 
 def loop_cell_namespace(**learner_functions) -> dict:
     """Execute the notebook's `ppo-loop` cell with the given learner functions in scope; returns its namespace."""
     cells = [c for c in json.loads(NOTEBOOK.read_text())["cells"] if "ppo-loop" in c["metadata"].get("tags", [])]
-    assert len(cells) == 1, "notebook 04 must have exactly one cell tagged ppo-loop"
+    assert len(cells) == 1, "notebook 05 must have exactly one cell tagged ppo-loop"
     from rlhf_helpers import ppo
 
     namespace = {"torch": torch, "ppo": ppo, **learner_functions}

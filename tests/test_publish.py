@@ -50,5 +50,5 @@ def test_publishing_under_a_new_name_is_one_line_and_one_command(tmp_path):
 def test_a_badge_to_a_missing_notebook_is_named(tmp_path):
     root = _copy(tmp_path)
     readme = root / "README.md"
-    readme.write_text(readme.read_text().replace("notebooks/07_dpo.ipynb)", "notebooks/07_dop.ipynb)"))
+    readme.write_text(readme.read_text().replace("notebooks/08_dpo.ipynb)", "notebooks/07_dop.ipynb)"))
     assert any("07_dop.ipynb, which does not exist" in p for p in problems(root))

@@ -121,3 +121,26 @@ def test_a_short_run_by_hand_lowers_the_heldout_loss(base_model):
     assert len(measured) == 3 and measured[-1] < measured[0]
     assert all(math.isfinite(row.get("loss", 0.0)) for row in log)
     assert heldout_loss(model, heldout, tokenizer.pad_token_id) == pytest.approx(measured[-1])
+
+
+def test_the_sft_readings_say_what_moved_by_hand():
+    from rlhf_helpers.sft import read_positive_sft, read_sft
+
+    def row(loss, unseen, reward, rate):
+        return {"held-out loss (nats/token)": loss, "perplexity": math.exp(loss), "unseen-word rate": unseen,
+                "mean reward": reward, "positive rate": rate}
+
+    rows = {"base": row(6.9, 0.11, 0.07, 0.61), "sft": row(5.3, 0.13, 0.19, 0.60),
+            "policy": row(4.0, 0.05, 0.09, 0.56)}
+    text = read_sft(rows, "base", "sft", "policy")
+    assert text.startswith("Fine-tuning took the held-out loss from 6.90 to 5.30 nats per token (perplexity 992 -> "
+                           "200)")
+    assert "11.0% to 13.0% (it rose" in text and "is at 4.00 and 5.0%" in text and "+0.07 to +0.19" in text
+    assert "(it rose" not in read_sft({**rows, "sft": row(5.3, 0.08, 0.19, 0.60)}, "base", "sft")
+    before = {"mean_reward": 0.05, "positive_rate": 0.55, "kl": 0.0}
+    text = read_positive_sft(before, {"mean_reward": 0.55, "positive_rate": 0.66, "kl": 2.0},
+                             {"mean_reward": 2.05, "positive_rate": 0.85, "kl": 5.0})
+    assert "+0.05 -> +0.55 (positive rate 55% -> 66%) for a KL of 2.0 nats" in text
+    assert "Reward gained per nat of KL: SFT on positive reviews +0.25, PPO +0.40 (one run each)" in text
+    alone = read_positive_sft(before, {"mean_reward": 0.55, "positive_rate": 0.66, "kl": 2.0}, None)
+    assert alone.endswith("started from.")
