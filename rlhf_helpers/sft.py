@@ -14,6 +14,7 @@ import math
 import time
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from datasets import Dataset
@@ -21,10 +22,9 @@ from transformers import TrainerCallback
 from transformers.trainer_callback import PrinterCallback
 
 from .data import filter_and_clean, load_imdb, prompt_lengths
-from .evaluation import continuation_words, unseen_word_rate, word_list
+from .evaluation import continuation_words, evaluate, word_list
 from .models import quiet_transformers
 from .profiles import Profile
-from .sampling import sample_with
 
 
 @dataclass(frozen=True)
@@ -41,8 +41,11 @@ class SFTSettings:
     warmup_steps: int
     """Linear warm-up steps before the constant rate: Adam's first updates are full-size (notebook 05)."""
     response_tokens: int = 48
-    """Tokens of review after each prompt: a demonstration's response (the RL responses are 4-16 tokens; a longer
-    response gives each step more text to learn from)."""
+    """Most tokens of review after each prompt: a demonstration's response (the RL responses are 4-16 tokens; a
+    longer response gives each step more text to learn from)."""
+    response_min_tokens: int = 24
+    """Fewest: each response's length is drawn between the two, so responses differ in length and the token mean
+    weighs a long one more than a short one."""
     n_train: int = 8192
     """Demonstrations drawn from the train split."""
     n_heldout: int = 256
@@ -78,22 +81,24 @@ class Demonstrations:
 
 
 def demonstrations(profile: Profile, tokenizer, split: str, n: int, response_tokens: int, seed: int = 0,
-                   label: int | None = None) -> Demonstrations:
+                   label: int | None = None, response_min_tokens: int | None = None) -> Demonstrations:
     """`n` demonstrations from the IMDB `split`: each review's first k tokens (k drawn in the profile's prompt range,
-    seeded) as the prompt, its next `response_tokens` tokens as the response. Reviews too short for both are skipped;
-    `label` (1 positive, 0 negative) keeps only the reviews with that label."""
+    seeded) as the prompt, its next m tokens as the response (m drawn in [`response_min_tokens`, `response_tokens`],
+    seeded; all `response_tokens` when no minimum is given). Reviews too short for both are skipped; `label` (1
+    positive, 0 negative) keeps only the reviews with that label."""
     data = filter_and_clean(load_imdb(split, profile))
     texts = data["text"] if label is None else [t for t, y in zip(data["text"], data["label"]) if y == label]
     order = torch.randperm(len(texts), generator=torch.Generator().manual_seed(seed)).tolist()
     lengths = prompt_lengths(len(order), profile.prompt_min_tokens, profile.prompt_max_tokens, seed)
+    replies = prompt_lengths(len(order), response_min_tokens or response_tokens, response_tokens, seed + 1)
     prompts, responses = [], []
-    for i, k in zip(order, lengths):
+    for i, k, m in zip(order, lengths, replies):
         ids = tokenizer(texts[i][: 8 * (int(k) + response_tokens)], add_special_tokens=False, truncation=True,
                         max_length=int(k) + response_tokens)["input_ids"]
         if len(ids) < int(k) + response_tokens:
             continue
         prompts.append(ids[: int(k)])
-        responses.append(ids[int(k): int(k) + response_tokens])
+        responses.append(ids[int(k): int(k) + int(m)])
         if len(prompts) == n:
             break
     if len(prompts) < n:
@@ -153,12 +158,13 @@ def batch_order(n: int, steps: int, batch_size: int, seed: int) -> list[list[int
 
 def train_by_hand(model, train: Demonstrations, heldout: Demonstrations, pad_id: int, settings: SFTSettings,
                   loss_fn=sft_loss, steps: int | None = None) -> list[dict]:
-    """The SFT loop, plainly: AdamW at `settings.learning_rate` after a linear warm-up, `loss_fn` on each batch of
-    demonstrations, the held-out loss every `settings.eval_every` steps (and at the start and the end). Trains `model`
-    in place; returns the log, one row per step (`loss`, and `heldout_loss` where it was measured)."""
+    """The SFT loop, plainly: AdamW (no weight decay) at `settings.learning_rate` after a linear warm-up, `loss_fn`
+    on each batch of demonstrations, the held-out loss every `settings.eval_every` steps (and at the start and the
+    end). Trains `model` in place; returns the log, one row per step (`loss`, and `heldout_loss` where measured)."""
     steps = settings.steps if steps is None else steps
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / settings.warmup_steps))
+    # as TRL's run: AdamW without weight decay, and transformers' constant_with_warmup (the rate is 0 at step 0)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, s / max(1, settings.warmup_steps)))
     log = [{"step": 0, "heldout_loss": heldout_loss(model, heldout, pad_id, loss_fn)}]
     model.train()
     start = time.perf_counter()
@@ -188,8 +194,9 @@ def to_dataset(demos: Demonstrations):
 
 
 def sft_config(settings: SFTSettings, output_dir: str, **overrides):
-    """TRL's `SFTConfig` for the course's SFT: the loss on the response only (`completion_only_loss`, TRL's default
-    for prompt/completion data, said here), no packing (each demonstration is its own row: packing would let a
+    """TRL's `SFTConfig` for the course's SFT: the loss on the response only (`completion_only_loss=True`: TRL's
+    default, None, turns it on only for text datasets with prompt and completion columns; for these tokenized rows it
+    would train on the prompt too), no packing (each demonstration is its own row: packing would let a
     response attend to another review), the course's learning rate, warm-up and batch, constant after the warm-up
     as `train_by_hand` is, no gradient clipping (the loop by hand has none), and nothing reported outside the run."""
     # TRL takes seconds to import: on first use, so that importing the course's SFT loss does not pay for it
@@ -239,56 +246,75 @@ def review_vocabulary(profile: Profile) -> frozenset:
     return frozenset(w for text in filter_and_clean(load_imdb("train", profile))["text"] for w in word_list(text))
 
 
-def writer_row(model, tokenizer, prompts, vocabulary: frozenset, reward, sampling, demos: Demonstrations,
-               seed: int) -> tuple[dict, list[str]]:
-    """How well `model` writes reviews, on the held-out prompts (`prompts`: token-id lists) and demonstrations: its
-    held-out loss and perplexity on real continuations, and of its own samples (one per prompt, `sampling`, `seed`)
-    the unseen-word rate, the reward classifier's mean and positive rate. Returns (row, the responses)."""
+def writer_row(model, tokenizer, prompts, vocabulary: frozenset, reward, sampling, demos: Demonstrations) -> tuple:
+    """How well `model` writes reviews: its held-out loss on real continuations (`demos`) and perplexity, and, from
+    the course's evaluation of it on the held-out prompts (`evaluation.evaluate`: one sample per prompt, the same
+    seed as every evaluation of the course), the unseen-word rate and the reward's mean and positive rate, each with
+    its standard error over the prompts. Returns (row, the evaluation's samples)."""
     loss = heldout_loss(model, demos, tokenizer.pad_token_id)
-    samples = sample_with(model, tokenizer, prompts, sampling, seed=seed)
-    words = [continuation_words(q, r) for q, r in zip(samples.queries, samples.responses)]
-    scores = reward([q + r for q, r in zip(samples.queries, samples.responses)]).float().cpu()
-    return ({"held-out loss (nats/token)": loss, "perplexity": math.exp(loss),
-             "unseen-word rate": unseen_word_rate(words, vocabulary), "mean reward": scores.mean().item(),
-             "positive rate": (scores > 0).float().mean().item()}, samples.responses)
+    result = evaluate(model, model, tokenizer, reward, prompts, sampling)
+    row = text_row(list(result.samples.prompt), list(result.samples.response), result.samples.reward.to_numpy(),
+                   vocabulary)
+    return {"held-out loss (nats/token)": loss, "perplexity": math.exp(loss), **row}, result.samples
 
 
-def read_sft(rows: dict, base: str, tuned: str, shipped: str | None = None) -> str:
-    """Two sentences on `writer_row` rows (name -> row): what fine-tuning did to the held-out loss and the unseen-word
-    rate (against the shipped policy, the same recipe run longer, when given), and how far SFT alone moved the
-    reward."""
+def text_row(prompts: list[str], responses: list[str], rewards, vocabulary: frozenset) -> dict:
+    """The unseen-word rate of `responses` after `prompts` and their `rewards`' mean and positive rate, each with its
+    standard error over the prompts (the unseen-word rate's as a ratio of sums: words differ per response)."""
+    words = [continuation_words(q, r) for q, r in zip(prompts, responses)]
+    unseen = torch.tensor([sum(w not in vocabulary for w in ws) for ws in words], dtype=torch.float64)
+    counts = torch.tensor([len(ws) for ws in words], dtype=torch.float64)
+    rate = float(unseen.sum() / counts.sum().clamp(min=1))
+    rate_se = float(((unseen - rate * counts) ** 2).sum().sqrt() / counts.sum().clamp(min=1))
+    scores = torch.tensor(np.array(rewards, dtype=np.float64))  # a copy: the evaluation's frame stays read-only
+    n = len(scores)
+    return {"unseen-word rate": rate, "unseen-word rate SE": rate_se, "mean reward": float(scores.mean()),
+            "mean reward SE": float(scores.std() / n ** 0.5), "positive rate": float((scores > 0).double().mean()),
+            "prompts": n}
+
+
+def _moved(a: float, b: float, se_a: float, se_b: float) -> bool:
+    """Whether two independent readings differ by more than twice the standard error of their difference."""
+    return abs(b - a) > 2 * math.hypot(se_a, se_b)
+
+
+def read_sft(rows: dict, base: str, tuned: str, longer: str | None = None) -> str:
+    """Two or three sentences on `writer_row` rows (name -> row): what fine-tuning did to the held-out loss, to the
+    unseen-word rate and to the reward, each change called one only beyond twice its standard error over the prompts,
+    and where the course's policy (`longer`, the base fine-tuned on reviews far longer) stands."""
     b, t = rows[base], rows[tuned]
+    unseen = _moved(b["unseen-word rate"], t["unseen-word rate"], b["unseen-word rate SE"], t["unseen-word rate SE"])
+    reward = _moved(b["mean reward"], t["mean reward"], b["mean reward SE"], t["mean reward SE"])
     text = (f"Fine-tuning took the held-out loss from {b['held-out loss (nats/token)']:.2f} to "
             f"{t['held-out loss (nats/token)']:.2f} nats per token (perplexity {b['perplexity']:.0f} -> "
-            f"{t['perplexity']:.0f}) and the unseen-word rate from {b['unseen-word rate']:.1%} to "
-            f"{t['unseen-word rate']:.1%}")
-    if t["unseen-word rate"] > b["unseen-word rate"]:
-        text += (" (it rose: the model now reaches for review words it cannot spell yet, where the base wrote "
-                 "the words of its own corpus)")
-    if shipped:
-        s = rows[shipped]
-        text += (f"; the shipped policy, the same recipe run far longer, is at {s['held-out loss (nats/token)']:.2f} "
-                 f"and {s['unseen-word rate']:.1%}")
-    return text + (f". SFT alone moved the classifier's mean reward from {b['mean reward']:+.2f} to "
-                   f"{t['mean reward']:+.2f} (positive rate {b['positive rate']:.0%} -> {t['positive rate']:.0%}): "
-                   "it learned to write like the reviews, positive and negative alike, not to please the reward.")
+            f"{t['perplexity']:.0f}); the unseen-word rate went {b['unseen-word rate']:.1%} -> "
+            f"{t['unseen-word rate']:.1%}, " + ("beyond" if unseen else "within") +
+            f" the noise of {t['prompts']} samples, and the mean reward {b['mean reward']:+.2f} -> "
+            f"{t['mean reward']:+.2f}, " + ("beyond" if reward else "within") + " its noise.")
+    if longer:
+        s = rows[longer]
+        text += (f" The course's policy, fine-tuned far longer, is at {s['held-out loss (nats/token)']:.2f} nats and "
+                 f"{s['unseen-word rate']:.1%} unseen: the loss falls first, real words take far more training.")
+    if not reward:
+        text += " SFT imitates reviews of both kinds; it does not push the reward."
+    return text
 
 
-def read_positive_sft(before: dict, after: dict, ppo: dict | None) -> str:
+def read_positive_sft(before: dict, after: dict, ppo_points: list[dict] | None) -> str:
     """Section 6's reading: fine-tuning on positive reviews only (`after`, evaluated against the policy it started
-    from, `before`) beside a PPO run's end (`ppo`, the same metrics), both as reward bought and KL spent."""
-    gain = after["mean_reward"] - before["mean_reward"]
+    from, `before`) beside PPO at the same KL, read off the shipped PPO runs' end points (`ppo_points`: their `after`
+    metrics; linear between the two that bracket this KL, one run each)."""
     text = (f"Fine-tuning on positive reviews moved the mean reward {before['mean_reward']:+.2f} -> "
             f"{after['mean_reward']:+.2f} (positive rate {before['positive_rate']:.0%} -> "
             f"{after['positive_rate']:.0%}) for a KL of {after['kl']:.1f} nats to the policy it started from")
-    if not ppo:
+    points = sorted([{"kl": 0.0, "mean_reward": before["mean_reward"]}] + list(ppo_points or []),
+                    key=lambda p: p["kl"])
+    if len(points) < 2 or after["kl"] > points[-1]["kl"]:
         return text + "."
-    ppo_gain = ppo["mean_reward"] - before["mean_reward"]
-    per_nat, ppo_per_nat = gain / max(after["kl"], 1e-9), ppo_gain / max(ppo["kl"], 1e-9)
-    return text + (f"; PPO reached {ppo['mean_reward']:+.2f} for {ppo['kl']:.1f} nats. Reward gained per nat of KL: "
-                   f"SFT on positive reviews {per_nat:+.2f}, PPO {ppo_per_nat:+.2f} (one run each). SFT imitates "
-                   "what positive reviews say; RL optimizes what the reward scores, which is why it needs the KL to "
-                   "hold it to fluent text.")
+    at = float(np.interp(after["kl"], [p["kl"] for p in points], [p["mean_reward"] for p in points]))
+    return text + (f"; the shipped PPO runs, read at the same KL, reach about {at:+.2f} (one run each, a line between "
+                   f"their end points). Different budgets and one seed: this shows where each went, not which method "
+                   f"is better.")
 
 
 def train_with_trl(trainer) -> None:

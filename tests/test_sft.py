@@ -124,23 +124,32 @@ def test_a_short_run_by_hand_lowers_the_heldout_loss(base_model):
 
 
 def test_the_sft_readings_say_what_moved_by_hand():
-    from rlhf_helpers.sft import read_positive_sft, read_sft
+    from rlhf_helpers.sft import read_positive_sft, read_sft, text_row
 
-    def row(loss, unseen, reward, rate):
+    def row(loss, unseen, reward):  # standard errors 0.005 and 0.04: differences need 0.014 and 0.113
         return {"held-out loss (nats/token)": loss, "perplexity": math.exp(loss), "unseen-word rate": unseen,
-                "mean reward": reward, "positive rate": rate}
+                "unseen-word rate SE": 0.005, "mean reward": reward, "mean reward SE": 0.04, "prompts": 128}
 
-    rows = {"base": row(6.9, 0.11, 0.07, 0.61), "sft": row(5.3, 0.13, 0.19, 0.60),
-            "policy": row(4.0, 0.05, 0.09, 0.56)}
+    rows = {"base": row(6.9, 0.11, 0.07), "sft": row(5.3, 0.13, 0.19), "policy": row(4.0, 0.05, 0.09)}
     text = read_sft(rows, "base", "sft", "policy")
     assert text.startswith("Fine-tuning took the held-out loss from 6.90 to 5.30 nats per token (perplexity 992 -> "
-                           "200)")
-    assert "11.0% to 13.0% (it rose" in text and "is at 4.00 and 5.0%" in text and "+0.07 to +0.19" in text
-    assert "(it rose" not in read_sft({**rows, "sft": row(5.3, 0.08, 0.19, 0.60)}, "base", "sft")
+                           "200); the unseen-word rate went 11.0% -> 13.0%, beyond the noise of 128 samples")
+    assert "the mean reward +0.07 -> +0.19, beyond its noise" in text
+    assert "The course's policy, fine-tuned far longer, is at 4.00 nats and 5.0% unseen" in text
+    quiet = read_sft({**rows, "sft": row(5.3, 0.115, 0.10)}, "base", "sft")
+    assert "11.0% -> 11.5%, within the noise" in quiet and "within its noise" in quiet and "not push" in quiet
+    # a ratio's standard error by hand: two responses, 1 of 2 and 1 of 4 words unseen
+    stats = text_row(["A", "B"], [" good zzq film", " bad qqx dull movie ok"], [1.0, -1.0], {"a", "b", "good",
+                                                                                           "bad", "dull", "film",
+                                                                                           "movie", "ok"})
+    # continuation_words drops the last word (it may be cut): "good zzq" (1 of 2) and "bad qqx dull movie" (1 of 4)
+    assert stats["unseen-word rate"] == pytest.approx(2 / 6)
+    assert stats["unseen-word rate SE"] == pytest.approx((2 / 9) ** 0.5 / 6)  # residuals 1 - 2/3 and 1 - 4/3
+    assert stats["mean reward"] == 0.0 and stats["positive rate"] == 0.5 and stats["prompts"] == 2
     before = {"mean_reward": 0.05, "positive_rate": 0.55, "kl": 0.0}
-    text = read_positive_sft(before, {"mean_reward": 0.55, "positive_rate": 0.66, "kl": 2.0},
-                             {"mean_reward": 2.05, "positive_rate": 0.85, "kl": 5.0})
-    assert "+0.05 -> +0.55 (positive rate 55% -> 66%) for a KL of 2.0 nats" in text
-    assert "Reward gained per nat of KL: SFT on positive reviews +0.25, PPO +0.40 (one run each)" in text
-    alone = read_positive_sft(before, {"mean_reward": 0.55, "positive_rate": 0.66, "kl": 2.0}, None)
-    assert alone.endswith("started from.")
+    ppo = [{"kl": 3.0, "mean_reward": 1.05}, {"kl": 6.0, "mean_reward": 2.2}]
+    text = read_positive_sft(before, {"mean_reward": 0.55, "positive_rate": 0.66, "kl": 1.5}, ppo)
+    assert "+0.05 -> +0.55 (positive rate 55% -> 66%) for a KL of 1.5 nats" in text
+    assert "reach about +0.55" in text  # halfway from (0, +0.05) to (3, +1.05)
+    far = read_positive_sft(before, {"mean_reward": 0.55, "positive_rate": 0.66, "kl": 9.0}, ppo)
+    assert far.endswith("started from.")  # beyond the PPO runs' KL: nothing to read it against
