@@ -116,7 +116,7 @@ def _rehearse(args, device, stand_ins, profile, timer, out: Path) -> dict:
     eval_seconds = sum(eval_calls) / len(eval_calls)
     step = {a: per_algo.get(a, per_algo.get("grpo", per_algo.get("ppo"))) for a in ALGOS}
     total = profile.ppo.steps
-    evals_05 = 1 + 4  # notebook 05: before, then every ppo.steps // 4 rounds, the last one at the end
+    evals_05 = 1 + 4  # notebook 06: before, then every ppo.steps // 4 rounds, the last one at the end
     result = {
         "profile": profile.name,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({os.cpu_count()} cores)",

@@ -27,7 +27,7 @@ pass) reached 0.80, 0.85 and 0.80 over seeds 0-2 (`results/frontier_smoke.json`)
 
 
 PENALTY_SHARE_BAR = 0.25
-"""Notebook 06: the rater's penalties (repetition and fluency) may account for at most this share of the mean gold
+"""Notebook 07: the rater's penalties (repetition and fluency) may account for at most this share of the mean gold
 difference within a preference pair from the initial policy, so that the pairs teach mostly sentiment. On the shipped
 world seed 0's pairs measured 17.1 % on 4,096 pairs and 16.6 % on the study's 2,048 (2026-12-06; on the earlier world,
 with a repetition penalty alone, 6.3 %): the

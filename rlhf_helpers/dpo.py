@@ -4,7 +4,7 @@ The KL-regularized objective of notebooks 04–07, max_π E[r(x, y)] − β·KL(
 
     π*(y|x) = π_ref(y|x) · exp(r(x, y) / β) / Z(x)    ⇔    r(x, y) = β · log π*(y|x)/π_ref(y|x) + β · log Z(x).
 
-Put that r into the Bradley–Terry likelihood of notebook 06: Z(x) cancels in r(chosen) − r(rejected), and the reward
+Put that r into the Bradley–Terry likelihood of notebook 07: Z(x) cancels in r(chosen) − r(rejected), and the reward
 model disappears. The policy is fit to the preference pairs directly:
 
     L_DPO = −log σ( β · [ (log π(y_c|x) − log π_ref(y_c|x)) − (log π(y_r|x) − log π_ref(y_r|x)) ] )

@@ -140,7 +140,7 @@ def check_kl_estimate(fn: Callable) -> Callable:
 
 def check_bradley_terry_loss(fn: Callable) -> Callable:
     """fn(chosen_rewards (B,), rejected_rewards (B,)) -> scalar loss, mean of −log σ(r_chosen − r_rejected)."""
-    # TRL-backed: imported on first use, so that notebooks 01-06 do not pay TRL's import (seconds)
+    # TRL-backed: imported on first use, so that notebooks 01 and 03-05 do not pay TRL's import (seconds)
     from .reward_model import bradley_terry_loss
 
     g = torch.Generator().manual_seed(6)
@@ -626,7 +626,7 @@ def _rloo_mistakes(rewards: torch.Tensor, grouped: torch.Tensor) -> dict:
 
 def check_group_relative_advantages(fn: Callable) -> Callable:
     """fn(rewards (N,), group_size) -> (N,) GRPO advantages: (r − group mean) / (group std + 1e-4)."""
-    # TRL-backed: imported on first use, so that notebooks 01-06 do not pay TRL's import (seconds)
+    # TRL-backed: imported on first use, so that notebooks 01 and 03-05 do not pay TRL's import (seconds)
     from .trl_runs import group_relative_advantages
 
     return _check_advantages(fn, group_relative_advantages, 1e-4, _grpo_mistakes,
@@ -635,7 +635,7 @@ def check_group_relative_advantages(fn: Callable) -> Callable:
 
 def check_leave_one_out_advantages(fn: Callable) -> Callable:
     """fn(rewards (N,), group_size) -> (N,) RLOO advantages: r − mean of the other completions of the prompt."""
-    # TRL-backed: imported on first use, so that notebooks 01-06 do not pay TRL's import (seconds)
+    # TRL-backed: imported on first use, so that notebooks 01 and 03-05 do not pay TRL's import (seconds)
     from .trl_runs import leave_one_out_advantages
 
     return _check_advantages(fn, leave_one_out_advantages, 1e-5, _rloo_mistakes,
@@ -660,7 +660,7 @@ def check_dpo_loss(fn: Callable) -> Callable:
     computes them from the sequence sums."""
     import torch.nn.functional as F
 
-    # TRL-backed: imported on first use, so that notebooks 01-06 do not pay TRL's import (seconds)
+    # TRL-backed: imported on first use, so that notebooks 01 and 03-05 do not pay TRL's import (seconds)
     from .dpo import dpo_loss
 
     def reference(pc, pr, rc, rr, mc, mr, beta):

@@ -8,7 +8,7 @@ budget, re-sampled from the current policy in rounds). Every β is fixed: no ada
 not the same pressure across methods, so the methods are compared on the frontier, not at one shared β. Every run
 is scored by the same `evaluate()` on the same held-out prompts and sampling seed; the gold rater of notebook 07
 also scores each run's held-out samples. `benchmarks/frontier.py` runs the sweep; the smoke profile's measured
-runs ship with the package (`results.load_result("frontier", "smoke")`), for notebook 07.
+runs ship with the package (`results.load_result("frontier", "smoke")`), for notebook 08.
 """
 
 from __future__ import annotations

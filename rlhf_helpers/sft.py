@@ -10,21 +10,27 @@ prompt or the padding.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from datasets import Dataset
-from transformers import TrainerCallback
+from transformers import AutoModelForCausalLM, TrainerCallback
 from transformers.trainer_callback import PrinterCallback
 
-from .data import filter_and_clean, load_imdb, prompt_lengths
+from .data import check_imdb_source, filter_and_clean, heldout_prompts, load_imdb, prompt_lengths
 from .evaluation import continuation_words, evaluate, word_list
-from .models import quiet_transformers
+from .faults import explain_faults, hold_output, write_text_atomic
+from .models import base_model_id, load_reward, load_tokenizer, model_ids, quiet_transformers
 from .profiles import Profile
+from .runs import write_results
+from .spec import RunError, run_status
 
 
 @dataclass(frozen=True)
@@ -285,10 +291,11 @@ def read_sft(rows: dict, base: str, tuned: str, longer: str | None = None) -> st
     b, t = rows[base], rows[tuned]
     unseen = _moved(b["unseen-word rate"], t["unseen-word rate"], b["unseen-word rate SE"], t["unseen-word rate SE"])
     reward = _moved(b["mean reward"], t["mean reward"], b["mean reward SE"], t["mean reward SE"])
+    direction = "rose" if t["unseen-word rate"] > b["unseen-word rate"] else "fell"
     text = (f"Fine-tuning took the held-out loss from {b['held-out loss (nats/token)']:.2f} to "
             f"{t['held-out loss (nats/token)']:.2f} nats per token (perplexity {b['perplexity']:.0f} -> "
-            f"{t['perplexity']:.0f}); the unseen-word rate went {b['unseen-word rate']:.1%} -> "
-            f"{t['unseen-word rate']:.1%}, " + ("beyond" if unseen else "within") +
+            f"{t['perplexity']:.0f}); the unseen-word rate {direction} "
+            f"{b['unseen-word rate']:.1%} -> {t['unseen-word rate']:.1%}, " + ("beyond" if unseen else "within") +
             f" the noise of {t['prompts']} samples, and the mean reward {b['mean reward']:+.2f} -> "
             f"{t['mean reward']:+.2f}, " + ("beyond" if reward else "within") + " its noise.")
     if longer:
@@ -330,3 +337,81 @@ def trl_defaults() -> dict:
     from trl import SFTConfig
 
     return {f.name: f.default for f in dataclasses.fields(SFTConfig)}
+
+
+def run_sft(spec, profile: Profile, out, command: list[str] | None = None) -> dict:
+    """`python -m rlhf_helpers.train --algo sft`: the base model (`models.base_model_id`) fine-tuned with TRL's
+    `SFTTrainer` as notebook 02 does, `spec.steps` optimizer steps of `spec.batch_size` demonstrations (default: the
+    profile's `SFTSettings`). Writes, like every run: `policy/` (a transformers folder: point `RLHF_POLICY_MODEL` at
+    it and every notebook and command starts from it), `metrics.jsonl` (the held-out loss along the run),
+    `samples.csv` and `summary.json` (the course's evaluation before and after, the KL measured to the base)."""
+    # trainers.py imports TRL's RL trainers (seconds): on first use, so that importing the SFT loss does not pay for it
+    from .trainers import save_policy
+
+    out = Path(out)
+    if run_status(out) == "finished":
+        raise RunError(f"{out} holds a finished run (summary.json). Choose another --out; nothing was changed.")
+    check_imdb_source(profile)
+    base = settings_for(profile)
+    settings = dataclasses.replace(base, seed=spec.seed, steps=spec.steps or base.steps,
+                                   batch_size=spec.batch_size or base.batch_size)
+    where = {"stage": "loading the models"}
+    faults = explain_faults(out, where=lambda: where["stage"],
+                            next_step=lambda: "SFT runs keep no checkpoints: run the command again into another --out.",
+                            memory=lambda: f"Lower --batch-size (it was {settings.batch_size}).")
+    with hold_output(out, "training run"), faults:
+        if run_status(out) != "empty" and run_status(out) != "missing":
+            raise RunError(f"{out} already holds a run. Choose another --out; nothing was changed.")
+        start = time.perf_counter()
+        tokenizer, reward, base_id = load_tokenizer(profile), load_reward(profile), base_model_id(profile)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        model = AutoModelForCausalLM.from_pretrained(base_id, dtype=torch.float32).to(device).eval()
+        reference = AutoModelForCausalLM.from_pretrained(base_id, dtype=torch.float32).to(device).eval()
+        shape = {"response_tokens": settings.response_tokens, "response_min_tokens": settings.response_min_tokens}
+        train = demonstrations(profile, tokenizer, "train", settings.n_train, seed=settings.seed, **shape)
+        heldout_demos = demonstrations(profile, tokenizer, "test", settings.n_heldout, seed=settings.seed + 1, **shape)
+        prompts = heldout_prompts(profile, tokenizer)
+        before = evaluate(reference, reference, tokenizer, reward, prompts, profile.eval_sampling)
+        where["stage"] = "while training"
+        with tempfile.TemporaryDirectory(prefix="sft-") as scratch:
+            trainer = make_sft_trainer(model, tokenizer, train, sft_config(settings, scratch))
+            curve = HeldoutLoss(heldout_demos, tokenizer.pad_token_id, settings.eval_every)
+            trainer.add_callback(curve)
+            train_start = time.perf_counter()
+            train_with_trl(trainer)
+            train_seconds = time.perf_counter() - train_start
+        model.eval()
+        where["stage"] = "while evaluating and writing the run"
+        after = evaluate(model, reference, tokenizer, reward, prompts, profile.eval_sampling)
+        out.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(out / "metrics.jsonl", "".join(json.dumps(row) + "\n" for row in curve.log))
+        summary = {"algo": "sft", "profile": profile.name, "seed": settings.seed, "steps": settings.steps,
+                   "episodes": settings.steps * settings.batch_size, "settings": dataclasses.asdict(settings),
+                   "base_model": base_id, "before": before.metrics, "after": after.metrics,
+                   "heldout_loss": {"before": curve.log[0]["heldout_loss"], "after": curve.log[-1]["heldout_loss"]},
+                   "train_seconds": train_seconds, "wall_seconds": time.perf_counter() - start, "policy": "policy",
+                   "command": command, "reward_model": model_ids(profile).reward}
+        save_policy(out / "policy", model, tokenizer, card=_card(summary))
+        write_results(out, summary, before, after)  # summary.json last: it marks a finished run
+    return summary
+
+
+def _card(summary: dict) -> str:
+    """The saved SFT policy's model card: what it was fine-tuned from, on what, and how it measured."""
+    loss = summary["heldout_loss"]
+    made_by = " ".join(summary["command"]) if summary["command"] else "rlhf_helpers.train.run(RunSpec('sft'), ...)"
+    return f"""---
+library_name: transformers
+pipeline_tag: text-generation
+tags: [sft, imdb]
+---
+# SFT policy from the RLHF course ({summary['profile']} profile)
+
+`{summary['base_model']}` fine-tuned with TRL's `SFTTrainer` on IMDB review continuations (the loss on the response
+tokens only), {summary['steps']} steps of {summary['settings']['batch_size']} demonstrations, seed {summary['seed']}.
+Held-out loss {loss['before']:.3f} -> {loss['after']:.3f} nats per response token. Use it as the starting policy of
+every notebook and command: `RLHF_POLICY_MODEL=THIS_FOLDER`.
+
+- Made with: `{made_by}`
+- Evaluate it: `python -m rlhf_helpers.compare --policy THIS_FOLDER`
+"""

@@ -13,7 +13,7 @@ from .faults import SettingError
 from .profiles import NUM_GENERATIONS, PPOConfig, Profile, check_batch_split
 from .tracking import check_tracker
 
-ALGOS = ("ppo", "grpo", "rloo", "dpo")
+ALGOS = ("ppo", "grpo", "rloo", "dpo", "sft")
 OUTPUT_FILES = ("metrics.jsonl", "summary.json", "checkpoints", "samples.csv", "eval.jsonl", "curves.png", "policy")
 """Files a run writes; any of them in --out means the folder holds (part of) a run."""
 
@@ -45,7 +45,8 @@ class RunSpec:
     """One training run as asked for: the CLI's flags, `run()`'s first argument. None: the profile's value."""
 
     algo: str
-    """ppo (the hand-built loop), grpo or rloo (TRL), dpo (TRL, on preference pairs)."""
+    """ppo (the hand-built loop), grpo or rloo (TRL), dpo (TRL, on preference pairs), sft (TRL's SFTTrainer: the
+    base model fine-tuned on reviews, notebook 02)."""
     seed: int = 0
     """Seeds the models' new parts, the prompt order, sampling and shuffling."""
     steps: int | None = None
@@ -73,6 +74,12 @@ class RunSpec:
                             ("--mini-batch-size", self.mini_batch_size)):
             if value is not None and (not isinstance(value, int) or value <= 0):
                 raise ValueError(f"{flag} must be a positive integer, got {value!r}.")
+        if self.algo == "sft":  # steps and --batch-size are SFT's own (optimizer steps, demonstrations per step)
+            if self.mini_batch_size is not None:
+                raise ValueError("--mini-batch-size does not apply to --algo sft: --batch-size is the demonstrations "
+                                 "per optimizer step.")
+            check_tracker(self.report_to)
+            return
         batch = profile.ppo.batch_size if self.batch_size is None else self.batch_size
         mini = profile.ppo.mini_batch_size if self.mini_batch_size is None else self.mini_batch_size
         world = world_size()

@@ -5,6 +5,7 @@
     python -m rlhf_helpers.train --algo ppo --profile gpu --out runs/ppo-gpu --save-every 20 --resume
     python -m rlhf_helpers.train --algo grpo --profile smoke --out runs/grpo-smoke      # or --algo rloo
     python -m rlhf_helpers.train --algo dpo --profile smoke --out runs/dpo-smoke
+    python -m rlhf_helpers.train --algo sft --profile smoke --out runs/sft-smoke       # RLHF_POLICY_MODEL=.../policy
 
 Writes to --out: metrics.jsonl (one JSON object per step), summary.json (before/after evaluation on the fixed
 held-out prompts, episodes, wall_seconds), samples.csv (prompt, response and reward before and after),
@@ -50,7 +51,8 @@ def _seed(text: str) -> int:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m rlhf_helpers.train", description=__doc__.split("\n")[0])
     parser.add_argument("--algo", required=True, choices=ALGOS,
-                        help="ppo (hand-built), grpo or rloo (TRL), dpo (TRL, on preference pairs)")
+                        help="ppo (hand-built), grpo or rloo (TRL), dpo (TRL, on preference pairs), sft (TRL's "
+                             "SFTTrainer: the base model fine-tuned on reviews)")
     parser.add_argument("--profile", choices=PROFILE_NAMES, default=None,
                         help="course profile (default: $RLHF_PROFILE, else gpu with CUDA, else cpu)")
     parser.add_argument("--out", required=True, type=Path, help="output folder")
@@ -105,6 +107,12 @@ def run(spec: RunSpec, profile: Profile, out: Path | str, progress: bool = True,
     terminal) is refused at once (`faults.OutputBusyError`). A fault on the way (Ctrl-C, a full disk, CUDA out of
     memory) is raised as a `faults.CourseError` whose message says what is intact and how to continue; `command` is
     the command line that started the run, quoted in that message (the CLI passes it). See `trainers.py`."""
+    if spec.algo == "sft":
+        spec.check(profile)
+        # Imported here for the same reason as below: SFT (the step before RL, from the base model) is its own run
+        from .sft import run_sft
+
+        return run_sft(spec, profile, Path(out), command)
     # Imported here, not at the top: transformers and TRL take about 4 s to import, and the CLI names a wrong flag
     # before that (1.6 s instead of 6 s, measured on 2 CPU cores).
     from .trainers import train_run

@@ -36,7 +36,7 @@ def test_the_training_check_names_what_failed(capsys, monkeypatch):
     frozen = {"positive_rate": 0.9, "mean_reward": 2.0, "kl": 0.0}
     assert not check_training_worked("PPO", BEFORE, frozen, get_profile("gpu"))
     assert "the KL is not above 0" in capsys.readouterr().out
-    # a notebook may hold one method to its own bar (07: offline DPO, `SMOKE_DPO_POSITIVE_RATE`)
+    # a notebook may hold one method to its own bar (08: offline DPO, `SMOKE_DPO_POSITIVE_RATE`)
     low_start = {"positive_rate": SMOKE_POSITIVE_RATE - SMOKE_GAIN - 0.1, "mean_reward": -0.5, "kl": 0.0}
     between = {"positive_rate": SMOKE_POSITIVE_RATE - 0.02, "mean_reward": 1.0, "kl": 5.0}
     with pytest.raises(ClaimNotShown, match=f"stayed below {SMOKE_POSITIVE_RATE}\\. \\(the smoke"):

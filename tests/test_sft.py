@@ -133,11 +133,11 @@ def test_the_sft_readings_say_what_moved_by_hand():
     rows = {"base": row(6.9, 0.11, 0.07), "sft": row(5.3, 0.13, 0.19), "policy": row(4.0, 0.05, 0.09)}
     text = read_sft(rows, "base", "sft", "policy")
     assert text.startswith("Fine-tuning took the held-out loss from 6.90 to 5.30 nats per token (perplexity 992 -> "
-                           "200); the unseen-word rate went 11.0% -> 13.0%, beyond the noise of 128 samples")
+                           "200); the unseen-word rate rose 11.0% -> 13.0%, beyond the noise of 128 samples")
     assert "the mean reward +0.07 -> +0.19, beyond its noise" in text
     assert "The course's policy, fine-tuned far longer, is at 4.00 nats and 5.0% unseen" in text
     quiet = read_sft({**rows, "sft": row(5.3, 0.115, 0.10)}, "base", "sft")
-    assert "11.0% -> 11.5%, within the noise" in quiet and "within its noise" in quiet and "not push" in quiet
+    assert "rose 11.0% -> 11.5%, within the noise" in quiet and "within its noise" in quiet and "not push" in quiet
     # a ratio's standard error by hand: two responses, 1 of 2 and 1 of 4 words unseen
     stats = text_row(["A", "B"], [" good zzq film", " bad qqx dull movie ok"], [1.0, -1.0], {"a", "b", "good",
                                                                                            "bad", "dull", "film",
@@ -153,3 +153,29 @@ def test_the_sft_readings_say_what_moved_by_hand():
     assert "reach about +0.55" in text  # halfway from (0, +0.05) to (3, +1.05)
     far = read_positive_sft(before, {"mean_reward": 0.55, "positive_rate": 0.66, "kl": 9.0}, ppo)
     assert far.endswith("started from.")  # beyond the PPO runs' KL: nothing to read it against
+
+
+@pytest.mark.slow  # fine-tunes the smoke world's base for a few steps and evaluates it twice (about 20 s)
+def test_the_sft_run_writes_a_policy_that_every_notebook_can_start_from(tmp_path, monkeypatch, capsys):
+    import json
+
+    from rlhf_helpers import get_profile
+    from rlhf_helpers.models import load_policy, model_ids
+    from rlhf_helpers.train import main
+
+    out = tmp_path / "sft"
+    summary = main(["--algo", "sft", "--profile", "smoke", "--out", str(out), "--steps", "3", "--batch-size", "4"])
+    assert (out / "policy" / "config.json").is_file() and (out / "policy" / "model.safetensors").is_file()
+    assert json.loads((out / "summary.json").read_text())["steps"] == 3 and summary["algo"] == "sft"
+    losses = [json.loads(line)["heldout_loss"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert losses[-1] < losses[0]  # three steps from the base already lower the held-out loss
+    assert summary["before"]["kl"] == pytest.approx(0.0) and summary["after"]["kl"] > 0  # KL to the base
+    monkeypatch.setenv("RLHF_POLICY_MODEL", str(out / "policy"))
+    assert model_ids(get_profile("smoke")).policy == str(out / "policy")
+    assert load_policy(get_profile("smoke")).config.n_layer > 0
+    with pytest.raises(SystemExit):  # a finished run is never overwritten
+        main(["--algo", "sft", "--profile", "smoke", "--out", str(out), "--steps", "3"])
+    assert "holds a finished run" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--algo", "sft", "--profile", "smoke", "--out", str(tmp_path / "x"), "--mini-batch-size", "2"])
+    assert "--mini-batch-size does not apply to --algo sft" in capsys.readouterr().err

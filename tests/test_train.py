@@ -149,7 +149,7 @@ def _check_run_files(out: Path, summary: dict, algo: str, batch_size: int, steps
 @pytest.mark.parametrize("algo", ["ppo", "grpo", "dpo"])
 def test_every_algorithm_writes_a_complete_run(tmp_path, algo, reference_run):
     """What a run writes and logs, per algorithm, on short runs. Whether the full smoke runs *train* is the lesson
-    check of the notebooks that run them (04: PPO, 05: PPO/GRPO/RLOO, 07: DPO; rlhf_helpers.claims): one training
+    check of the notebooks that run them (05: PPO, 06: PPO/GRPO/RLOO, 08: DPO; rlhf_helpers.claims): one training
     run per suite, not a second copy here."""
     if algo == "ppo":
         out, summary, args = reference_run
