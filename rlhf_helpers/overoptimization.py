@@ -426,10 +426,7 @@ def defences_table(shipped: dict) -> pd.DataFrame:
     rows = {}
     for run, reading in shipped["reading"].items():
         m = seed_means(reading)
-        last = max(r["step"] for r in shipped["by_seed"][next(iter(shipped["by_seed"]))]["rl"] if r["run"] == run) \
-            if "by_seed" in shipped else None
-        at_end = (last is not None and all(r["peak_step"] == last for r in reading["per_seed"].values())) or all(
-            r["fall"] == 0 for r in reading["per_seed"].values())  # the peak window is the last one: no turn
+        at_end = all(r["fall"] == 0 for r in reading["per_seed"].values())  # the peak window is the last: no turn
         rows[run] = {"KL at the peak": round(m["peak_kl"], 1), "gold at the peak": round(m["peak_gold"], 2),
                      "KL at the end": round(m["end_kl"], 1), "gold at the end": round(m["end_gold"], 2),
                      "gold fall ± 95 %": "none: highest at the end" if at_end else

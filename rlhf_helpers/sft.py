@@ -360,7 +360,7 @@ def run_sft(spec, profile: Profile, out, command: list[str] | None = None) -> di
                             next_step=lambda: "SFT runs keep no checkpoints: run the command again into another --out.",
                             memory=lambda: f"Lower --batch-size (it was {settings.batch_size}).")
     with hold_output(out, "training run"), faults:
-        if run_status(out) != "empty" and run_status(out) != "missing":
+        if run_status(out) not in ("empty", "missing"):
             raise RunError(f"{out} already holds a run. Choose another --out; nothing was changed.")
         start = time.perf_counter()
         tokenizer, reward, base_id = load_tokenizer(profile), load_reward(profile), base_model_id(profile)
