@@ -30,6 +30,9 @@ PY
 python benchmarks/kl_control.py --profile "$PROFILE" --out "$OUT/kl_control"
 cp "$OUT/kl_control/kl_control.json" "$RESULTS/kl_control_$PROFILE.json"
 
+python benchmarks/sft_longer.py --profile "$PROFILE" --out "$OUT/sft_longer"
+cp "$OUT/sft_longer/sft_longer.json" "$RESULTS/sft_longer_$PROFILE.json"
+
 python benchmarks/grpo_positions.py --profile "$PROFILE" --seeds 0,1,2 --out "$OUT/grpo_positions"
 cp "$OUT/grpo_positions/grpo_positions.json" "$RESULTS/grpo_positions_$PROFILE.json"
 

@@ -564,8 +564,10 @@ def fit_intervals(by_seed: dict) -> dict:
         row = {"seeds": len(fits), "points": int(min(f["points"] for f in fits))}
         for key in ("alpha", "beta", "r2"):
             values = np.array([f[key] for f in fits], dtype=float)
-            row.update({f"{key}_mean": float(np.nanmean(values)), f"{key}_min": float(np.nanmin(values)),
-                        f"{key}_max": float(np.nanmax(values))})
+            values = values[~np.isnan(values)]  # a fit that failed on a seed is left out; none fitted gives NaN
+            row.update({f"{key}_mean": float(values.mean()) if values.size else float("nan"),
+                        f"{key}_min": float(values.min()) if values.size else float("nan"),
+                        f"{key}_max": float(values.max()) if values.size else float("nan")})
         fitted, measured, placed = zip(*peaks[curve])
         row.update({"fitted_peak_min": min(fitted), "fitted_peak_max": max(fitted),
                     "measured_peak_min": min(measured), "measured_peak_max": max(measured),

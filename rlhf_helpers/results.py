@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-KINDS = ("frontier", "overoptimization", "kl_control", "dpo_learning_rate", "grpo_positions")
+KINDS = ("frontier", "overoptimization", "kl_control", "dpo_learning_rate", "grpo_positions", "sft_longer")
 
 
 def load_result(kind: str, profile_name: str) -> dict | None:

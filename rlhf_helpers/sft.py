@@ -163,15 +163,18 @@ def batch_order(n: int, steps: int, batch_size: int, seed: int) -> list[list[int
 
 
 def train_by_hand(model, train: Demonstrations, heldout: Demonstrations, pad_id: int, settings: SFTSettings,
-                  loss_fn=sft_loss, steps: int | None = None) -> list[dict]:
+                  loss_fn=sft_loss, steps: int | None = None, on_measure=None) -> list[dict]:
     """The SFT loop, plainly: AdamW (no weight decay) at `settings.learning_rate` after a linear warm-up, `loss_fn`
     on each batch of demonstrations, the held-out loss every `settings.eval_every` steps (and at the start and the
-    end). Trains `model` in place; returns the log, one row per step (`loss`, and `heldout_loss` where measured)."""
+    end). Trains `model` in place; returns the log, one row per step (`loss`, and `heldout_loss` where measured).
+    `on_measure(row, model)`, if given, is called after each held-out measurement (a benchmark evaluates there)."""
     steps = settings.steps if steps is None else steps
     # as TRL's run: AdamW without weight decay, and transformers' constant_with_warmup (the rate is 0 at step 0)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, s / max(1, settings.warmup_steps)))
     log = [{"step": 0, "heldout_loss": heldout_loss(model, heldout, pad_id, loss_fn)}]
+    if on_measure:
+        on_measure(log[0], model)
     model.train()
     start = time.perf_counter()
     for step, rows in enumerate(batch_order(len(train), steps, settings.batch_size, settings.seed), start=1):
@@ -185,6 +188,8 @@ def train_by_hand(model, train: Demonstrations, heldout: Demonstrations, pad_id:
         row = {"step": step, "loss": loss.item(), "seconds": time.perf_counter() - start}
         if step % settings.eval_every == 0 or step == steps:
             row["heldout_loss"] = heldout_loss(model, heldout, pad_id, loss_fn)
+            if on_measure:
+                on_measure(row, model)
         log.append(row)
     model.eval()
     return log
@@ -246,6 +251,25 @@ class HeldoutLoss(TrainerCallback):
             self.log.append({"step": state.global_step, "heldout_loss": heldout_loss(model, self.demos, self.pad_id)})
 
 
+class EvaluateAlong:
+    """An `on_measure` for `train_by_hand`: the course's evaluation (`evaluation.evaluate`, the KL measured to
+    `reference`) at each of `steps`; `points` holds each one's metrics and its step, `last` the last `Evaluation`.
+    The evaluation samples under its own seed and puts the random state back, so the run trains as it would
+    without it."""
+
+    def __init__(self, reference, tokenizer, reward, prompts, sampling, steps):
+        self.reference, self.tokenizer, self.reward, self.prompts, self.sampling = (reference, tokenizer, reward,
+                                                                                    prompts, sampling)
+        self.steps, self.points, self.last = set(steps), [], None
+
+    def __call__(self, row: dict, model) -> None:
+        if row["step"] in self.steps:
+            self.last = evaluate(model, self.reference, self.tokenizer, self.reward, self.prompts, self.sampling)
+            rewards = self.last.samples.reward
+            self.points.append({"step": row["step"], **self.last.metrics,
+                                "mean_reward_se": float(rewards.std() / len(rewards) ** 0.5)})
+
+
 def review_vocabulary(profile: Profile) -> frozenset:
     """Every word (`evaluation.word_list`) of IMDB's train reviews: what `evaluation.unseen_word_rate` checks a
     writer's words against (real reviews score about 1 %)."""
@@ -264,12 +288,16 @@ def writer_row(model, tokenizer, prompts, vocabulary: frozenset, reward, samplin
     return {"held-out loss (nats/token)": loss, "perplexity": math.exp(loss), **row}, result.samples
 
 
+def _unseen_counts(prompts: list[str], responses: list[str], vocabulary: frozenset) -> tuple:
+    words = [continuation_words(q, r) for q, r in zip(prompts, responses)]
+    return (torch.tensor([sum(w not in vocabulary for w in ws) for ws in words], dtype=torch.float64),
+            torch.tensor([len(ws) for ws in words], dtype=torch.float64))
+
+
 def text_row(prompts: list[str], responses: list[str], rewards, vocabulary: frozenset) -> dict:
     """The unseen-word rate of `responses` after `prompts` and their `rewards`' mean and positive rate, each with its
     standard error over the prompts (the unseen-word rate's as a ratio of sums: words differ per response)."""
-    words = [continuation_words(q, r) for q, r in zip(prompts, responses)]
-    unseen = torch.tensor([sum(w not in vocabulary for w in ws) for ws in words], dtype=torch.float64)
-    counts = torch.tensor([len(ws) for ws in words], dtype=torch.float64)
+    unseen, counts = _unseen_counts(prompts, responses, vocabulary)
     rate = float(unseen.sum() / counts.sum().clamp(min=1))
     rate_se = float(((unseen - rate * counts) ** 2).sum().sqrt() / counts.sum().clamp(min=1))
     scores = torch.tensor(np.array(rewards, dtype=np.float64))  # a copy: the evaluation's frame stays read-only
@@ -279,24 +307,44 @@ def text_row(prompts: list[str], responses: list[str], rewards, vocabulary: froz
             "prompts": n}
 
 
+def unseen_change(prompts: list[str], before: list[str], after: list[str], vocabulary: frozenset) -> dict:
+    """The change of the unseen-word rate from `before` to `after`, two writers' responses to the same `prompts`,
+    with its **paired** standard error: per prompt, each rate's linearised contribution (unseen - rate x words) /
+    total words, differenced, so what a prompt does to both writers cancels (the delta method for a difference of
+    two ratios of sums). Returns `difference`, `se` and `z`."""
+    u_a, c_a = _unseen_counts(prompts, before, vocabulary)
+    u_b, c_b = _unseen_counts(prompts, after, vocabulary)
+    rate_a, rate_b = float(u_a.sum() / c_a.sum().clamp(min=1)), float(u_b.sum() / c_b.sum().clamp(min=1))
+    per_prompt = (u_b - rate_b * c_b) / c_b.sum().clamp(min=1) - (u_a - rate_a * c_a) / c_a.sum().clamp(min=1)
+    se = float(per_prompt.pow(2).sum().sqrt())
+    return {"difference": rate_b - rate_a, "se": se, "z": (rate_b - rate_a) / se if se > 0 else float("nan")}
+
+
 def _moved(a: float, b: float, se_a: float, se_b: float) -> bool:
     """Whether two independent readings differ by more than twice the standard error of their difference."""
     return abs(b - a) > 2 * math.hypot(se_a, se_b)
 
 
-def read_sft(rows: dict, base: str, tuned: str, longer: str | None = None) -> str:
+def read_sft(rows: dict, base: str, tuned: str, longer: str | None = None, paired: dict | None = None) -> str:
     """Two or three sentences on `writer_row` rows (name -> row): what fine-tuning did to the held-out loss, to the
-    unseen-word rate and to the reward, each change called one only beyond twice its standard error over the prompts,
-    and where the course's policy (`longer`, the base fine-tuned on reviews far longer) stands."""
+    unseen-word rate and to the reward, each change called one only beyond twice its standard error over the prompts
+    (for the unseen-word rate the paired one, `paired` from `unseen_change`, when given), and where the course's
+    policy (`longer`, the base fine-tuned on reviews far longer) stands."""
     b, t = rows[base], rows[tuned]
-    unseen = _moved(b["unseen-word rate"], t["unseen-word rate"], b["unseen-word rate SE"], t["unseen-word rate SE"])
+    if paired:
+        unseen = abs(paired["z"]) > 2
+    else:
+        unseen = _moved(b["unseen-word rate"], t["unseen-word rate"], b["unseen-word rate SE"],
+                        t["unseen-word rate SE"])
+    noise = (f"paired over the same {t['prompts']} prompts, {paired['difference']:+.1%} ± {paired['se']:.1%}"
+             if paired else f"of {t['prompts']} samples")
     reward = _moved(b["mean reward"], t["mean reward"], b["mean reward SE"], t["mean reward SE"])
     direction = "rose" if t["unseen-word rate"] > b["unseen-word rate"] else "fell"
     text = (f"Fine-tuning took the held-out loss from {b['held-out loss (nats/token)']:.2f} to "
             f"{t['held-out loss (nats/token)']:.2f} nats per token (perplexity {b['perplexity']:.0f} -> "
             f"{t['perplexity']:.0f}); the unseen-word rate {direction} "
             f"{b['unseen-word rate']:.1%} -> {t['unseen-word rate']:.1%}, " + ("beyond" if unseen else "within") +
-            f" the noise of {t['prompts']} samples, and the mean reward {b['mean reward']:+.2f} -> "
+            f" its noise ({noise}), and the mean reward {b['mean reward']:+.2f} -> "
             f"{t['mean reward']:+.2f}, " + ("beyond" if reward else "within") + " its noise.")
     if longer:
         s = rows[longer]
@@ -307,10 +355,58 @@ def read_sft(rows: dict, base: str, tuned: str, longer: str | None = None) -> st
     return text
 
 
-def read_positive_sft(before: dict, after: dict, ppo_points: list[dict] | None) -> str:
+RISE = 0.02
+"""Nats by which the held-out loss's mean of 5 evaluations must climb above its lowest before `read_sft_longer` calls
+it a rise (the long run's loss wobbles by about 0.01 between evaluations near its end)."""
+
+
+def read_sft_longer(longer: dict, rows: dict, tuned: str, policy: str, steps: int) -> str:
+    """Section 5's second reading: this recipe run far longer (`longer`, the shipped `benchmarks/sft_longer.py`
+    result) beside the run made here (`rows[tuned]`, `steps` long) and the course's policy (`rows[policy]`): where
+    the long run's held-out loss and unseen-word rate ended, the first evaluation at which its unseen-word rate was at
+    or below the policy's, and whether the run made here sits on the long run's curve (unseen-word rates within twice
+    the standard error of their difference; one seed each)."""
+    points, mine, target = longer["checkpoints"], rows[tuned], rows[policy]
+    last = points[-1]
+    reached = next((c for c in points if c["unseen-word rate"] <= target["unseen-word rate"]), None)
+    text = (f"The same recipe run {last['step']:,} steps (about {last['seconds'] / 60:.0f} min on one CPU core, one "
+            f"seed) took the held-out loss to {last['held-out loss (nats/token)']:.2f} nats and the unseen-word rate "
+            f"to {last['unseen-word rate']:.1%}; ")
+    text += (f"it was first at or below the course's policy's {target['unseen-word rate']:.1%} at step "
+             f"{reached['step']:,}." if reached else
+             f"it was still above the course's policy's {target['unseen-word rate']:.1%} at its end.")
+    settings = longer.get("settings")
+    if settings and not reached:
+        seen = settings["steps"] * settings["batch_size"] / settings["n_train"]
+        text += (f" It repeats the openings of {settings['n_train']:,} reviews, each about {seen:.0f} times; the "
+                 f"course's policy was trained on whole reviews, far more text.")
+    # the held-out loss wobbles by a few hundredths between evaluations: compare means of 5 in a row
+    curve = longer.get("heldout_curve") or []
+    windows = [(curve[i + 4]["step"], float(np.mean([r["heldout_loss"] for r in curve[i:i + 5]])))
+               for i in range(len(curve) - 4)]
+    if windows:
+        lowest = min(windows, key=lambda w: w[1])
+        if windows[-1][1] - lowest[1] > RISE:
+            text += (f" Its held-out loss (a mean of 5 evaluations) was lowest at step {lowest[0]:,} "
+                     f"({lowest[1]:.2f}) and rose {windows[-1][1] - lowest[1]:.2f} after: it had begun to memorise "
+                     f"its demonstrations.")
+    here = next((c for c in points if c["step"] == steps), None)
+    if here:
+        same = not _moved(here["unseen-word rate"], mine["unseen-word rate"], here["unseen-word rate SE"],
+                          mine["unseen-word rate SE"])
+        text += (f" At step {here['step']} it was at {here['held-out loss (nats/token)']:.2f} nats and "
+                 f"{here['unseen-word rate']:.1%} unseen, your run at {mine['held-out loss (nats/token)']:.2f} and "
+                 f"{mine['unseen-word rate']:.1%}: " + ("on its curve, within the noise." if same else
+                                                       "off its curve, beyond the noise (other demonstrations, "
+                                                       "another batch order)."))
+    return text
+
+
+def read_positive_sft(before: dict, after: dict, ppo_points: list[dict] | None, along: list[dict] | None = None) -> str:
     """Section 6's reading: fine-tuning on positive reviews only (`after`, evaluated against the policy it started
     from, `before`) beside PPO at the same KL, read off the shipped PPO runs' end points (`ppo_points`: their `after`
-    metrics; linear between the two that bracket this KL, one run each)."""
+    metrics; linear between the two that bracket a KL, one run each). `along`: the SFT run's evaluations on the way
+    (`EvaluateAlong.points`), each read against PPO at its own KL."""
     text = (f"Fine-tuning on positive reviews moved the mean reward {before['mean_reward']:+.2f} -> "
             f"{after['mean_reward']:+.2f} (positive rate {before['positive_rate']:.0%} -> "
             f"{after['positive_rate']:.0%}) for a KL of {after['kl']:.1f} nats to the policy it started from")
@@ -318,10 +414,19 @@ def read_positive_sft(before: dict, after: dict, ppo_points: list[dict] | None) 
                     key=lambda p: p["kl"])
     if len(points) < 2 or after["kl"] > points[-1]["kl"]:
         return text + "."
-    at = float(np.interp(after["kl"], [p["kl"] for p in points], [p["mean_reward"] for p in points]))
-    return text + (f"; the shipped PPO runs, read at the same KL, reach about {at:+.2f} (one run each, a line between "
-                   f"their end points). Different budgets and one seed: this shows where each went, not which method "
-                   f"is better.")
+
+    def ppo_at(kl: float) -> float:
+        return float(np.interp(kl, [p["kl"] for p in points], [p["mean_reward"] for p in points]))
+
+    text += (f"; the shipped PPO runs, read at the same KL, reach about {ppo_at(after['kl']):+.2f} (one run each, a "
+             f"line between their end points).")
+    if along and len(along) > 1:
+        below = [p for p in along if p["mean_reward"] < ppo_at(p["kl"])]
+        steps = " and ".join(f"{p['step']}" for p in along)
+        text += (f" At each of its evaluations (steps {steps}) the SFT run is " +
+                 ("below PPO's line" if len(below) == len(along) else
+                  "above PPO's line" if not below else f"below PPO's line at {len(below)} of {len(along)}") + ".")
+    return text + (" Different budgets and one seed: this shows where each went, not which method is better.")
 
 
 def train_with_trl(trainer) -> None:

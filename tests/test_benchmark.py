@@ -70,3 +70,50 @@ def test_the_shipped_kl_control_results_match_the_benchmark_and_name_their_machi
         # the β trajectory's low point, which notebook 05 reads for the fast controller
         assert point["beta_min"] <= min(point["beta_start"], point["beta_end"]) and point["beta_min_step"] >= 1
         assert point["train_kl_max"] >= point["train_kl_last5"]
+
+
+def test_the_shipped_long_sft_run_is_the_notebooks_recipe_and_names_its_machine():
+    """What notebook 02 draws its own run against is benchmarks/sft_longer.py run on the notebook's settings: only the
+    step count, the number of demonstrations and the evaluation interval differ."""
+    import dataclasses
+
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        import sft_longer
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+    from rlhf_helpers import get_profile
+    from rlhf_helpers.results import load_result
+    from rlhf_helpers.sft import settings_for
+
+    shipped = load_result("sft_longer", "smoke")
+    assert shipped and shipped["machine"] and shipped["date"] and shipped["profile"] == "smoke"
+    recipe = dataclasses.asdict(settings_for(get_profile("smoke")))
+    differ = {k for k in recipe if shipped["settings"][k] != recipe[k]}
+    assert differ == {"steps", "n_train", "eval_every"} and shipped["settings"]["n_train"] == sft_longer.N_TRAIN
+    assert [c["step"] for c in shipped["checkpoints"]] == list(sft_longer.CHECKPOINTS)
+    assert shipped["settings"]["steps"] == sft_longer.CHECKPOINTS[-1]
+    curve = {row["step"]: row["heldout_loss"] for row in shipped["heldout_curve"]}
+    for point in shipped["checkpoints"]:  # each evaluation's held-out loss is the curve's at that step
+        assert point["held-out loss (nats/token)"] == curve[point["step"]]
+        assert 0 <= point["unseen-word rate"] <= 1 and point["unseen-word rate SE"] > 0 and len(point["samples"]) == 6
+    assert [c["seconds"] for c in shipped["checkpoints"]] == sorted(c["seconds"] for c in shipped["checkpoints"])
+
+
+@pytest.mark.slow  # loads IMDB's vocabulary and evaluates twice (about 20 s)
+def test_the_long_sft_benchmark_runs_at_a_tiny_size_and_refuses_a_finished_folder(tmp_path, capsys):
+    import json
+
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        import sft_longer
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+    result = sft_longer.main(["--out", str(tmp_path), "--steps", "2", "--n-train", "64"])
+    assert [c["step"] for c in result["checkpoints"]] == [0, 2]  # the start and the last step, whatever the list
+    first, last = (c["held-out loss (nats/token)"] for c in result["checkpoints"])
+    assert last < first
+    assert json.loads((tmp_path / "sft_longer.json").read_text())["settings"]["steps"] == 2
+    with pytest.raises(SystemExit):
+        sft_longer.main(["--out", str(tmp_path), "--steps", "2", "--n-train", "64"])
+    assert "holds a finished benchmark" in capsys.readouterr().err

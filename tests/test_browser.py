@@ -150,7 +150,7 @@ def test_notebook_01_in_a_browser(browser, lab):
     page.close()
 
 
-def test_notebook_03_in_a_browser(browser, lab):
+def test_notebook_04_in_a_browser(browser, lab):
     page, seconds = _open_and_run_all(browser, lab, "04_clipped_ppo_objective.ipynb")
     print(f"notebook 04 ran in the browser in {seconds:.0f} s")
     assert _stderr_outputs(page) == []

@@ -65,7 +65,7 @@ WRONG = {
 }
 
 
-def _fewer_pairs_06(monkeypatch):
+def _fewer_overoptimization_pairs(monkeypatch):
     import dataclasses
 
     from rlhf_helpers import overoptimization
@@ -74,13 +74,13 @@ def _fewer_pairs_06(monkeypatch):
         overoptimization.SMOKE, n_pairs=512, n_heldout_pairs=64, weak_rm_pairs=128))
 
 
-def _fewer_pairs_07(monkeypatch):
+def _fewer_dpo_pairs(monkeypatch):
     from rlhf_helpers import dpo
 
     monkeypatch.setattr(dpo, "dpo_pair_count", lambda config: 640)  # 40 by-hand steps: the first and last 20 apart
 
 
-FEWER_PAIRS = {"07": _fewer_pairs_06, "08": _fewer_pairs_07}
+FEWER_PAIRS = {"07": _fewer_overoptimization_pairs, "08": _fewer_dpo_pairs}
 """notebook number -> what shrinks its preference pairs for these tests (4,096 -> 512 in 07, 1,280 -> 640 in 08)."""
 
 _BINDING = re.compile(r"^(\w+) = (check_\w+)\((my_\w+)", re.M)

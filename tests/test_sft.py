@@ -123,8 +123,40 @@ def test_a_short_run_by_hand_lowers_the_heldout_loss(base_model):
     assert heldout_loss(model, heldout, tokenizer.pad_token_id) == pytest.approx(measured[-1])
 
 
+def test_evaluating_along_the_run_does_not_change_it(base_model):
+    """EvaluateAlong samples in the middle of a run that uses dropout: the run must train exactly as without it."""
+    from transformers import AutoModelForCausalLM
+
+    from rlhf_helpers.data import HeldoutPrompts
+    from rlhf_helpers.offline import smoke_world
+    from rlhf_helpers.profiles import Sampling
+    from rlhf_helpers.sft import EvaluateAlong
+
+    _, tokenizer = base_model
+    train, heldout = _demos(tokenizer, 16, seed=1), _demos(tokenizer, 4, seed=2)
+    settings = SFTSettings(steps=4, batch_size=4, learning_rate=3e-3, warmup_steps=1, eval_every=2)
+    prompts = HeldoutPrompts(["A film", "The plot"], [tokenizer("A film")["input_ids"],
+                                                      tokenizer("The plot")["input_ids"]])
+    runs = []
+    for along in (None, "evaluate"):
+        torch.manual_seed(0)  # dropout draws from the global generator
+        model = AutoModelForCausalLM.from_pretrained(smoke_world().base, dtype=torch.float32)
+        reference = AutoModelForCausalLM.from_pretrained(smoke_world().base, dtype=torch.float32).eval()
+        def by_length(texts):  # a stand-in reward
+            return torch.tensor([len(t) / 10.0 for t in texts])
+
+        measure = along and EvaluateAlong(reference, tokenizer, by_length, prompts,
+                                          Sampling(min_tokens=2, max_tokens=4, batch_size=2), steps=(2, 4))
+        log = train_by_hand(model.train(), train, heldout, tokenizer.pad_token_id, settings, on_measure=measure)
+        runs.append(([row.get("loss") for row in log], measure))
+    assert runs[0][0] == runs[1][0]  # the same losses at every step, to the last bit
+    points = runs[1][1].points
+    assert [p["step"] for p in points] == [2, 4] and points[0]["kl"] != 0.0  # measured against the base, on the way
+    assert runs[1][1].last.metrics == {k: v for k, v in points[-1].items() if k not in ("step", "mean_reward_se")}
+
+
 def test_the_sft_readings_say_what_moved_by_hand():
-    from rlhf_helpers.sft import read_positive_sft, read_sft, text_row
+    from rlhf_helpers.sft import read_positive_sft, read_sft, text_row, unseen_change
 
     def row(loss, unseen, reward):  # standard errors 0.005 and 0.04: differences need 0.014 and 0.113
         return {"held-out loss (nats/token)": loss, "perplexity": math.exp(loss), "unseen-word rate": unseen,
@@ -133,11 +165,18 @@ def test_the_sft_readings_say_what_moved_by_hand():
     rows = {"base": row(6.9, 0.11, 0.07), "sft": row(5.3, 0.13, 0.19), "policy": row(4.0, 0.05, 0.09)}
     text = read_sft(rows, "base", "sft", "policy")
     assert text.startswith("Fine-tuning took the held-out loss from 6.90 to 5.30 nats per token (perplexity 992 -> "
-                           "200); the unseen-word rate rose 11.0% -> 13.0%, beyond the noise of 128 samples")
+                           "200); the unseen-word rate rose 11.0% -> 13.0%, beyond its noise (of 128 samples)")
     assert "the mean reward +0.07 -> +0.19, beyond its noise" in text
     assert "The course's policy, fine-tuned far longer, is at 4.00 nats and 5.0% unseen" in text
     quiet = read_sft({**rows, "sft": row(5.3, 0.115, 0.10)}, "base", "sft")
-    assert "rose 11.0% -> 11.5%, within the noise" in quiet and "within its noise" in quiet and "not push" in quiet
+    assert "rose 11.0% -> 11.5%, within its noise" in quiet and "reward +0.07 -> +0.10, within its noise" in quiet
+    assert "not push" in quiet
+    # the paired reading decides the unseen-word verdict when given: the same rise, called beyond or within by its z
+    paired = read_sft(rows, "base", "sft", paired={"difference": 0.02, "se": 0.012, "z": 1.67})
+    assert "rose 11.0% -> 13.0%, within its noise (paired over the same 128 prompts, +2.0% ± 1.2%)" in paired
+    assert "beyond its noise (paired" in read_sft(quiet_rows := {**rows, "sft": row(5.3, 0.115, 0.10)}, "base", "sft",
+                                                  paired={"difference": 0.005, "se": 0.002, "z": 2.5})
+    assert quiet_rows["sft"]["unseen-word rate"] == 0.115
     # a ratio's standard error by hand: two responses, 1 of 2 and 1 of 4 words unseen
     stats = text_row(["A", "B"], [" good zzq film", " bad qqx dull movie ok"], [1.0, -1.0], {"a", "b", "good",
                                                                                            "bad", "dull", "film",
@@ -146,6 +185,17 @@ def test_the_sft_readings_say_what_moved_by_hand():
     assert stats["unseen-word rate"] == pytest.approx(2 / 6)
     assert stats["unseen-word rate SE"] == pytest.approx((2 / 9) ** 0.5 / 6)  # residuals 1 - 2/3 and 1 - 4/3
     assert stats["mean reward"] == 0.0 and stats["positive rate"] == 0.5 and stats["prompts"] == 2
+    # the paired change by hand: after, prompt A's response has 0 of 2 unseen and B's 2 of 4 (rate 2/6 again)
+    vocabulary = {"a", "b", "good", "bad", "dull", "film", "movie", "ok", "nice"}
+    change = unseen_change(["A", "B"], [" good zzq film", " bad qqx dull movie ok"],
+                           [" good nice film", " bad qqx qqy movie ok"], vocabulary)
+    # per prompt: (u_b - r c_b)/6 - (u_a - r c_a)/6 with r = 1/3:
+    # A (0 - 2/3)/6 - (1 - 2/3)/6 = -1/6, B (2 - 4/3)/6 - (1 - 4/3)/6 = 1/6
+    assert change["difference"] == pytest.approx(0.0)
+    assert change["se"] == pytest.approx(2 ** 0.5 / 6)
+    same = unseen_change(["A", "B"], [" good zzq film", " bad qqx dull movie ok"],
+                         [" good zzq film", " bad qqx dull movie ok"], vocabulary)
+    assert same["difference"] == 0.0 and same["se"] == 0.0  # a writer against itself: nothing to pair away
     before = {"mean_reward": 0.05, "positive_rate": 0.55, "kl": 0.0}
     ppo = [{"kl": 3.0, "mean_reward": 1.05}, {"kl": 6.0, "mean_reward": 2.2}]
     text = read_positive_sft(before, {"mean_reward": 0.55, "positive_rate": 0.66, "kl": 1.5}, ppo)
@@ -153,6 +203,48 @@ def test_the_sft_readings_say_what_moved_by_hand():
     assert "reach about +0.55" in text  # halfway from (0, +0.05) to (3, +1.05)
     far = read_positive_sft(before, {"mean_reward": 0.55, "positive_rate": 0.66, "kl": 9.0}, ppo)
     assert far.endswith("started from.")  # beyond the PPO runs' KL: nothing to read it against
+    along = [{"step": 20, "kl": 0.6, "mean_reward": 0.2}, {"step": 40, "kl": 1.5, "mean_reward": 0.45}]
+    assert "At each of its evaluations (steps 20 and 40) the SFT run is below PPO's line." in read_positive_sft(
+        before, along[1] | {"positive_rate": 0.66}, ppo, along)  # PPO's line: +0.25 at 0.6, +0.55 at 1.5
+    above = [{"step": 20, "kl": 0.6, "mean_reward": 0.5}, along[1]]
+    assert "below PPO's line at 1 of 2" in read_positive_sft(before, along[1] | {"positive_rate": 0.66}, ppo, above)
+
+
+def test_the_long_run_reading_finds_where_it_reached_the_policy():
+    from rlhf_helpers.sft import read_sft_longer
+
+    def point(step, loss, unseen, seconds=60.0):
+        return {"step": step, "seconds": seconds, "held-out loss (nats/token)": loss, "unseen-word rate": unseen,
+                "unseen-word rate SE": 0.01}
+
+    longer = {"checkpoints": [point(0, 6.9, 0.10), point(120, 5.3, 0.14), point(960, 4.5, 0.05),
+                              point(1920, 4.2, 0.035), point(3840, 4.0, 0.03, seconds=1800.0)]}
+    rows = {"here": point(120, 5.35, 0.15), "policy": point(0, 4.0, 0.037)}
+    text = read_sft_longer(longer, rows, "here", "policy", steps=120)
+    assert text.startswith("The same recipe run 3,840 steps (about 30 min on one CPU core, one seed) took the "
+                           "held-out loss to 4.00 nats and the unseen-word rate to 3.0%; it was first at or below the "
+                           "course's policy's 3.7% at step 1,920.")
+    assert "your run at 5.35 and 15.0%: on its curve, within the noise." in text  # 1 point apart, SE 1.4
+    off = read_sft_longer(longer, {**rows, "here": point(120, 5.35, 0.20)}, "here", "policy", steps=120)
+    assert "off its curve, beyond the noise" in off
+    never = read_sft_longer(longer, {**rows, "policy": point(0, 4.0, 0.02)}, "here", "policy", steps=100)
+    assert never.endswith("still above the course's policy's 2.0% at its end.")  # and no step-100 point to compare
+    settings = {"steps": 3840, "batch_size": 32, "n_train": 24000}
+    why = read_sft_longer({**longer, "settings": settings}, {**rows, "policy": point(0, 4.0, 0.02)}, "here", "policy",
+                          steps=100)
+    assert why.endswith("at its end. It repeats the openings of 24,000 reviews, each about 5 times; the course's "
+                        "policy was trained on whole reviews, far more text.")  # 3,840 x 32 / 24,000 = 5.1
+    assert "repeats" not in read_sft_longer({**longer, "settings": settings}, rows, "here", "policy", steps=120)
+    assert "lowest" not in text  # no curve given: nothing said of it
+    falling = [6.9, 5.0, 4.5, 4.2, 4.1, 4.0, 3.95, 3.9, 3.9, 3.9]  # then rising by 0.1 a step, or wobbling
+    curve = [{"step": 100 * i, "heldout_loss": v} for i, v in enumerate(falling + [4.0, 4.1, 4.2, 4.3, 4.4])]
+    rising = read_sft_longer({**longer, "heldout_curve": curve}, rows, "here", "policy", steps=120)
+    # means of 5: lowest 3.93 (steps 500-900: 4.0 3.95 3.9 3.9 3.9 -> 3.93), last 4.2 (steps 1000-1400)
+    assert ("Its held-out loss (a mean of 5 evaluations) was lowest at step 900 (3.93) and rose 0.27 after: it had "
+            "begun to memorise its demonstrations.") in rising
+    wobble = [{"step": 100 * i, "heldout_loss": v} for i, v in enumerate(falling + [3.93, 3.88, 3.92, 3.87, 3.93])]
+    flat = read_sft_longer({**longer, "heldout_curve": wobble}, rows, "here", "policy", steps=120)
+    assert "lowest" not in flat  # the last 5 average 3.906, within RISE of the lowest mean (3.90): not a rise
 
 
 @pytest.mark.slow  # fine-tunes the smoke world's base for a few steps and evaluates it twice (about 20 s)
