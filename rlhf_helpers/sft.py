@@ -24,8 +24,8 @@ from datasets import Dataset
 from transformers import AutoModelForCausalLM, TrainerCallback
 from transformers.trainer_callback import PrinterCallback
 
-from .data import check_imdb_source, filter_and_clean, heldout_prompts, load_imdb, prompt_lengths
-from .evaluation import continuation_words, evaluate, word_list
+from .data import HELDOUT_SEED, check_imdb_source, filter_and_clean, heldout_prompts, load_imdb, prompt_lengths
+from .evaluation import EVAL_SEED, continuation_words, evaluate, word_list
 from .faults import explain_faults, hold_output, write_text_atomic
 from .models import base_model_id, load_reward, load_tokenizer, model_ids, quiet_transformers
 from .profiles import Profile
@@ -270,10 +270,41 @@ class EvaluateAlong:
                                 "mean_reward_se": float(rewards.std() / len(rewards) ** 0.5)})
 
 
+def read_sft_curves(trl_log: list[dict], hand_log: list[dict], policy_loss: float) -> str:
+    """Section 4's figure in a sentence: where TRL's run and the loop by hand took the held-out loss (each log's
+    measured rows), whether TRL's was still falling at its last evaluation, and the course's policy's loss."""
+    trl = [r for r in trl_log if "heldout_loss" in r]
+    hand = [r for r in hand_log if "heldout_loss" in r]
+    falling = len(trl) > 1 and trl[-1]["heldout_loss"] < trl[-2]["heldout_loss"]
+    return (f"Held-out loss: TRL's run {trl[0]['heldout_loss']:.2f} -> {trl[-1]['heldout_loss']:.2f} in "
+            f"{trl[-1]['step']} steps, " + ("still falling at its end" if falling else "no longer falling at its end") +
+            f"; the loop by hand {hand[0]['heldout_loss']:.2f} -> {hand[-1]['heldout_loss']:.2f} in its "
+            f"{hand[-1]['step']} steps; the course's policy is at {policy_loss:.2f}.")
+
+
 def review_vocabulary(profile: Profile) -> frozenset:
     """Every word (`evaluation.word_list`) of IMDB's train reviews: what `evaluation.unseen_word_rate` checks a
     writer's words against (real reviews score about 1 %)."""
     return frozenset(w for text in filter_and_clean(load_imdb("train", profile))["text"] for w in word_list(text))
+
+
+def heldout_continuations(profile: Profile, tokenizer, prompts, sampling) -> list[str]:
+    """The yardstick on the very prompts the models answer: for each held-out prompt (`data.heldout_prompts`), the
+    review it was cut from, continued by its own next tokens, as many as the course's evaluation lets a sample have
+    after that prompt (the length cap `sampling.sample_responses` draws under `evaluation.EVAL_SEED`)."""
+    reviews = filter_and_clean(load_imdb("test", profile), profile.min_review_chars)
+    texts = reviews.shuffle(seed=HELDOUT_SEED).select(range(len(prompts)))["text"]
+    caps = torch.randint(sampling.min_tokens, sampling.max_tokens + 1, (len(prompts),),
+                         generator=torch.Generator().manual_seed(EVAL_SEED)).tolist()
+    continuations = []
+    for text, ids, cap in zip(texts, prompts.input_ids, caps):
+        tokens = tokenizer(text[: 40 * (len(ids) + cap + 8)], add_special_tokens=False, truncation=True,
+                           max_length=len(ids) + cap)["input_ids"]  # only the tokens needed: no length warning
+        if tokens[: len(ids)] != list(ids):
+            raise ValueError("The held-out prompts are not the openings of the reviews they were drawn from: were they "
+                             "made with another tokenizer or seed?")
+        continuations.append(tokenizer.decode(tokens[len(ids): len(ids) + cap]))
+    return continuations
 
 
 def writer_row(model, tokenizer, prompts, vocabulary: frozenset, reward, sampling, demos: Demonstrations) -> tuple:
@@ -325,18 +356,21 @@ def _moved(a: float, b: float, se_a: float, se_b: float) -> bool:
     return abs(b - a) > 2 * math.hypot(se_a, se_b)
 
 
-def read_sft(rows: dict, base: str, tuned: str, longer: str | None = None, paired: dict | None = None) -> str:
+def read_sft(rows: dict, base: str, tuned: str, longer: str | None = None, paired: dict | None = None,
+             real: str | None = None) -> str:
     """Two or three sentences on `writer_row` rows (name -> row): what fine-tuning did to the held-out loss, to the
     unseen-word rate and to the reward, each change called one only beyond twice its standard error over the prompts
-    (for the unseen-word rate the paired one, `paired` from `unseen_change`, when given), and where the course's
-    policy (`longer`, the base fine-tuned on reviews far longer) stands."""
+    (for the unseen-word rate the paired one, `paired` from `unseen_change`, when given), where the course's policy
+    (`longer`, the base fine-tuned on reviews far longer) stands, and, when the reward did not move, where real review
+    text (`real`, from `heldout_continuations`) scores."""
     b, t = rows[base], rows[tuned]
     if paired:
         unseen = abs(paired["z"]) > 2
     else:
         unseen = _moved(b["unseen-word rate"], t["unseen-word rate"], b["unseen-word rate SE"],
                         t["unseen-word rate SE"])
-    noise = (f"paired over the same {t['prompts']} prompts, {paired['difference']:+.1%} ± {paired['se']:.1%}"
+    noise = (f"paired over the same {t['prompts']} prompts: {paired['difference'] * 100:+.1f} ± "
+             f"{paired['se'] * 100:.1f} points, one standard error, z = {paired['z']:.1f}"
              if paired else f"of {t['prompts']} samples")
     reward = _moved(b["mean reward"], t["mean reward"], b["mean reward SE"], t["mean reward SE"])
     direction = "rose" if t["unseen-word rate"] > b["unseen-word rate"] else "fell"
@@ -351,7 +385,9 @@ def read_sft(rows: dict, base: str, tuned: str, longer: str | None = None, paire
         text += (f" The course's policy, fine-tuned far longer, is at {s['held-out loss (nats/token)']:.2f} nats and "
                  f"{s['unseen-word rate']:.1%} unseen: the loss falls first, real words take far more training.")
     if not reward:
-        text += " SFT imitates reviews of both kinds; it does not push the reward."
+        text += " SFT aims at the demonstrations, not at the reward"
+        text += (f": real review text on the same prompts scores {rows[real]['mean reward']:+.2f}, so a closer "
+                 f"imitation would move the reward toward that." if real else ".")
     return text
 
 
@@ -372,14 +408,29 @@ def read_sft_longer(longer: dict, rows: dict, tuned: str, policy: str, steps: in
     text = (f"The same recipe run {last['step']:,} steps (about {last['seconds'] / 60:.0f} min on one CPU core, one "
             f"seed) took the held-out loss to {last['held-out loss (nats/token)']:.2f} nats and the unseen-word rate "
             f"to {last['unseen-word rate']:.1%}; ")
+    apart = _moved(last["unseen-word rate"], target["unseen-word rate"], last["unseen-word rate SE"],
+                   target["unseen-word rate SE"])
     text += (f"it was first at or below the course's policy's {target['unseen-word rate']:.1%} at step "
              f"{reached['step']:,}." if reached else
-             f"it was still above the course's policy's {target['unseen-word rate']:.1%} at its end.")
+             f"it was still above the course's policy's {target['unseen-word rate']:.1%} at its end, " +
+             ("beyond the noise." if apart else "though within the noise of the two."))
     settings = longer.get("settings")
     if settings and not reached:
         seen = settings["steps"] * settings["batch_size"] / settings["n_train"]
         text += (f" It repeats the openings of {settings['n_train']:,} reviews, each about {seen:.0f} times; the "
                  f"course's policy was trained on whole reviews, far more text.")
+    start, peak = points[0], max(points, key=lambda c: c["unseen-word rate"])
+    if peak["step"] > 0 and _moved(start["unseen-word rate"], peak["unseen-word rate"], start["unseen-word rate SE"],
+                                   peak["unseen-word rate SE"]):
+        under = next((c for c in points if c["step"] > peak["step"] and _moved(
+            start["unseen-word rate"], c["unseen-word rate"], start["unseen-word rate SE"], c["unseen-word rate SE"])
+            and c["unseen-word rate"] < start["unseen-word rate"]), None)
+        text += (f" On the way its unseen-word rate first rose above the base's, to {peak['unseen-word rate']:.1%} at "
+                 f"step {peak['step']:,} (the model mixes review sub-words before it spells review words), " +
+                 ("and was below the base's beyond the noise only at its last evaluation."
+                  if under is points[-1] else
+                  f"and was below the base's, beyond the noise, from step {under['step']:,}." if under else
+                  "and was never below the base's beyond the noise."))
     # the held-out loss wobbles by a few hundredths between evaluations: compare means of 5 in a row
     curve = longer.get("heldout_curve") or []
     windows = [(curve[i + 4]["step"], float(np.mean([r["heldout_loss"] for r in curve[i:i + 5]])))
@@ -392,41 +443,52 @@ def read_sft_longer(longer: dict, rows: dict, tuned: str, policy: str, steps: in
                      f"its demonstrations.")
     here = next((c for c in points if c["step"] == steps), None)
     if here:
-        same = not _moved(here["unseen-word rate"], mine["unseen-word rate"], here["unseen-word rate SE"],
-                          mine["unseen-word rate SE"])
-        text += (f" At step {here['step']} it was at {here['held-out loss (nats/token)']:.2f} nats and "
-                 f"{here['unseen-word rate']:.1%} unseen, your run at {mine['held-out loss (nats/token)']:.2f} and "
-                 f"{mine['unseen-word rate']:.1%}: " + ("on its curve, within the noise." if same else
-                                                       "off its curve, beyond the noise (other demonstrations, "
-                                                       "another batch order)."))
+        gap = mine["unseen-word rate"] - here["unseen-word rate"]
+        se = math.hypot(mine["unseen-word rate SE"], here["unseen-word rate SE"])
+        above = all(r["unseen-word rate"] > start["unseen-word rate"] for r in (here, mine))
+        text += (f" At step {here['step']} this run, in effect a second seed of yours (other demonstrations, another "
+                 f"batch order), was at {here['held-out loss (nats/token)']:.2f} nats and "
+                 f"{here['unseen-word rate']:.1%} unseen, yours at {mine['held-out loss (nats/token)']:.2f} and "
+                 f"{mine['unseen-word rate']:.1%}: {abs(gap) * 100:.1f} points apart, {abs(gap) / se:.1f} standard "
+                 f"errors" + (f", both above the base's {start['unseen-word rate']:.1%}." if above else "."))
     return text
 
 
-def read_positive_sft(before: dict, after: dict, ppo_points: list[dict] | None, along: list[dict] | None = None) -> str:
+def read_positive_sft(before: dict, after: dict, ppo_means: list[dict] | None, along: list[dict] | None = None) -> str:
     """Section 6's reading: fine-tuning on positive reviews only (`after`, evaluated against the policy it started
-    from, `before`) beside PPO at the same KL, read off the shipped PPO runs' end points (`ppo_points`: their `after`
-    metrics; linear between the two that bracket a KL, one run each). `along`: the SFT run's evaluations on the way
-    (`EvaluateAlong.points`), each read against PPO at its own KL."""
+    from, `before`) beside PPO on the same reward at the same KL: `ppo_means`, the shipped frontier's PPO means over
+    seeds at fixed KL coefficients (`frontier_smoke.json`'s `means` for algo "ppo"), joined from the starting policy
+    by straight lines in KL. `along`: the SFT run's evaluations on the way (`EvaluateAlong.points`), each read against
+    that line at its own KL, with the SFT reward's standard error over the prompts."""
     text = (f"Fine-tuning on positive reviews moved the mean reward {before['mean_reward']:+.2f} -> "
             f"{after['mean_reward']:+.2f} (positive rate {before['positive_rate']:.0%} -> "
             f"{after['positive_rate']:.0%}) for a KL of {after['kl']:.1f} nats to the policy it started from")
-    points = sorted([{"kl": 0.0, "mean_reward": before["mean_reward"]}] + list(ppo_points or []),
-                    key=lambda p: p["kl"])
-    if len(points) < 2 or after["kl"] > points[-1]["kl"]:
+    line = ppo_line(before, ppo_means)
+    if len(line) < 2 or after["kl"] > line[-1]["kl"]:
         return text + "."
 
     def ppo_at(kl: float) -> float:
-        return float(np.interp(kl, [p["kl"] for p in points], [p["mean_reward"] for p in points]))
+        return float(np.interp(kl, [p["kl"] for p in line], [p["mean_reward"] for p in line]))
 
-    text += (f"; the shipped PPO runs, read at the same KL, reach about {ppo_at(after['kl']):+.2f} (one run each, a "
-             f"line between their end points).")
-    if along and len(along) > 1:
-        below = [p for p in along if p["mean_reward"] < ppo_at(p["kl"])]
-        steps = " and ".join(f"{p['step']}" for p in along)
-        text += (f" At each of its evaluations (steps {steps}) the SFT run is " +
-                 ("below PPO's line" if len(below) == len(along) else
-                  "above PPO's line" if not below else f"below PPO's line at {len(below)} of {len(along)}") + ".")
-    return text + (" Different budgets and one seed: this shows where each went, not which method is better.")
+    seeds = min(p.get("seeds", 1) for p in line[1:])
+    text += (f"; PPO on the same reward at a fixed KL coefficient (the mean of {seeds} seeds per coefficient), read "
+             f"at the same KL on the line through its means, reaches about {ppo_at(after['kl']):+.2f}.")
+    if along:
+        gaps = [ppo_at(p["kl"]) - p["mean_reward"] for p in along]
+        where = " and ".join(f"{abs(g):.2f} {'below' if g > 0 else 'above'}" for g in gaps)
+        beyond = sum(abs(g) > 2 * p["mean_reward_se"] for g, p in zip(gaps, along))
+        ses = ", ".join(f"{p['mean_reward_se']:.2f}" for p in along)
+        verdict = ("each within twice its standard error" if beyond == 0 else
+                   "each beyond twice its standard error" if beyond == len(along) else
+                   f"beyond twice its standard error at {beyond} of {len(along)}")
+        text += (f" At its evaluations (steps {' and '.join(str(p['step']) for p in along)}) the SFT run sits {where} "
+                 f"that line, {verdict} (standard errors over the prompts {ses}; one SFT run).")
+    return text + " Different budgets: this shows where each went, not which method is better at equal cost."
+
+
+def ppo_line(before: dict, ppo_means: list[dict] | None) -> list[dict]:
+    """The points `read_positive_sft` reads PPO on: the starting policy (KL 0) and PPO's means, by KL."""
+    return sorted([{"kl": 0.0, "mean_reward": before["mean_reward"]}] + list(ppo_means or []), key=lambda p: p["kl"])
 
 
 def train_with_trl(trainer) -> None:

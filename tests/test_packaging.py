@@ -66,6 +66,9 @@ def test_notebook_is_stored_without_outputs(path):
         if cell["cell_type"] == "code":
             assert cell.get("outputs") == [] and cell.get("execution_count") is None, \
                 f"{path.name} has stored outputs: clear them (Jupyter: Edit > Clear Outputs of All Cells)"
+    # nbformat 4.5 gives every cell an id; a cell added by a script without one makes nbformat warn on every read
+    ids = [cell.get("id") for cell in nb["cells"]]
+    assert all(ids) and len(set(ids)) == len(ids), f"{path.name}: a cell lacks an id or shares one (nbformat.validate)"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)

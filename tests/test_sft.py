@@ -156,7 +156,7 @@ def test_evaluating_along_the_run_does_not_change_it(base_model):
 
 
 def test_the_sft_readings_say_what_moved_by_hand():
-    from rlhf_helpers.sft import read_positive_sft, read_sft, text_row, unseen_change
+    from rlhf_helpers.sft import ppo_line, read_positive_sft, read_sft, text_row, unseen_change
 
     def row(loss, unseen, reward):  # standard errors 0.005 and 0.04: differences need 0.014 and 0.113
         return {"held-out loss (nats/token)": loss, "perplexity": math.exp(loss), "unseen-word rate": unseen,
@@ -170,10 +170,15 @@ def test_the_sft_readings_say_what_moved_by_hand():
     assert "The course's policy, fine-tuned far longer, is at 4.00 nats and 5.0% unseen" in text
     quiet = read_sft({**rows, "sft": row(5.3, 0.115, 0.10)}, "base", "sft")
     assert "rose 11.0% -> 11.5%, within its noise" in quiet and "reward +0.07 -> +0.10, within its noise" in quiet
-    assert "not push" in quiet
+    assert quiet.endswith("SFT aims at the demonstrations, not at the reward.")
+    yardstick = read_sft({**rows, "sft": row(5.3, 0.115, 0.10), "real": row(0.0, 0.007, 0.35)}, "base", "sft",
+                         real="real")
+    assert yardstick.endswith("not at the reward: real review text on the same prompts scores +0.35, so a closer "
+                              "imitation would move the reward toward that.")
     # the paired reading decides the unseen-word verdict when given: the same rise, called beyond or within by its z
     paired = read_sft(rows, "base", "sft", paired={"difference": 0.02, "se": 0.012, "z": 1.67})
-    assert "rose 11.0% -> 13.0%, within its noise (paired over the same 128 prompts, +2.0% ± 1.2%)" in paired
+    assert ("rose 11.0% -> 13.0%, within its noise (paired over the same 128 prompts: +2.0 ± 1.2 points, one standard "
+            "error, z = 1.7)") in paired
     assert "beyond its noise (paired" in read_sft(quiet_rows := {**rows, "sft": row(5.3, 0.115, 0.10)}, "base", "sft",
                                                   paired={"difference": 0.005, "se": 0.002, "z": 2.5})
     assert quiet_rows["sft"]["unseen-word rate"] == 0.115
@@ -197,17 +202,25 @@ def test_the_sft_readings_say_what_moved_by_hand():
                          [" good zzq film", " bad qqx dull movie ok"], vocabulary)
     assert same["difference"] == 0.0 and same["se"] == 0.0  # a writer against itself: nothing to pair away
     before = {"mean_reward": 0.05, "positive_rate": 0.55, "kl": 0.0}
-    ppo = [{"kl": 3.0, "mean_reward": 1.05}, {"kl": 6.0, "mean_reward": 2.2}]
+    ppo = [{"kl": 3.0, "mean_reward": 1.05, "seeds": 3}, {"kl": 6.0, "mean_reward": 2.2, "seeds": 3}]
     text = read_positive_sft(before, {"mean_reward": 0.55, "positive_rate": 0.66, "kl": 1.5}, ppo)
     assert "+0.05 -> +0.55 (positive rate 55% -> 66%) for a KL of 1.5 nats" in text
-    assert "reach about +0.55" in text  # halfway from (0, +0.05) to (3, +1.05)
+    assert "(the mean of 3 seeds per coefficient)" in text
+    assert "reaches about +0.55." in text  # halfway from (0, +0.05) to (3, +1.05)
     far = read_positive_sft(before, {"mean_reward": 0.55, "positive_rate": 0.66, "kl": 9.0}, ppo)
-    assert far.endswith("started from.")  # beyond the PPO runs' KL: nothing to read it against
-    along = [{"step": 20, "kl": 0.6, "mean_reward": 0.2}, {"step": 40, "kl": 1.5, "mean_reward": 0.45}]
-    assert "At each of its evaluations (steps 20 and 40) the SFT run is below PPO's line." in read_positive_sft(
-        before, along[1] | {"positive_rate": 0.66}, ppo, along)  # PPO's line: +0.25 at 0.6, +0.55 at 1.5
-    above = [{"step": 20, "kl": 0.6, "mean_reward": 0.5}, along[1]]
-    assert "below PPO's line at 1 of 2" in read_positive_sft(before, along[1] | {"positive_rate": 0.66}, ppo, above)
+    assert far.endswith("started from.")  # beyond PPO's KL: nothing to read it against
+    # PPO's line: +0.25 at KL 0.6, +0.55 at 1.5
+    along = [{"step": 20, "kl": 0.6, "mean_reward": 0.2, "mean_reward_se": 0.1},
+             {"step": 40, "kl": 1.5, "mean_reward": 0.25, "mean_reward_se": 0.1}]
+    mixed = read_positive_sft(before, along[1] | {"positive_rate": 0.66}, ppo, along)
+    assert ("At its evaluations (steps 20 and 40) the SFT run sits 0.05 below and 0.30 below that line, beyond twice "
+            "its standard error at 1 of 2 (standard errors over the prompts 0.10, 0.10; one SFT run).") in mixed
+    close = [dict(along[0]), dict(along[1], mean_reward=0.6)]
+    assert "0.05 below and 0.05 above that line, each within twice" in read_positive_sft(
+        before, close[1] | {"positive_rate": 0.66}, ppo, close)
+    assert "each beyond twice" in read_positive_sft(before, along[1] | {"positive_rate": 0.66}, ppo,
+                                                    [dict(p, mean_reward_se=0.01) for p in along])
+    assert [p["kl"] for p in ppo_line(before, list(reversed(ppo)))] == [0.0, 3.0, 6.0]  # from the start, by KL
 
 
 def test_the_long_run_reading_finds_where_it_reached_the_policy():
@@ -224,16 +237,29 @@ def test_the_long_run_reading_finds_where_it_reached_the_policy():
     assert text.startswith("The same recipe run 3,840 steps (about 30 min on one CPU core, one seed) took the "
                            "held-out loss to 4.00 nats and the unseen-word rate to 3.0%; it was first at or below the "
                            "course's policy's 3.7% at step 1,920.")
-    assert "your run at 5.35 and 15.0%: on its curve, within the noise." in text  # 1 point apart, SE 1.4
-    off = read_sft_longer(longer, {**rows, "here": point(120, 5.35, 0.20)}, "here", "policy", steps=120)
-    assert "off its curve, beyond the noise" in off
+    assert ("At step 120 this run, in effect a second seed of yours (other demonstrations, another batch order), was "
+            "at 5.30 nats and 14.0% unseen, yours at 5.35 and 15.0%: 1.0 points apart, 0.7 standard errors, both "
+            "above the base's 10.0%.") in text  # SE of the gap: 1.41 points
+    below = read_sft_longer(longer, {**rows, "here": point(120, 5.35, 0.09)}, "here", "policy", steps=120)
+    assert "yours at 5.35 and 9.0%: 5.0 points apart, 3.5 standard errors." in below
+    assert ("On the way its unseen-word rate first rose above the base's, to 14.0% at step 120 (the model mixes "
+            "review sub-words before it spells review words), and was below the base's, beyond the noise, from step "
+            "960.") in text  # 10% +- 1 -> 14% +- 1 is beyond twice the SE of the difference, 5% +- 1 too
     never = read_sft_longer(longer, {**rows, "policy": point(0, 4.0, 0.02)}, "here", "policy", steps=100)
-    assert never.endswith("still above the course's policy's 2.0% at its end.")  # and no step-100 point to compare
+    assert "still above the course's policy's 2.0% at its end, though within the noise of the two." in never
+    assert "At step" not in never  # no step-100 point to compare
+    assert "at its end, beyond the noise." in read_sft_longer(longer, {**rows, "policy": point(0, 4.0, 0.001)},
+                                                             "here", "policy", steps=100)
+    late = {"checkpoints": longer["checkpoints"][:2] + [point(960, 4.5, 0.09), point(3840, 4.0, 0.05)]}
+    assert "below the base's beyond the noise only at its last evaluation." in read_sft_longer(
+        late, rows, "here", "policy", steps=120)
+    never_below = {"checkpoints": longer["checkpoints"][:2] + [point(3840, 4.0, 0.09)]}
+    assert "never below the base's beyond the noise." in read_sft_longer(never_below, rows, "here", "policy", 120)
     settings = {"steps": 3840, "batch_size": 32, "n_train": 24000}
     why = read_sft_longer({**longer, "settings": settings}, {**rows, "policy": point(0, 4.0, 0.02)}, "here", "policy",
                           steps=100)
-    assert why.endswith("at its end. It repeats the openings of 24,000 reviews, each about 5 times; the course's "
-                        "policy was trained on whole reviews, far more text.")  # 3,840 x 32 / 24,000 = 5.1
+    assert ("within the noise of the two. It repeats the openings of 24,000 reviews, each about 5 times; the course's "
+            "policy was trained on whole reviews, far more text. On the way") in why  # 3,840 x 32 / 24,000 = 5.1
     assert "repeats" not in read_sft_longer({**longer, "settings": settings}, rows, "here", "policy", steps=120)
     assert "lowest" not in text  # no curve given: nothing said of it
     falling = [6.9, 5.0, 4.5, 4.2, 4.1, 4.0, 3.95, 3.9, 3.9, 3.9]  # then rising by 0.1 a step, or wobbling
@@ -271,3 +297,47 @@ def test_the_sft_run_writes_a_policy_that_every_notebook_can_start_from(tmp_path
     with pytest.raises(SystemExit):
         main(["--algo", "sft", "--profile", "smoke", "--out", str(tmp_path / "x"), "--mini-batch-size", "2"])
     assert "--mini-batch-size does not apply to --algo sft" in capsys.readouterr().err
+
+
+def test_the_real_continuations_continue_the_held_out_prompts_as_long_as_a_sample_may():
+    from rlhf_helpers import get_profile
+    from rlhf_helpers.data import filter_and_clean, heldout_prompts, load_imdb
+    from rlhf_helpers.evaluation import EVAL_SEED
+    from rlhf_helpers.models import load_tokenizer
+    from rlhf_helpers.profiles import Sampling
+    from rlhf_helpers.sampling import sample_responses
+    from rlhf_helpers.sft import heldout_continuations
+
+    profile = get_profile("smoke")
+    tokenizer = load_tokenizer(profile)
+    prompts = heldout_prompts(profile, tokenizer, n=8)
+    sampling = Sampling(min_tokens=4, max_tokens=16)
+    real = heldout_continuations(profile, tokenizer, prompts, sampling)
+    reviews = set(filter_and_clean(load_imdb("test", profile), profile.min_review_chars)["text"])
+    for query, continuation in zip(prompts.queries, real):  # each is the start of one real held-out review
+        assert any(review.startswith(query + continuation) for review in reviews)
+
+    class Never:  # a policy that never stops early: its responses are exactly as long as their caps
+        device = torch.device("cpu")
+
+        def parameters(self):
+            yield torch.zeros(1)
+
+        def generate(self, input_ids, max_new_tokens, **kwargs):
+            return torch.cat([input_ids, torch.full((len(input_ids), max_new_tokens), 11)], 1)
+
+    drawn = sample_responses(Never(), tokenizer, prompts.input_ids, 4, 16, seed=EVAL_SEED)
+    assert [len(tokenizer(c, add_special_tokens=False)["input_ids"]) for c in real] == [
+        len(r) for r in drawn.response_ids]
+
+
+def test_the_curve_reading_says_where_each_run_ended_and_whether_it_still_fell():
+    from rlhf_helpers.sft import read_sft_curves
+
+    trl = [{"step": 0, "heldout_loss": 6.9}, {"step": 60, "heldout_loss": 5.6}, {"step": 120, "heldout_loss": 5.3}]
+    hand = [{"step": 0, "heldout_loss": 6.9}, {"step": 1, "loss": 6.8}, {"step": 30, "loss": 5.9, "heldout_loss": 5.8}]
+    assert read_sft_curves(trl, hand, 3.97) == ("Held-out loss: TRL's run 6.90 -> 5.30 in 120 steps, still falling at "
+                                                "its end; the loop by hand 6.90 -> 5.80 in its 30 steps; the course's "
+                                                "policy is at 3.97.")
+    flat = trl[:2] + [{"step": 120, "heldout_loss": 5.7}]
+    assert "no longer falling at its end" in read_sft_curves(flat, hand, 3.97)
