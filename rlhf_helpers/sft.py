@@ -266,8 +266,10 @@ class EvaluateAlong:
         if row["step"] in self.steps:
             self.last = evaluate(model, self.reference, self.tokenizer, self.reward, self.prompts, self.sampling)
             rewards = self.last.samples.reward
+            rate = self.last.metrics["positive_rate"]
             self.points.append({"step": row["step"], **self.last.metrics,
-                                "mean_reward_se": float(rewards.std() / len(rewards) ** 0.5)})
+                                "mean_reward_se": float(rewards.std() / len(rewards) ** 0.5),
+                                "positive_rate_se": (rate * (1 - rate) / len(rewards)) ** 0.5})
 
 
 def read_sft_curves(trl_log: list[dict], hand_log: list[dict], policy_loss: float) -> str:
@@ -279,7 +281,9 @@ def read_sft_curves(trl_log: list[dict], hand_log: list[dict], policy_loss: floa
     return (f"Held-out loss: TRL's run {trl[0]['heldout_loss']:.2f} -> {trl[-1]['heldout_loss']:.2f} in "
             f"{trl[-1]['step']} steps, " + ("still falling at its end" if falling else "no longer falling at its end") +
             f"; the loop by hand {hand[0]['heldout_loss']:.2f} -> {hand[-1]['heldout_loss']:.2f} in its "
-            f"{hand[-1]['step']} steps; the course's policy is at {policy_loss:.2f}.")
+            f"{hand[-1]['step']} steps, where TRL's run passed "
+            f"{np.interp(hand[-1]['step'], [r['step'] for r in trl], [r['heldout_loss'] for r in trl]):.2f} (read "
+            f"between its evaluations); the course's policy is at {policy_loss:.2f}.")
 
 
 def review_vocabulary(profile: Profile) -> frozenset:
@@ -333,9 +337,10 @@ def text_row(prompts: list[str], responses: list[str], rewards, vocabulary: froz
     rate_se = float(((unseen - rate * counts) ** 2).sum().sqrt() / counts.sum().clamp(min=1))
     scores = torch.tensor(np.array(rewards, dtype=np.float64))  # a copy: the evaluation's frame stays read-only
     n = len(scores)
+    positive = float((scores > 0).double().mean())
     return {"unseen-word rate": rate, "unseen-word rate SE": rate_se, "mean reward": float(scores.mean()),
-            "mean reward SE": float(scores.std() / n ** 0.5), "positive rate": float((scores > 0).double().mean()),
-            "prompts": n}
+            "mean reward SE": float(scores.std() / n ** 0.5), "positive rate": positive,
+            "positive rate SE": (positive * (1 - positive) / n) ** 0.5, "prompts": n}
 
 
 def unseen_change(prompts: list[str], before: list[str], after: list[str], vocabulary: frozenset) -> dict:
@@ -386,8 +391,14 @@ def read_sft(rows: dict, base: str, tuned: str, longer: str | None = None, paire
                  f"{s['unseen-word rate']:.1%} unseen: the loss falls first, real words take far more training.")
     if not reward:
         text += " SFT aims at the demonstrations, not at the reward"
-        text += (f": real review text on the same prompts scores {rows[real]['mean reward']:+.2f}, so a closer "
-                 f"imitation would move the reward toward that." if real else ".")
+        if real:
+            r = rows[real]
+            alike = not _moved(r["mean reward"], t["mean reward"], r["mean reward SE"], t["mean reward SE"])
+            text += (f": real review text on the same prompts scores {r['mean reward']:+.2f} ± "
+                     f"{r['mean reward SE']:.2f}, " + ("indistinguishable from the fine-tuned model's." if alike else
+                                                       "apart from the fine-tuned model's beyond the noise."))
+        else:
+            text += "."
     return text
 
 
@@ -445,12 +456,18 @@ def read_sft_longer(longer: dict, rows: dict, tuned: str, policy: str, steps: in
     if here:
         gap = mine["unseen-word rate"] - here["unseen-word rate"]
         se = math.hypot(mine["unseen-word rate SE"], here["unseen-word rate SE"])
-        above = all(r["unseen-word rate"] > start["unseen-word rate"] for r in (here, mine))
-        text += (f" At step {here['step']} this run, in effect a second seed of yours (other demonstrations, another "
-                 f"batch order), was at {here['held-out loss (nats/token)']:.2f} nats and "
+        above = [_moved(start["unseen-word rate"], r["unseen-word rate"], start["unseen-word rate SE"],
+                        r["unseen-word rate SE"]) and r["unseen-word rate"] > start["unseen-word rate"]
+                 for r in (here, mine)]
+        versus = ("both above the base's beyond the noise" if all(above) else
+                  "yours above the base's beyond the noise, this run's within it" if above[1] else
+                  "this run's above the base's beyond the noise, yours within it" if above[0] else
+                  "neither above the base's beyond the noise")
+        text += (f" At step {here['step']} this run (its demonstrations include yours, in another order, with the "
+                 f"loop by hand) was at {here['held-out loss (nats/token)']:.2f} nats and "
                  f"{here['unseen-word rate']:.1%} unseen, yours at {mine['held-out loss (nats/token)']:.2f} and "
                  f"{mine['unseen-word rate']:.1%}: {abs(gap) * 100:.1f} points apart, {abs(gap) / se:.1f} standard "
-                 f"errors" + (f", both above the base's {start['unseen-word rate']:.1%}." if above else "."))
+                 f"errors (unpaired), {versus} ({start['unseen-word rate']:.1%}).")
     return text
 
 
@@ -462,7 +479,9 @@ def read_positive_sft(before: dict, after: dict, ppo_means: list[dict] | None, a
     that line at its own KL, with the SFT reward's standard error over the prompts."""
     text = (f"Fine-tuning on positive reviews moved the mean reward {before['mean_reward']:+.2f} -> "
             f"{after['mean_reward']:+.2f} (positive rate {before['positive_rate']:.0%} -> "
-            f"{after['positive_rate']:.0%}) for a KL of {after['kl']:.1f} nats to the policy it started from")
+            f"{after['positive_rate']:.0%}" +
+            (f", standard error about {after['positive_rate_se']:.0%}" if "positive_rate_se" in after else "") +
+            f") for a KL of {after['kl']:.1f} nats to the policy it started from")
     line = ppo_line(before, ppo_means)
     if len(line) < 2 or after["kl"] > line[-1]["kl"]:
         return text + "."
@@ -482,7 +501,8 @@ def read_positive_sft(before: dict, after: dict, ppo_means: list[dict] | None, a
                    "each beyond twice its standard error" if beyond == len(along) else
                    f"beyond twice its standard error at {beyond} of {len(along)}")
         text += (f" At its evaluations (steps {' and '.join(str(p['step']) for p in along)}) the SFT run sits {where} "
-                 f"that line, {verdict} (standard errors over the prompts {ses}; one SFT run).")
+                 f"that line, {verdict} (standard errors over the prompts {ses}; one SFT run; PPO's spread over its "
+                 f"seeds is not in this test).")
     return text + " Different budgets: this shows where each went, not which method is better at equal cost."
 
 

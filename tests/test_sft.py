@@ -152,7 +152,8 @@ def test_evaluating_along_the_run_does_not_change_it(base_model):
     assert runs[0][0] == runs[1][0]  # the same losses at every step, to the last bit
     points = runs[1][1].points
     assert [p["step"] for p in points] == [2, 4] and points[0]["kl"] != 0.0  # measured against the base, on the way
-    assert runs[1][1].last.metrics == {k: v for k, v in points[-1].items() if k not in ("step", "mean_reward_se")}
+    assert runs[1][1].last.metrics == {k: v for k, v in points[-1].items()
+                                       if k not in ("step", "mean_reward_se", "positive_rate_se")}
 
 
 def test_the_sft_readings_say_what_moved_by_hand():
@@ -173,8 +174,11 @@ def test_the_sft_readings_say_what_moved_by_hand():
     assert quiet.endswith("SFT aims at the demonstrations, not at the reward.")
     yardstick = read_sft({**rows, "sft": row(5.3, 0.115, 0.10), "real": row(0.0, 0.007, 0.35)}, "base", "sft",
                          real="real")
-    assert yardstick.endswith("not at the reward: real review text on the same prompts scores +0.35, so a closer "
-                              "imitation would move the reward toward that.")
+    assert yardstick.endswith("not at the reward: real review text on the same prompts scores +0.35 ± 0.04, apart "
+                              "from the fine-tuned model's beyond the noise.")  # 0.25 apart, 2 SE = 0.11
+    alike = read_sft({**rows, "sft": row(5.3, 0.115, 0.10), "real": row(0.0, 0.007, 0.05)}, "base", "sft",
+                     real="real")
+    assert alike.endswith("scores +0.05 ± 0.04, indistinguishable from the fine-tuned model's.")
     # the paired reading decides the unseen-word verdict when given: the same rise, called beyond or within by its z
     paired = read_sft(rows, "base", "sft", paired={"difference": 0.02, "se": 0.012, "z": 1.67})
     assert ("rose 11.0% -> 13.0%, within its noise (paired over the same 128 prompts: +2.0 ± 1.2 points, one standard "
@@ -190,6 +194,7 @@ def test_the_sft_readings_say_what_moved_by_hand():
     assert stats["unseen-word rate"] == pytest.approx(2 / 6)
     assert stats["unseen-word rate SE"] == pytest.approx((2 / 9) ** 0.5 / 6)  # residuals 1 - 2/3 and 1 - 4/3
     assert stats["mean reward"] == 0.0 and stats["positive rate"] == 0.5 and stats["prompts"] == 2
+    assert stats["positive rate SE"] == pytest.approx(0.5 / 2 ** 0.5)  # sqrt(p (1 - p) / n)
     # the paired change by hand: after, prompt A's response has 0 of 2 unseen and B's 2 of 4 (rate 2/6 again)
     vocabulary = {"a", "b", "good", "bad", "dull", "film", "movie", "ok", "nice"}
     change = unseen_change(["A", "B"], [" good zzq film", " bad qqx dull movie ok"],
@@ -206,6 +211,8 @@ def test_the_sft_readings_say_what_moved_by_hand():
     text = read_positive_sft(before, {"mean_reward": 0.55, "positive_rate": 0.66, "kl": 1.5}, ppo)
     assert "+0.05 -> +0.55 (positive rate 55% -> 66%) for a KL of 1.5 nats" in text
     assert "(the mean of 3 seeds per coefficient)" in text
+    assert "(positive rate 55% -> 66%, standard error about 4%) for a KL" in read_positive_sft(
+        before, {"mean_reward": 0.55, "positive_rate": 0.66, "positive_rate_se": 0.042, "kl": 1.5}, ppo)
     assert "reaches about +0.55." in text  # halfway from (0, +0.05) to (3, +1.05)
     far = read_positive_sft(before, {"mean_reward": 0.55, "positive_rate": 0.66, "kl": 9.0}, ppo)
     assert far.endswith("started from.")  # beyond PPO's KL: nothing to read it against
@@ -214,7 +221,8 @@ def test_the_sft_readings_say_what_moved_by_hand():
              {"step": 40, "kl": 1.5, "mean_reward": 0.25, "mean_reward_se": 0.1}]
     mixed = read_positive_sft(before, along[1] | {"positive_rate": 0.66}, ppo, along)
     assert ("At its evaluations (steps 20 and 40) the SFT run sits 0.05 below and 0.30 below that line, beyond twice "
-            "its standard error at 1 of 2 (standard errors over the prompts 0.10, 0.10; one SFT run).") in mixed
+            "its standard error at 1 of 2 (standard errors over the prompts 0.10, 0.10; one SFT run; PPO's spread over "
+            "its seeds is not in this test).") in mixed
     close = [dict(along[0]), dict(along[1], mean_reward=0.6)]
     assert "0.05 below and 0.05 above that line, each within twice" in read_positive_sft(
         before, close[1] | {"positive_rate": 0.66}, ppo, close)
@@ -237,11 +245,14 @@ def test_the_long_run_reading_finds_where_it_reached_the_policy():
     assert text.startswith("The same recipe run 3,840 steps (about 30 min on one CPU core, one seed) took the "
                            "held-out loss to 4.00 nats and the unseen-word rate to 3.0%; it was first at or below the "
                            "course's policy's 3.7% at step 1,920.")
-    assert ("At step 120 this run, in effect a second seed of yours (other demonstrations, another batch order), was "
-            "at 5.30 nats and 14.0% unseen, yours at 5.35 and 15.0%: 1.0 points apart, 0.7 standard errors, both "
-            "above the base's 10.0%.") in text  # SE of the gap: 1.41 points
+    assert ("At step 120 this run (its demonstrations include yours, in another order, with the loop by hand) was "
+            "at 5.30 nats and 14.0% unseen, yours at 5.35 and 15.0%: 1.0 points apart, 0.7 standard errors "
+            "(unpaired), both above the base's beyond the noise (10.0%).") in text  # SE of the gap: 1.41 points
     below = read_sft_longer(longer, {**rows, "here": point(120, 5.35, 0.09)}, "here", "policy", steps=120)
-    assert "yours at 5.35 and 9.0%: 5.0 points apart, 3.5 standard errors." in below
+    assert ("yours at 5.35 and 9.0%: 5.0 points apart, 3.5 standard errors (unpaired), this run's above the base's "
+            "beyond the noise, yours within it (10.0%).") in below
+    close = read_sft_longer(longer, {**rows, "here": point(120, 5.35, 0.12)}, "here", "policy", steps=120)
+    assert "this run's above the base's beyond the noise, yours within it" in close  # 12% vs 10%: 1.4 SE
     assert ("On the way its unseen-word rate first rose above the base's, to 14.0% at step 120 (the model mixes "
             "review sub-words before it spells review words), and was below the base's, beyond the noise, from step "
             "960.") in text  # 10% +- 1 -> 14% +- 1 is beyond twice the SE of the difference, 5% +- 1 too
@@ -337,7 +348,8 @@ def test_the_curve_reading_says_where_each_run_ended_and_whether_it_still_fell()
     trl = [{"step": 0, "heldout_loss": 6.9}, {"step": 60, "heldout_loss": 5.6}, {"step": 120, "heldout_loss": 5.3}]
     hand = [{"step": 0, "heldout_loss": 6.9}, {"step": 1, "loss": 6.8}, {"step": 30, "loss": 5.9, "heldout_loss": 5.8}]
     assert read_sft_curves(trl, hand, 3.97) == ("Held-out loss: TRL's run 6.90 -> 5.30 in 120 steps, still falling at "
-                                                "its end; the loop by hand 6.90 -> 5.80 in its 30 steps; the course's "
-                                                "policy is at 3.97.")
+                                                "its end; the loop by hand 6.90 -> 5.80 in its 30 steps, where TRL's "
+                                                "run passed 6.25 (read between its evaluations); the course's policy "
+                                                "is at 3.97.")  # 6.9 - 1.3 x 30/60
     flat = trl[:2] + [{"step": 120, "heldout_loss": 5.7}]
     assert "no longer falling at its end" in read_sft_curves(flat, hand, 3.97)
