@@ -264,14 +264,19 @@ class HeldoutPrompts:
         return len(self.queries)
 
 
-def heldout_prompts(profile: Profile, tokenizer, n: int | None = None,
-                    seed: int = HELDOUT_SEED) -> HeldoutPrompts:
-    """`n` (default `profile.n_eval_prompts`) seeded prompts from the **test** split, never trained on."""
+def heldout_reviews(profile: Profile, n: int | None = None, seed: int = HELDOUT_SEED) -> list[str]:
+    """The `n` (default `profile.n_eval_prompts`) seeded **test** reviews the held-out prompts are cut from, in the
+    prompts' order (`sft.heldout_continuations` continues them)."""
     n = n or profile.n_eval_prompts
     ds = filter_and_clean(load_imdb("test", profile), profile.min_review_chars)
     if n > len(ds):
         raise ValueError(f"Asked for {n} held-out prompts but the test split has only {len(ds)} reviews.")
-    picked = ds.shuffle(seed=seed).select(range(n))
-    prompts = make_prompts(picked[:]["text"], tokenizer, profile.prompt_min_tokens, profile.prompt_max_tokens,
-                           seed=seed)
+    return ds.shuffle(seed=seed).select(range(n))[:]["text"]
+
+
+def heldout_prompts(profile: Profile, tokenizer, n: int | None = None,
+                    seed: int = HELDOUT_SEED) -> HeldoutPrompts:
+    """`n` (default `profile.n_eval_prompts`) seeded prompts from the **test** split, never trained on."""
+    prompts = make_prompts(heldout_reviews(profile, n, seed), tokenizer, profile.prompt_min_tokens,
+                           profile.prompt_max_tokens, seed=seed)
     return HeldoutPrompts(queries=[p["query"] for p in prompts], input_ids=[p["input_ids"] for p in prompts])

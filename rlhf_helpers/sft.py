@@ -24,7 +24,7 @@ from datasets import Dataset
 from transformers import AutoModelForCausalLM, TrainerCallback
 from transformers.trainer_callback import PrinterCallback
 
-from .data import HELDOUT_SEED, check_imdb_source, filter_and_clean, heldout_prompts, load_imdb, prompt_lengths
+from .data import check_imdb_source, filter_and_clean, heldout_prompts, heldout_reviews, load_imdb, prompt_lengths
 from .evaluation import EVAL_SEED, continuation_words, evaluate, word_list
 from .faults import explain_faults, hold_output, write_text_atomic
 from .models import base_model_id, load_reward, load_tokenizer, model_ids, quiet_transformers
@@ -296,8 +296,7 @@ def heldout_continuations(profile: Profile, tokenizer, prompts, sampling) -> lis
     """The yardstick on the very prompts the models answer: for each held-out prompt (`data.heldout_prompts`), the
     review it was cut from, continued by its own next tokens, as many as the course's evaluation lets a sample have
     after that prompt (the length cap `sampling.sample_responses` draws under `evaluation.EVAL_SEED`)."""
-    reviews = filter_and_clean(load_imdb("test", profile), profile.min_review_chars)
-    texts = reviews.shuffle(seed=HELDOUT_SEED).select(range(len(prompts)))["text"]
+    texts = heldout_reviews(profile, len(prompts))
     caps = torch.randint(sampling.min_tokens, sampling.max_tokens + 1, (len(prompts),),
                          generator=torch.Generator().manual_seed(EVAL_SEED)).tolist()
     continuations = []
